@@ -1,0 +1,493 @@
+"""Synthetic label noise for learning with noisy labels.
+
+Three standard corruptions of a clean label vector, each deterministic given an
+integer ``seed`` (all randomness comes from ``np.random.default_rng(seed)``):
+
+* :func:`symmetric`: every label flips with probability ``rate`` to a class
+  drawn uniformly from the *other* ``num_classes - 1`` classes.
+* :func:`asymmetric`: class-conditional flips between visually similar classes
+  (:data:`ASYMMETRIC_MAPPINGS`); a label whose class has a mapping flips with
+  probability ``rate`` to the mapped class, other labels never change.
+* :func:`instance_dependent`: the part-dependent noise of Xia et al. (2020),
+  whose flip rate and flip target depend on the input itself.
+
+:func:`corrupt_labels` dispatches on a ``kind`` string. Every function returns
+:class:`NoisyLabels`: the noisy labels, the realised transition matrix and the
+realised noise rate. The true labels passed in are only used to build the
+corruption and these diagnostics; a training loop must consume
+``NoisyLabels.labels`` only.
+
+The module is plain NumPy: label corruption runs once, on the host, before
+training.
+"""
+
+import numbers
+from typing import NamedTuple
+
+import numpy as np
+
+KINDS = ('none', 'symmetric', 'asymmetric', 'instance')
+
+# Standard deviation of the per-sample flip rate in instance-dependent noise
+# (Xia et al., 2020, Section 4 and their public code: ``norm_std = 0.1``).
+INSTANCE_FLIP_RATE_STD = 0.1
+
+# Rows of the features processed at once by `instance_dependent`, bounding the
+# float64 copy of the features to ``_CHUNK_SIZE * d`` values.
+_CHUNK_SIZE = 4096
+
+CIFAR10_CLASSES = (
+    'airplane', 'automobile', 'bird', 'cat', 'deer',
+    'dog', 'frog', 'horse', 'ship', 'truck',
+)
+
+# The 100 CIFAR-100 fine labels; the index of a name is its fine label (the
+# classes are numbered in alphabetical order, as in the dataset's ``meta``).
+CIFAR100_FINE_CLASSES = (
+    'apple', 'aquarium_fish', 'baby', 'bear', 'beaver',
+    'bed', 'bee', 'beetle', 'bicycle', 'bottle',
+    'bowl', 'boy', 'bridge', 'bus', 'butterfly',
+    'camel', 'can', 'castle', 'caterpillar', 'cattle',
+    'chair', 'chimpanzee', 'clock', 'cloud', 'cockroach',
+    'couch', 'crab', 'crocodile', 'cup', 'dinosaur',
+    'dolphin', 'elephant', 'flatfish', 'forest', 'fox',
+    'girl', 'hamster', 'house', 'kangaroo', 'keyboard',
+    'lamp', 'lawn_mower', 'leopard', 'lion', 'lizard',
+    'lobster', 'man', 'maple_tree', 'motorcycle', 'mountain',
+    'mouse', 'mushroom', 'oak_tree', 'orange', 'orchid',
+    'otter', 'palm_tree', 'pear', 'pickup_truck', 'pine_tree',
+    'plain', 'plate', 'poppy', 'porcupine', 'possum',
+    'rabbit', 'raccoon', 'ray', 'road', 'rocket',
+    'rose', 'sea', 'seal', 'shark', 'shrew',
+    'skunk', 'skyscraper', 'snail', 'snake', 'spider',
+    'squirrel', 'streetcar', 'sunflower', 'sweet_pepper', 'table',
+    'tank', 'telephone', 'television', 'tiger', 'tractor',
+    'train', 'trout', 'tulip', 'turtle', 'wardrobe',
+    'whale', 'willow_tree', 'wolf', 'woman', 'worm',
+)
+
+# The 20 CIFAR-100 superclasses (coarse labels, in coarse-label order) and the
+# five fine classes of each (Krizhevsky, 2009, Section 3).
+CIFAR100_SUPERCLASSES = {
+    'aquatic_mammals': ('beaver', 'dolphin', 'otter', 'seal', 'whale'),
+    'fish': ('aquarium_fish', 'flatfish', 'ray', 'shark', 'trout'),
+    'flowers': ('orchid', 'poppy', 'rose', 'sunflower', 'tulip'),
+    'food_containers': ('bottle', 'bowl', 'can', 'cup', 'plate'),
+    'fruit_and_vegetables': (
+        'apple', 'mushroom', 'orange', 'pear', 'sweet_pepper'),
+    'household_electrical_devices': (
+        'clock', 'keyboard', 'lamp', 'telephone', 'television'),
+    'household_furniture': ('bed', 'chair', 'couch', 'table', 'wardrobe'),
+    'insects': ('bee', 'beetle', 'butterfly', 'caterpillar', 'cockroach'),
+    'large_carnivores': ('bear', 'leopard', 'lion', 'tiger', 'wolf'),
+    'large_man-made_outdoor_things': (
+        'bridge', 'castle', 'house', 'road', 'skyscraper'),
+    'large_natural_outdoor_scenes': (
+        'cloud', 'forest', 'mountain', 'plain', 'sea'),
+    'large_omnivores_and_herbivores': (
+        'camel', 'cattle', 'chimpanzee', 'elephant', 'kangaroo'),
+    'medium_mammals': ('fox', 'porcupine', 'possum', 'raccoon', 'skunk'),
+    'non-insect_invertebrates': ('crab', 'lobster', 'snail', 'spider', 'worm'),
+    'people': ('baby', 'boy', 'girl', 'man', 'woman'),
+    'reptiles': ('crocodile', 'dinosaur', 'lizard', 'snake', 'turtle'),
+    'small_mammals': ('hamster', 'mouse', 'rabbit', 'shrew', 'squirrel'),
+    'trees': ('maple_tree', 'oak_tree', 'palm_tree', 'pine_tree',
+              'willow_tree'),
+    'vehicles_1': ('bicycle', 'bus', 'motorcycle', 'pickup_truck', 'train'),
+    'vehicles_2': ('lawn_mower', 'rocket', 'streetcar', 'tank', 'tractor'),
+}
+
+
+def _cifar100_next_in_superclass():
+  """Maps each fine label to the next fine label of its superclass.
+
+  Within a superclass the five fine labels are taken in increasing order and
+  the last one maps back to the first, so the mapping is a permutation made of
+  twenty 5-cycles.
+  """
+  index = {name: i for i, name in enumerate(CIFAR100_FINE_CLASSES)}
+  mapping = {}
+  for fine_names in CIFAR100_SUPERCLASSES.values():
+    members = sorted(index[name] for name in fine_names)
+    for position, fine_label in enumerate(members):
+      mapping[fine_label] = members[(position + 1) % len(members)]
+  return mapping
+
+
+# MNIST-style digits (also scikit-learn's 8x8 ``load_digits``): the flips of
+# Patrini et al. (2017), 2 -> 7, 3 -> 8, 5 <-> 6, 7 -> 1, between digits that
+# are written alike.
+_DIGITS_MAPPING = {2: 7, 3: 8, 5: 6, 6: 5, 7: 1}
+
+# Class index -> class index it is flipped to by `asymmetric` noise.
+#   cifar10: truck -> automobile, bird -> airplane, cat <-> dog,
+#     deer -> horse (Patrini et al., 2017).
+#   cifar100: each fine class -> the next fine class (by fine label, circularly)
+#     within its superclass, using the real CIFAR-100 superclasses.
+#   digits, mnist: 2 -> 7, 3 -> 8, 5 <-> 6, 7 -> 1 (Patrini et al., 2017).
+ASYMMETRIC_MAPPINGS = {
+    'cifar10': {9: 1, 2: 0, 3: 5, 5: 3, 4: 7},
+    'cifar100': _cifar100_next_in_superclass(),
+    'digits': dict(_DIGITS_MAPPING),
+    'mnist': dict(_DIGITS_MAPPING),
+}
+
+
+class NoisyLabels(NamedTuple):
+  """Corrupted labels and what the corruption actually did.
+
+  Attributes:
+    labels: int32 ``[n]``, the noisy labels, to be used for training.
+    transition_matrix: float64 ``[C, C]``; row ``i`` is the empirical
+      distribution of the noisy label among samples whose true label is ``i``
+      (``T[i, j] = #{true = i, noisy = j} / #{true = i}``). Rows of classes
+      absent from ``labels`` are the identity row.
+    noise_rate: the realised fraction of labels that changed,
+      ``mean(noisy != true)`` (``0.0`` for an empty label vector).
+  """
+  labels: np.ndarray
+  transition_matrix: np.ndarray
+  noise_rate: float
+
+
+def _check_num_classes(num_classes):
+  if (isinstance(num_classes, (bool, np.bool_))
+      or not isinstance(num_classes, numbers.Integral) or num_classes < 2):
+    raise ValueError(
+        f'`num_classes` must be an integer >= 2, got {num_classes!r}.')
+  return int(num_classes)
+
+
+def _check_labels(labels, num_classes):
+  """Returns ``labels`` as a 1-D int64 array with values in [0, num_classes)."""
+  labels = np.asarray(labels)
+  if labels.ndim != 1:
+    raise ValueError(
+        f'`labels` must be 1-D, got an array of shape {labels.shape}.')
+  if labels.size and not np.issubdtype(labels.dtype, np.integer):
+    raise ValueError(f'`labels` must be integers, got dtype {labels.dtype}.')
+  labels = labels.astype(np.int64)
+  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+    raise ValueError(
+        f'`labels` must lie in [0, num_classes) = [0, {num_classes}), got '
+        f'values in [{labels.min()}, {labels.max()}].')
+  return labels
+
+
+def _check_rate(rate):
+  if (isinstance(rate, (bool, np.bool_)) or not isinstance(rate, numbers.Real)
+      or not 0.0 <= float(rate) < 1.0):
+    raise ValueError(f'`rate` must be a float in [0, 1), got {rate!r}.')
+  return float(rate)
+
+
+def _check_seed(seed):
+  if (isinstance(seed, (bool, np.bool_))
+      or not isinstance(seed, numbers.Integral) or seed < 0):
+    raise ValueError(
+        f'`seed` must be a non-negative integer (noise must be reproducible), '
+        f'got {seed!r}.')
+  return int(seed)
+
+
+def _check_common(labels, num_classes, rate, seed):
+  num_classes = _check_num_classes(num_classes)
+  return (_check_labels(labels, num_classes), num_classes, _check_rate(rate),
+          _check_seed(seed))
+
+
+def _noisy_labels(true_labels, noisy, num_classes):
+  """Packs ``noisy`` with its empirical transition matrix and noise rate."""
+  counts = np.bincount(
+      true_labels * num_classes + noisy, minlength=num_classes * num_classes
+  ).reshape(num_classes, num_classes).astype(np.float64)
+  totals = counts.sum(axis=1, keepdims=True)
+  transition = np.where(
+      totals > 0, counts / np.maximum(totals, 1.0), np.eye(num_classes))
+  noise_rate = float(np.mean(noisy != true_labels)) if noisy.size else 0.0
+  return NoisyLabels(
+      labels=noisy.astype(np.int32),
+      transition_matrix=transition,
+      noise_rate=noise_rate)
+
+
+def symmetric(labels, num_classes, rate, seed):
+  """Symmetric (uniform) label noise.
+
+  Each label independently flips with probability ``rate``; a flipped label
+  becomes one of the other ``num_classes - 1`` classes, chosen uniformly, so the
+  expected transition matrix is ``1 - rate`` on the diagonal and
+  ``rate / (num_classes - 1)`` elsewhere.
+
+  Args:
+    labels: integer array ``[n]`` of true labels in ``[0, num_classes)``.
+    num_classes: number of classes ``C >= 2``.
+    rate: flip probability ``eta`` in ``[0, 1)``.
+    seed: non-negative integer seed of ``np.random.default_rng``.
+
+  Returns:
+    A :class:`NoisyLabels`.
+
+  Raises:
+    ValueError: if an argument is invalid; the message names it.
+
+  Example:
+    >>> import numpy as np
+    >>> from ogc_jax import noise
+    >>> out = noise.symmetric(np.arange(10).repeat(1000), 10, 0.4, seed=0)
+    >>> round(out.noise_rate, 2)
+    0.4
+    >>> bool((np.diag(out.transition_matrix) > 0.55).all())
+    True
+
+  References:
+    van Rooyen et al., `Learning with Symmetric Label Noise: The Importance of
+    Being Unhinged <https://arxiv.org/abs/1505.07634>`_, NeurIPS 2015.
+  """
+  labels, num_classes, rate, seed = _check_common(
+      labels, num_classes, rate, seed)
+  rng = np.random.default_rng(seed)
+  flip = rng.random(labels.shape[0]) < rate
+  # Adding an offset in {1, ..., C - 1} modulo C picks a uniformly random class
+  # different from the true one.
+  offset = rng.integers(1, num_classes, size=labels.shape[0])
+  noisy = np.where(flip, (labels + offset) % num_classes, labels)
+  return _noisy_labels(labels, noisy, num_classes)
+
+
+def asymmetric(labels, num_classes, rate, seed, dataset):
+  """Asymmetric (class-conditional) label noise between similar classes.
+
+  Each label whose class has an entry in ``ASYMMETRIC_MAPPINGS[dataset]`` flips
+  with probability ``rate`` to the mapped class; labels of the other classes
+  never change. The realised ``noise_rate`` is therefore ``rate`` times the
+  fraction of samples in mapped classes (about ``rate / 2`` on CIFAR-10 and
+  MNIST, ``rate`` on CIFAR-100 where every class is mapped).
+
+  Args:
+    labels: integer array ``[n]`` of true labels in ``[0, num_classes)``.
+    num_classes: number of classes ``C >= 2``.
+    rate: flip probability ``eta`` in ``[0, 1)``.
+    seed: non-negative integer seed of ``np.random.default_rng``.
+    dataset: a key of :data:`ASYMMETRIC_MAPPINGS` (``'cifar10'``,
+      ``'cifar100'``, ``'digits'``, ``'mnist'``).
+
+  Returns:
+    A :class:`NoisyLabels`.
+
+  Raises:
+    ValueError: if an argument is invalid, ``dataset`` has no mapping, or the
+      mapping refers to a class ``>= num_classes``; the message names the
+      argument.
+
+  Example:
+    >>> import numpy as np
+    >>> from ogc_jax import noise
+    >>> y = np.arange(10).repeat(1000)
+    >>> out = noise.asymmetric(y, 10, 0.4, seed=0, dataset='cifar10')
+    >>> np.unique(y[out.labels != y]).tolist()  # bird, cat, deer, dog, truck
+    [2, 3, 4, 5, 9]
+    >>> np.unique(out.labels[out.labels != y]).tolist()  # their mapped classes
+    [0, 1, 3, 5, 7]
+    >>> out.transition_matrix[9, [9, 1]].round(2).tolist()  # truck row
+    [0.61, 0.39]
+
+  References:
+    Patrini et al., `Making Deep Neural Networks Robust to Label Noise: a Loss
+    Correction Approach <https://arxiv.org/abs/1609.03683>`_, CVPR 2017.
+  """
+  labels, num_classes, rate, seed = _check_common(
+      labels, num_classes, rate, seed)
+  if not isinstance(dataset, str) or dataset not in ASYMMETRIC_MAPPINGS:
+    raise ValueError(
+        f'`dataset` must name an asymmetric-noise mapping, one of '
+        f'{sorted(ASYMMETRIC_MAPPINGS)}, got {dataset!r}.')
+  mapping = ASYMMETRIC_MAPPINGS[dataset]
+  largest = max(max(mapping), max(mapping.values()))
+  if largest >= num_classes:
+    raise ValueError(
+        f'The {dataset!r} mapping uses class {largest}, which needs '
+        f'`num_classes` > {largest}; got num_classes={num_classes}.')
+  target = np.arange(num_classes)
+  target[list(mapping)] = list(mapping.values())
+  rng = np.random.default_rng(seed)
+  flip = rng.random(labels.shape[0]) < rate
+  noisy = np.where(flip, target[labels], labels)
+  return _noisy_labels(labels, noisy, num_classes)
+
+
+def _truncated_normal(rng, mean, std, size, low=0.0, high=1.0):
+  """Draws ``size`` samples of N(mean, std^2) truncated to [low, high].
+
+  Rejection sampling: draw from the normal and redraw the samples outside the
+  interval. For ``mean`` in [0, 1) and ``std = 0.1`` at least half of the
+  draws are accepted, so a handful of rounds suffice.
+  """
+  out = np.empty(size, dtype=np.float64)
+  pending = np.arange(size)
+  while pending.size:
+    draw = rng.normal(mean, std, size=pending.size)
+    accepted = (draw >= low) & (draw <= high)
+    out[pending[accepted]] = draw[accepted]
+    pending = pending[~accepted]
+  return out
+
+
+def instance_dependent(labels, features, num_classes, rate, seed):
+  """Instance-dependent (part-dependent) label noise of Xia et al. (2020).
+
+  Following Algorithm 2 of the paper and its public code, with ``C`` classes
+  and ``d`` input dimensions:
+
+  1. per-sample flip rates ``q_i ~ N(rate, 0.1^2)`` truncated to ``[0, 1]``;
+  2. a random projection ``W ~ N(0, 1)`` of shape ``[C, d, C]``;
+  3. for sample ``x_i`` (flattened, divided by its L2 norm) with true label
+     ``y``: ``s = x_i @ W[y]``, ``s[y] = -inf``,
+     ``p = q_i * softmax(s)``, ``p[y] = 1 - q_i``;
+  4. the noisy label is drawn from ``p``, in two equivalent steps: the sample
+     flips with probability ``q_i``, then a flipped sample takes class ``j``
+     with probability ``softmax(s)[j]``. (So with one seed the set of flipped
+     samples does not depend on ``features``, only their new classes do.)
+
+  So sample ``i`` keeps its label with probability ``1 - q_i`` and otherwise
+  moves to a class chosen by its own features. Two deliberate differences from
+  the reference code: the input is L2-normalised, so the flip targets depend
+  on the direction of ``x`` and not on its scale (raw CIFAR pixels would make
+  the softmax one-hot); and ``rate == 0`` gives clean labels (``q_i = 0``)
+  rather than flip rates from a half-normal.
+
+  Note the truncation makes ``E[q_i]`` slightly larger than ``rate`` when
+  ``rate`` is within a few ``0.1`` of 0 (e.g. about 0.129 for ``rate = 0.1``).
+
+  Args:
+    labels: integer array ``[n]`` of true labels in ``[0, num_classes)``.
+    features: numeric array ``[n, ...]`` (e.g. images ``[n, H, W, C]``); each
+      row is flattened to ``d`` values. Only its direction matters.
+    num_classes: number of classes ``C >= 2``.
+    rate: mean flip rate ``eta`` in ``[0, 1)``.
+    seed: non-negative integer seed of ``np.random.default_rng``.
+
+  Returns:
+    A :class:`NoisyLabels`.
+
+  Raises:
+    ValueError: if an argument is invalid (including ``features`` whose first
+      dimension differs from ``len(labels)``, or non-finite ``features``); the
+      message names it.
+
+  Example:
+    >>> import numpy as np
+    >>> from ogc_jax import noise
+    >>> x = np.random.default_rng(0).normal(size=(10000, 8, 8))
+    >>> out = noise.instance_dependent(np.arange(10).repeat(1000), x, 10, 0.4,
+    ...                                seed=0)
+    >>> abs(out.noise_rate - 0.4) < 0.02
+    True
+
+  References:
+    Xia et al., `Part-dependent Label Noise: Towards Instance-dependent Label
+    Noise <https://arxiv.org/abs/2006.07836>`_, NeurIPS 2020.
+  """
+  labels, num_classes, rate, seed = _check_common(
+      labels, num_classes, rate, seed)
+  features = np.asarray(features)
+  n = labels.shape[0]
+  if features.ndim < 1 or features.shape[0] != n:
+    raise ValueError(
+        f'`features` must have shape [n, ...] with n = len(labels) = {n}, got '
+        f'shape {features.shape}.')
+  if not (np.issubdtype(features.dtype, np.number)
+          or features.dtype == np.bool_):
+    raise ValueError(f'`features` must be numeric, got dtype {features.dtype}.')
+  features = features.reshape(n, -1)
+  d = features.shape[1]
+  if d == 0:
+    raise ValueError(
+        f'`features` must have at least one value per sample, got shape '
+        f'{features.shape}.')
+  if rate == 0.0 or n == 0:
+    return _noisy_labels(labels, labels.copy(), num_classes)
+
+  rng = np.random.default_rng(seed)
+  # The draws happen in a fixed order, independent of the chunking.
+  flip_rate = _truncated_normal(rng, rate, INSTANCE_FLIP_RATE_STD, n)
+  projection = rng.standard_normal((num_classes, d, num_classes))
+  flip = rng.random(n) < flip_rate
+  uniform = rng.random(n)
+
+  noisy = np.empty(n, dtype=np.int64)
+  for c in range(num_classes):
+    members = np.flatnonzero(labels == c)
+    for start in range(0, members.size, _CHUNK_SIZE):
+      rows = members[start:start + _CHUNK_SIZE]
+      x = features[rows].astype(np.float64)
+      norm = np.linalg.norm(x, axis=1, keepdims=True)
+      # An all-zero input has no direction: its scores are 0, so it flips
+      # uniformly among the other classes.
+      x = x / np.where(norm > 0, norm, 1.0)
+      scores = x @ projection[c]
+      if not np.all(np.isfinite(scores)):
+        raise ValueError('`features` must be finite (no NaN or inf).')
+      scores[:, c] = -np.inf
+      scores -= scores.max(axis=1, keepdims=True)
+      weights = np.exp(scores)
+      # Inverse-CDF draw of the flip target. Dividing by the last entry makes
+      # the CDF end at exactly 1 > uniform, so the draw always lands on a
+      # class of positive weight, never on c (weight exp(-inf) = 0).
+      cdf = np.cumsum(weights, axis=1)
+      cdf /= cdf[:, -1:]
+      target = (cdf <= uniform[rows, None]).sum(axis=1)
+      noisy[rows] = np.where(flip[rows], target, c)
+  return _noisy_labels(labels, noisy, num_classes)
+
+
+def corrupt_labels(kind, labels, num_classes, rate, seed, *,
+                   features=None, dataset=None):
+  """Corrupts ``labels`` with the noise named by ``kind``.
+
+  Args:
+    kind: one of :data:`KINDS`: ``'none'`` (labels unchanged, identity
+      transition matrix), ``'symmetric'``, ``'asymmetric'`` or ``'instance'``.
+    labels: integer array ``[n]`` of true labels in ``[0, num_classes)``.
+    num_classes: number of classes ``C >= 2``.
+    rate: noise rate ``eta`` in ``[0, 1)``. With ``kind='none'`` it must be
+      ``0``, so that a configuration asking for noise cannot silently train on
+      clean labels.
+    seed: non-negative integer seed of ``np.random.default_rng``.
+    features: inputs ``[n, ...]``; required by ``'instance'``, ignored
+      otherwise.
+    dataset: key of :data:`ASYMMETRIC_MAPPINGS`; required by ``'asymmetric'``,
+      ignored otherwise.
+
+  Returns:
+    A :class:`NoisyLabels`.
+
+  Raises:
+    ValueError: if ``kind`` is unknown or an argument is invalid for it; the
+      message names the argument.
+
+  Example:
+    >>> import numpy as np
+    >>> from ogc_jax import noise
+    >>> out = noise.corrupt_labels('none', np.array([0, 1, 1]), 2, 0.0, seed=0)
+    >>> out.labels, out.noise_rate
+    (array([0, 1, 1], dtype=int32), 0.0)
+  """
+  if kind not in KINDS:
+    raise ValueError(f'`kind` must be one of {KINDS}, got {kind!r}.')
+  if kind == 'none':
+    labels, num_classes, rate, _ = _check_common(
+        labels, num_classes, rate, seed)
+    if rate != 0.0:
+      raise ValueError(
+          f"`rate` must be 0 with kind='none', got {rate!r}; pick a noise kind "
+          f'or set the rate to 0.')
+    return _noisy_labels(labels, labels.copy(), num_classes)
+  if kind == 'symmetric':
+    return symmetric(labels, num_classes, rate, seed)
+  if kind == 'asymmetric':
+    return asymmetric(labels, num_classes, rate, seed, dataset)
+  if features is None:
+    raise ValueError("`features` are required with kind='instance'.")
+  return instance_dependent(labels, features, num_classes, rate, seed)
+
