@@ -1,0 +1,1 @@
+"""Flax experiment harness for OGC: models, input pipeline, training."""
