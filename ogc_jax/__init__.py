@@ -1,0 +1,23 @@
+"""ogc_jax: Optimized Gradient Clipping for noisy-label learning, in JAX.
+
+The method (Ye et al., AAAI 2025) clips the derivative of the loss w.r.t. the
+predicted probability of the given label at a threshold chosen during training
+from a two-component Gaussian mixture over recent losses.
+"""
+
+from ogc_jax import losses
+from ogc_jax import noise
+from ogc_jax.gmm import GMM, fit_gmm
+from ogc_jax.threshold import (MAX_PROB, MIN_PROB, derivative_magnitude,
+                               noise_to_clean_ratio, solve_threshold)
+from ogc_jax.transform import (OGCState, OGCWeights, ogc, ogc_weights,
+                               weighted_base_loss)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GMM", "MAX_PROB", "MIN_PROB", "OGCState", "OGCWeights",
+    "derivative_magnitude", "fit_gmm", "losses", "noise",
+    "noise_to_clean_ratio", "ogc", "ogc_weights", "solve_threshold",
+    "weighted_base_loss",
+]

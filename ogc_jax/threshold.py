@@ -1,0 +1,168 @@
+"""The optimised clipping threshold: where the noise-to-clean ratio meets its target.
+
+With the clean and noisy components of a `GMM` over H = -log p, each truncated
+to the feasible range H in [-log(1 - 1e-7), -log(1e-7)], the noise-to-clean
+ratio of expected clipped gradients is
+
+    R(tau) = E_noisy[min(|l'(p)|, tau)] / E_clean[min(|l'(p)|, tau)],
+
+(mixture weights not included). OGC picks the threshold where
+R(tau) = 1 + learning_rate * epsilon. Because |l'(p)| decreases in p, a
+threshold tau is the same as a probability threshold p_t with
+tau = |l'(p_t)|: samples with p < p_t are clipped.
+
+The expectations are computed by composite Gauss-Legendre quadrature on each
+truncated component, split at the clipping point (where the integrand has a
+kink) and in the variable u = sqrt(H - H_min), which smooths losses whose
+derivative behaves like sqrt(H) near p = 1 (focal loss). The threshold is
+found by bisection in log p. Both are fixed-size, so the solver compiles to a
+short static loop.
+"""
+
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ogc_jax.gmm import GMM
+
+# Feasible range of the predicted probability, as in the method (and the
+# authors' code): probabilities are clamped to [MIN_PROB, MAX_PROB].
+MIN_PROB = 1e-7
+MAX_PROB = 1.0 - 1e-7
+MIN_H = -math.log1p(-1e-7)  # H of MAX_PROB
+MAX_H = -math.log(1e-7)  # H of MIN_PROB
+
+# Quadrature and search budgets (static).
+_NUM_PANELS = 4  # panels per side of the clipping point
+_NUM_NODES = 16  # Gauss-Legendre nodes per panel
+_SUPPORT = 12.0  # integrate each component over mean +- 12 standard deviations
+NUM_BISECTION_STEPS = 32  # resolution (MAX_H - MIN_H) / 2**32 in log p
+
+
+def derivative_magnitude(base_loss, p: chex.Array) -> chex.Array:
+  """|dl/dp| of an elementwise base loss, by automatic differentiation.
+
+  Args:
+    base_loss: differentiable function of a scalar probability ``p``.
+    p: array of probabilities, any shape.
+
+  Returns:
+    ``|base_loss'(p)|``, same shape as ``p``.
+  """
+  p = jnp.asarray(p)
+  flat = p.reshape(-1)
+  return jnp.abs(jax.vmap(jax.grad(base_loss))(flat)).reshape(p.shape)
+
+
+def _panel_rule(dtype):
+  """Gauss-Legendre nodes/weights on [0, 1] for one side, composite in panels."""
+  x, w = np.polynomial.legendre.leggauss(_NUM_NODES)
+  x, w = (x + 1) / 2, w / 2
+  offsets = np.arange(_NUM_PANELS)[:, None]
+  nodes = ((offsets + x[None]) / _NUM_PANELS).reshape(-1)
+  weights = np.tile(w / _NUM_PANELS, _NUM_PANELS)
+  return jnp.asarray(nodes, dtype), jnp.asarray(weights, dtype)
+
+
+def _expected_clipped_gradient(mean, var, base_loss, h_threshold, tau):
+  """E[min(|l'(p)|, tau)] for H ~ N(mean, var) truncated to [MIN_H, MAX_H]."""
+  dtype = jnp.result_type(mean, var, h_threshold)
+  std = jnp.sqrt(var)
+  centre = jnp.clip(mean, MIN_H, MAX_H)
+  a = jnp.maximum(centre - _SUPPORT * std, MIN_H)
+  b = jnp.minimum(centre + _SUPPORT * std, MAX_H)
+  c = jnp.clip(h_threshold, a, b)  # the kink of min(|l'|, tau)
+  to_u = lambda h: jnp.sqrt(jnp.maximum(h - MIN_H, 0.0))
+  nodes, weights = _panel_rule(dtype)
+  # Two sides, [a, c] and [c, b], each mapped to u = sqrt(H - MIN_H).
+  u_lo = jnp.stack([to_u(a), to_u(c)])[:, None]
+  u_hi = jnp.stack([to_u(c), to_u(b)])[:, None]
+  u = u_lo + (u_hi - u_lo) * nodes[None]
+  h = MIN_H + u * u
+  # Quadrature weight * dH/du * unnormalised density (relative to its mode).
+  log_density = -0.5 * (h - centre) ** 2 / var + 0.5 * (centre - mean) ** 2 / var
+  w = weights[None] * (u_hi - u_lo) * 2 * u * jnp.exp(log_density)
+  g = jnp.minimum(derivative_magnitude(base_loss, jnp.exp(-h)), tau)
+  # Self-normalised: dividing by the quadrature of the density itself.
+  return jnp.sum(w * g) / jnp.sum(w)
+
+
+def noise_to_clean_ratio(gmm: GMM, base_loss, p_threshold: chex.Array):
+  """R(tau): ratio of expected clipped gradients, noisy over clean.
+
+  Args:
+    gmm: the fitted mixture over H = -log p.
+    base_loss: elementwise base loss of p.
+    p_threshold: probability threshold; the gradient threshold is
+      ``tau = |base_loss'(p_threshold)|``.
+
+  Returns:
+    ``E_noisy[min(|l'(p)|, tau)] / E_clean[min(|l'(p)|, tau)]`` over the two
+    components truncated to the feasible range (mixture weights not included).
+  """
+  p_threshold = jnp.asarray(p_threshold, jnp.result_type(gmm.mean_clean, float))
+  h_threshold = -jnp.log(p_threshold)
+  tau = derivative_magnitude(base_loss, p_threshold)
+  noisy = _expected_clipped_gradient(gmm.mean_noisy, gmm.var_noisy, base_loss,
+                                     h_threshold, tau)
+  clean = _expected_clipped_gradient(gmm.mean_clean, gmm.var_clean, base_loss,
+                                     h_threshold, tau)
+  return noisy / clean
+
+
+def solve_threshold(gmm: GMM, base_loss, learning_rate, epsilon=20.0):
+  """Finds the clipping threshold where R(tau) = 1 + learning_rate * epsilon.
+
+  R falls towards 1 as the threshold tightens, so the threshold is found by
+  bisection in log p over the feasible range, with `NUM_BISECTION_STEPS` steps.
+  Boundary rules of the method: if R without clipping (p_threshold = 1e-7)
+  already meets the target, nothing is clipped; if even full clipping
+  (p_threshold = 1 - 1e-7) leaves R above it, everything is clipped.
+
+  Args:
+    gmm: the fitted mixture over H = -log p (`ogc_jax.fit_gmm`).
+    base_loss: elementwise base loss of p, e.g. `ogc_jax.losses.cross_entropy`.
+    learning_rate: the current learning rate (scalar, may be traced).
+    epsilon: the method's epsilon (20 in the paper).
+
+  Returns:
+    ``(p_threshold, tau)``: the probability threshold and the gradient
+    threshold ``tau = |base_loss'(p_threshold)|``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from ogc_jax import GMM, losses, solve_threshold
+    >>> gmm = GMM(mean_clean=jnp.float32(0.1), var_clean=jnp.float32(0.01),
+    ...           mean_noisy=jnp.float32(3.0), var_noisy=jnp.float32(1.0),
+    ...           weight_noisy=jnp.float32(0.4))
+    >>> p_threshold, tau = solve_threshold(gmm, losses.cross_entropy, 0.1)
+    >>> print(f"{float(tau):.3f}")
+    1.249
+
+  References:
+    Ye et al., `Optimized Gradient Clipping for Noisy Label Learning
+    <https://arxiv.org/abs/2412.08941>`_, AAAI 2025.
+  """
+  dtype = jnp.result_type(gmm.mean_clean, float)
+  target = 1.0 + jnp.asarray(learning_rate, dtype) * epsilon
+  ratio_at_h = lambda h: noise_to_clean_ratio(gmm, base_loss, jnp.exp(-h))
+
+  def bisect(_, bounds):
+    lo, hi = bounds
+    mid = 0.5 * (lo + hi)
+    above = ratio_at_h(mid) > target  # too little clipping: move towards p = 1
+    return jnp.where(above, lo, mid), jnp.where(above, mid, hi)
+
+  lo, hi = jax.lax.fori_loop(
+      0, NUM_BISECTION_STEPS, bisect,
+      (jnp.asarray(MIN_H, dtype), jnp.asarray(MAX_H, dtype)))
+  p_threshold = jnp.exp(-0.5 * (lo + hi))
+  no_clipping = ratio_at_h(jnp.asarray(MAX_H, dtype)) <= target
+  full_clipping = ratio_at_h(jnp.asarray(MIN_H, dtype)) > target
+  p_threshold = jnp.where(no_clipping, MIN_PROB,
+                          jnp.where(full_clipping, MAX_PROB, p_threshold))
+  p_threshold = p_threshold.astype(dtype)
+  return p_threshold, derivative_magnitude(base_loss, p_threshold)

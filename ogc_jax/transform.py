@@ -1,0 +1,317 @@
+"""Optimized Gradient Clipping as optax transformations.
+
+Two routes to the same update, sharing one state:
+
+* `ogc` is an ``optax.GradientTransformationExtraArgs`` that takes per-example
+  gradients (leading batch axis) and the extra argument ``probs``, and returns
+  the mean of the clipped per-example gradients.
+* `ogc_weights` is the fused route for large models: it observes ``probs``,
+  advances the same state and returns stop-gradient per-example weights, so
+  that ``grad(weighted_base_loss(base_loss, probs, weights))`` equals `ogc`'s
+  output without per-example gradients ever being materialised.
+
+Clipping |dl/dp| at tau scales each example's parameter gradient by
+``min(1, tau / |l'(p)|)``; that factor is the example's weight.
+"""
+
+from typing import Any, Callable, NamedTuple, Optional, Union
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from ogc_jax.gmm import GMM, fit_gmm
+from ogc_jax.threshold import (MAX_PROB, MIN_PROB, derivative_magnitude,
+                               noise_to_clean_ratio, solve_threshold)
+
+ScalarOrSchedule = Union[float, Callable[[chex.Numeric], chex.Numeric]]
+
+
+class OGCState(NamedTuple):
+  """State of Optimized Gradient Clipping.
+
+  Attributes:
+    count: number of updates so far (the step at which ``learning_rate`` is
+      evaluated when it is a schedule).
+    queue: ring buffer of the last ``queue_size`` values of H = -log p.
+    queue_index: where the next H is written.
+    queue_count: number of valid entries in the queue (at most its size).
+    tau: the current gradient threshold on |l'(p)|.
+    p_threshold: the current probability threshold (tau = |l'(p_threshold)|).
+    gmm: the last fitted mixture (all zeros before the first fit).
+    noise_to_clean_ratio: R(tau) reached at the last fit.
+    num_threshold_updates: how many times the threshold has been refitted.
+    clipped_fraction: fraction of the last batch's valid examples clipped.
+    num_invalid: non-finite or out-of-range probabilities seen so far; they
+      are kept out of the queue and their examples get weight 0.
+  """
+  count: chex.Array
+  queue: chex.Array
+  queue_index: chex.Array
+  queue_count: chex.Array
+  tau: chex.Array
+  p_threshold: chex.Array
+  gmm: GMM
+  noise_to_clean_ratio: chex.Array
+  num_threshold_updates: chex.Array
+  clipped_fraction: chex.Array
+  num_invalid: chex.Array
+
+
+class OGCWeights(NamedTuple):
+  """The fused route: ``init() -> state``, ``update(probs, state) -> (weights, state)``."""
+  init: Callable[..., OGCState]
+  update: Callable[[chex.Array, OGCState], tuple]
+
+
+def _check_probs(probs):
+  if not hasattr(probs, "shape") or not hasattr(probs, "dtype"):
+    raise ValueError(f"OGC expects `probs` to be an array, got {type(probs)}.")
+  if probs.ndim != 1:
+    raise ValueError(
+        "OGC expects `probs` to be 1-D, the probability of each example's label"
+        f" (shape [batch]), got shape {probs.shape}.")
+  if not jnp.issubdtype(probs.dtype, jnp.floating):
+    raise ValueError(
+        f"OGC expects `probs` to be floating point, got dtype {probs.dtype}.")
+
+
+def _valid(probs):
+  """Probabilities OGC accepts: finite and inside [0, 1]."""
+  return jnp.isfinite(probs) & (probs >= 0) & (probs <= 1)
+
+
+def _feasible(probs, valid):
+  """Clamps to [MIN_PROB, MAX_PROB]; invalid entries become a harmless 1."""
+  return jnp.clip(jnp.where(valid, probs, 1.0), MIN_PROB, MAX_PROB)
+
+
+def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
+                learning_rate: ScalarOrSchedule,
+                *,
+                epsilon: float = 20.0,
+                update_period: int = 32,
+                queue_size: int = 4096) -> OGCWeights:
+  """Optimized Gradient Clipping as per-example weights (the fused route).
+
+  Each call of ``update(probs, state)`` pushes H = -log p of the batch into the
+  queue, and every ``update_period`` calls, once the queue is full, refits the
+  two-component mixture and re-solves the threshold (under ``lax.cond``, so
+  the other steps pay nothing). It returns the stop-gradient weights
+  ``min(1, tau / |l'(p)|)`` (0 for invalid probabilities) and the new state.
+  Use them in the loss with `weighted_base_loss`: the gradient of that loss is
+  the OGC update, at the memory cost of plain training.
+
+  Args:
+    base_loss: elementwise, differentiable base loss of p, e.g.
+      `ogc_jax.losses.cross_entropy`; |l'(p)| must decrease in p.
+    learning_rate: the optimizer's learning rate, a float or an optax schedule
+      evaluated at the state's ``count``: the target ratio is
+      ``1 + learning_rate * epsilon``.
+    epsilon: the method's epsilon.
+    update_period: refit the threshold every this many steps (s).
+    queue_size: number of recent H values the mixture is fitted to (q).
+
+  Returns:
+    An `OGCWeights` of pure functions ``init(params=None)`` and
+    ``update(probs, state)``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> from ogc_jax import losses, ogc_weights, weighted_base_loss
+    >>> weighting = ogc_weights(losses.cross_entropy, learning_rate=0.1)
+    >>> state = weighting.init()
+    >>> params = jnp.zeros((3, 4))
+    >>> x, y = jnp.ones((8, 3)), jnp.arange(8) % 4
+    >>> def loss_fn(params, state):
+    ...   logits = x @ params
+    ...   p = jnp.take_along_axis(jax.nn.softmax(logits), y[:, None], 1)[:, 0]
+    ...   weights, state = weighting.update(p, state)
+    ...   return weighted_base_loss(losses.cross_entropy, p, weights), state
+    >>> (loss, state), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    ...     params, state)
+    >>> print(f"{float(loss):.4f}", int(state.count))
+    1.3863 1
+
+  References:
+    Ye et al., `Optimized Gradient Clipping for Noisy Label Learning
+    <https://arxiv.org/abs/2412.08941>`_, AAAI 2025.
+  """
+  if update_period < 1:
+    raise ValueError(f"`update_period` must be >= 1, got {update_period}.")
+  if queue_size < 2:
+    raise ValueError(f"`queue_size` must be >= 2, got {queue_size}.")
+  if epsilon < 0:
+    raise ValueError(f"`epsilon` must be >= 0, got {epsilon}.")
+
+  def init(params: Any = None) -> OGCState:
+    del params
+    zero = jnp.zeros([], jnp.float32)
+    p_threshold = jnp.asarray(MIN_PROB, jnp.float32)  # no clipping yet
+    return OGCState(
+        count=jnp.zeros([], jnp.int32),
+        queue=jnp.zeros([queue_size], jnp.float32),
+        queue_index=jnp.zeros([], jnp.int32),
+        queue_count=jnp.zeros([], jnp.int32),
+        tau=derivative_magnitude(base_loss, p_threshold),
+        p_threshold=p_threshold,
+        gmm=GMM(mean_clean=zero, var_clean=zero, mean_noisy=zero,
+                var_noisy=zero, weight_noisy=zero),
+        noise_to_clean_ratio=zero,
+        num_threshold_updates=jnp.zeros([], jnp.int32),
+        clipped_fraction=zero,
+        num_invalid=jnp.zeros([], jnp.int32))
+
+  def push(state: OGCState, h, valid):
+    """Appends the valid H values to the ring buffer, oldest first."""
+    n_valid = jnp.sum(valid, dtype=jnp.int32)
+    rank = jnp.cumsum(valid, dtype=jnp.int32) - 1  # order among valid entries
+    # Of more than queue_size new values only the last queue_size survive;
+    # dropping the rest up front keeps the scatter free of duplicate indices.
+    keep = valid & (rank >= n_valid - queue_size)
+    position = jnp.where(keep, (state.queue_index + rank) % queue_size,
+                         queue_size)  # out of bounds: dropped
+    queue = state.queue.at[position].set(h, mode="drop")
+    return state._replace(
+        queue=queue,
+        queue_index=(state.queue_index + n_valid) % queue_size,
+        queue_count=jnp.minimum(state.queue_count + n_valid, queue_size))
+
+  def refit(state: OGCState, lr):
+    gmm = fit_gmm(state.queue)
+    p_threshold, tau = solve_threshold(gmm, base_loss, lr, epsilon)
+    return state._replace(
+        gmm=gmm, p_threshold=p_threshold, tau=tau,
+        noise_to_clean_ratio=noise_to_clean_ratio(gmm, base_loss, p_threshold),
+        num_threshold_updates=state.num_threshold_updates + 1)
+
+  def update(probs: chex.Array, state: OGCState):
+    _check_probs(probs)
+    probs = jax.lax.stop_gradient(probs).astype(jnp.float32)
+    valid = _valid(probs)
+    p = _feasible(probs, valid)
+    lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
+    lr = jnp.asarray(lr, jnp.float32)
+
+    state = push(state, -jnp.log(p), valid)
+    count = state.count + 1
+    due = (count % update_period == 0) & (state.queue_count == queue_size)
+    state = jax.lax.cond(due, refit, lambda s, _: s, state, lr)
+
+    g = derivative_magnitude(base_loss, p)
+    weights = jnp.where(valid, jnp.minimum(1.0, state.tau / g), 0.0)
+    n_valid = jnp.sum(valid)
+    clipped = jnp.sum(valid & (g > state.tau)) / jnp.maximum(n_valid, 1)
+    state = state._replace(
+        count=count, clipped_fraction=clipped.astype(jnp.float32),
+        num_invalid=state.num_invalid + probs.shape[0] - n_valid.astype(jnp.int32))
+    return jax.lax.stop_gradient(weights), state
+
+  return OGCWeights(init=init, update=update)
+
+
+def weighted_base_loss(base_loss, probs: chex.Array, weights: chex.Array):
+  """The fused OGC objective: mean over the batch of ``weight * l(p)``.
+
+  Probabilities are clamped to the feasible range [1e-7, 1 - 1e-7] (as the
+  method does), and invalid ones (non-finite or outside [0, 1]), whose weight
+  is 0, are replaced before the loss so they contribute neither value nor
+  gradient.
+
+  Args:
+    base_loss: the elementwise base loss of p.
+    probs: ``[batch]`` probabilities of the given labels (differentiable).
+    weights: ``[batch]`` weights from `ogc_weights` (stop-gradient).
+
+  Returns:
+    The scalar loss whose gradient is the OGC update.
+  """
+  valid = _valid(probs)
+  return jnp.mean(jnp.where(valid, weights * base_loss(_feasible(probs, valid)), 0.0))
+
+
+def ogc(base_loss: Callable[[chex.Array], chex.Array],
+        learning_rate: ScalarOrSchedule,
+        *,
+        epsilon: float = 20.0,
+        update_period: int = 32,
+        queue_size: int = 4096) -> optax.GradientTransformationExtraArgs:
+  """Optimized Gradient Clipping of per-example gradients.
+
+  .. warning::
+    Like ``optax.contrib.differentially_private_aggregate``, this transform
+    expects per-example gradients: every leaf of ``updates`` has the batch in
+    its 0th axis, and ``update`` needs the keyword argument ``probs`` of shape
+    ``[batch]``, the predicted probability of each example's given label. It
+    returns the mean over the batch of the clipped gradients. For large models
+    use the fused route `ogc_weights`, which gives the same update without
+    per-example gradients.
+
+  Every step pushes H = -log p into a queue; every ``update_period`` steps,
+  once the queue is full, a two-component Gaussian mixture is refitted to the
+  queue (`fit_gmm`) and the threshold re-solved (`solve_threshold`) so that
+  the noise-to-clean ratio of expected clipped gradients equals
+  ``1 + learning_rate * epsilon``. Each example's gradient is then scaled by
+  ``min(1, tau / |l'(p)|)``. Examples with non-finite or out-of-range
+  probabilities contribute no gradient and stay out of the queue.
+
+  Args:
+    base_loss: elementwise, differentiable base loss of p; the per-example
+      gradients must be those of ``base_loss(p)``.
+    learning_rate: float or optax schedule (evaluated at the state's count).
+    epsilon: the method's epsilon.
+    update_period: refit every this many steps (s).
+    queue_size: queue length (q).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose state is `OGCState`;
+    ``optax.tree_utils.tree_get(state, "tau")`` finds the threshold.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> from ogc_jax import losses, ogc
+    >>> opt = optax.chain(ogc(losses.cross_entropy, learning_rate=0.1),
+    ...                   optax.clip_by_global_norm(5.0), optax.sgd(0.1))
+    >>> params = jnp.zeros((3, 4))
+    >>> x, y = jnp.ones((8, 3)), jnp.arange(8) % 4
+    >>> def example_loss(params, x, y):
+    ...   p = jax.nn.softmax(x @ params)[y]
+    ...   return losses.cross_entropy(p), p
+    >>> grads, p = jax.vmap(jax.grad(example_loss, has_aux=True),
+    ...                     in_axes=(None, 0, 0))(params, x, y)
+    >>> state = opt.init(params)
+    >>> updates, state = opt.update(grads, state, params, probs=p)
+    >>> float(optax.tree_utils.tree_get(state, "tau"))
+    10000000.0
+
+  References:
+    Ye et al., `Optimized Gradient Clipping for Noisy Label Learning
+    <https://arxiv.org/abs/2412.08941>`_, AAAI 2025.
+  """
+  weighting = ogc_weights(base_loss, learning_rate, epsilon=epsilon,
+                          update_period=update_period, queue_size=queue_size)
+
+  def update_fn(updates, state, params=None, *, probs=None, **extra_args):
+    del params, extra_args
+    if probs is None:
+      raise ValueError("OGC needs the extra argument `probs` (shape [batch]).")
+    _check_probs(probs)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(updates):
+      if leaf.ndim == 0 or leaf.shape[0] != probs.shape[0]:
+        raise ValueError(
+            "OGC expects `updates` to be per-example gradients with the batch"
+            f" ({probs.shape[0]}, the length of `probs`) in the 0th axis; leaf"
+            f" {jax.tree_util.keystr(path)} has shape {leaf.shape}.")
+    weights, state = weighting.update(probs, state)
+    batch = probs.shape[0]
+    valid = _valid(probs)
+
+    def aggregate(g):
+      # where, not multiply: an invalid example's gradient may be NaN.
+      g = jnp.where(valid.reshape((-1,) + (1,) * (g.ndim - 1)), g, 0)
+      return jnp.tensordot(weights.astype(g.dtype), g, axes=1) / batch
+
+    return jax.tree_util.tree_map(aggregate, updates), state
+
+  return optax.GradientTransformationExtraArgs(weighting.init, update_fn)

@@ -1,0 +1,112 @@
+"""Tests of the EM fit against scikit-learn."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl.testing import absltest
+from absl.testing import parameterized
+from sklearn.mixture import GaussianMixture
+
+import ogc_jax
+from ogc_jax import losses
+from ogc_jax.gmm import GMM, fit_gmm
+
+
+def realistic_queue(noise_rate, seed, n=4096):
+  """H of a training queue: clean losses skewed near 0, noisy spread over 1.5-6."""
+  rng = np.random.default_rng(seed)
+  n_noisy = int(round(noise_rate * n))
+  clean = rng.gamma(shape=1.0, scale=0.15, size=n - n_noisy)
+  noisy = rng.uniform(1.5, 6.0, size=n_noisy)
+  return np.concatenate([clean, noisy]).astype(np.float32)
+
+
+def sklearn_fit(h, reg_covar=1e-3):
+  gm = GaussianMixture(2, reg_covar=reg_covar, tol=1e-10, max_iter=5000,
+                       n_init=5, random_state=0).fit(np.asarray(h, np.float64)[:, None])
+  order = np.argsort(gm.means_.ravel())
+  return GMM(mean_clean=gm.means_.ravel()[order[0]],
+             var_clean=gm.covariances_.ravel()[order[0]],
+             mean_noisy=gm.means_.ravel()[order[1]],
+             var_noisy=gm.covariances_.ravel()[order[1]],
+             weight_noisy=gm.weights_[order[1]])
+
+
+class FitGMMTest(chex.TestCase, parameterized.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters((0, 0.2, 1.0, 1.0), (1, 0.5, 3.0, 0.5), (2, 0.8, 2.0, 0.3))
+  def test_matches_sklearn_on_bimodal_samples(self, seed, weight, mean, std):
+    rng = np.random.default_rng(seed)
+    n = 3000
+    n_noisy = int(weight * n)
+    h = np.concatenate([rng.normal(0.0, 0.3, n - n_noisy),
+                        rng.normal(mean, std, n_noisy)]).astype(np.float32)
+    ours = self.variant(fit_gmm)(h)
+    ref = sklearn_fit(h)
+    for field in ("mean_clean", "var_clean", "mean_noisy", "var_noisy", "weight_noisy"):
+      np.testing.assert_allclose(getattr(ours, field), getattr(ref, field),
+                                 rtol=2e-3, atol=2e-4, err_msg=field)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(0.15, 0.4, 0.8)
+  def test_end_to_end_tau_within_2_percent_of_sklearn(self, noise_rate):
+    h = realistic_queue(noise_rate, seed=int(noise_rate * 100))
+    ref = sklearn_fit(h)
+    ref = jax.tree_util.tree_map(lambda x: jnp.float32(x), ref)
+    for base_loss in (losses.cross_entropy, losses.focal,
+                      losses.generalized_cross_entropy):
+      for lr in (0.1, 0.01, 0.001):
+        solve = lambda g: ogc_jax.solve_threshold(g, base_loss, lr)[1]
+        ours = self.variant(lambda h: solve(fit_gmm(h)))(h)
+        np.testing.assert_allclose(ours, solve(ref), rtol=0.02)
+
+  def test_deterministic_and_order_invariant(self):
+    h = realistic_queue(0.4, seed=3)
+    a = jax.jit(fit_gmm)(h)
+    b = jax.jit(fit_gmm)(h.copy())
+    chex.assert_trees_all_equal(a, b)
+    shuffled = np.random.default_rng(0).permutation(h)
+    chex.assert_trees_all_close(a, fit_gmm(shuffled), rtol=1e-4, atol=1e-5)
+
+  def test_warm_start_reaches_the_same_fit(self):
+    h = realistic_queue(0.3, seed=4)
+    cold = fit_gmm(h)
+    start = GMM(mean_clean=jnp.float32(1.0), var_clean=jnp.float32(1.0),
+                mean_noisy=jnp.float32(2.0), var_noisy=jnp.float32(1.0),
+                weight_noisy=jnp.float32(0.5))
+    chex.assert_trees_all_close(fit_gmm(h, init=start), cold, rtol=1e-3, atol=1e-4)
+    # Started at the answer, EM stays there.
+    chex.assert_trees_all_close(fit_gmm(h, init=cold, max_iter=3), cold,
+                                rtol=1e-4, atol=1e-5)
+
+  def test_all_equal_values_give_identical_components(self):
+    g = fit_gmm(jnp.full((4096,), 0.7))
+    np.testing.assert_allclose([g.mean_clean, g.mean_noisy], [0.7, 0.7], rtol=1e-5)
+    np.testing.assert_allclose([g.var_clean, g.var_noisy], [1e-3, 1e-3], rtol=1e-4)
+    self.assertTrue(np.isfinite(g.weight_noisy))
+
+  def test_variance_floor(self):
+    h = jnp.concatenate([jnp.zeros(100), jnp.ones(50)])
+    g = fit_gmm(h, reg_covar=0.01)
+    np.testing.assert_allclose([g.var_clean, g.var_noisy], [0.01, 0.01], rtol=1e-4)
+    np.testing.assert_allclose(g.weight_noisy, 1 / 3, rtol=1e-5)
+
+  def test_unimodal_clean_queue_is_finite(self):
+    h = np.random.default_rng(0).gamma(1.0, 0.05, 4096).astype(np.float32)
+    g = fit_gmm(h)
+    for leaf in jax.tree_util.tree_leaves(g):
+      self.assertTrue(np.isfinite(leaf))
+    self.assertLessEqual(float(g.mean_clean), float(g.mean_noisy))
+
+  def test_bad_shapes(self):
+    with pytest.raises(ValueError, match="`h` to be 1-D"):
+      fit_gmm(jnp.ones((4, 2)))
+    with pytest.raises(ValueError, match="at least 2"):
+      fit_gmm(jnp.ones((1,)))
+
+
+if __name__ == "__main__":
+  absltest.main()

@@ -1,0 +1,345 @@
+"""Tests of the OGC transformation and its fused route."""
+
+import collections
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from absl.testing import absltest
+from absl.testing import parameterized
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+import ogc_jax
+from ogc_jax import losses
+from ogc_jax.threshold import MAX_PROB, MIN_PROB
+
+NUM_CLASSES = 4
+DIM = 5
+
+
+def linear_probs(params, x, y):
+  """p of the given label under a linear softmax model, [batch]."""
+  return losses.probability_of_label(x @ params["w"] + params["b"], y)
+
+
+def example_loss(params, x, y, base_loss):
+  p = linear_probs(params, x[None], y[None])[0]
+  return base_loss(jnp.clip(p, MIN_PROB, MAX_PROB))
+
+
+def make_batch(seed, batch, noise=0.4):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(batch, DIM)).astype(np.float32)
+  y = (x[:, 0] > 0).astype(np.int32) + 2 * (x[:, 1] > 0).astype(np.int32)
+  flip = rng.random(batch) < noise
+  y = np.where(flip, rng.integers(0, NUM_CLASSES, batch), y).astype(np.int32)
+  return jnp.asarray(x), jnp.asarray(y)
+
+
+def init_params(seed=0):
+  rng = np.random.default_rng(seed)
+  return {"w": jnp.asarray(rng.normal(size=(DIM, NUM_CLASSES)), jnp.float32),
+          "b": jnp.zeros([NUM_CLASSES], jnp.float32)}
+
+
+def per_example_grads(params, x, y, base_loss):
+  grads = jax.vmap(jax.grad(example_loss), in_axes=(None, 0, 0, None))(
+      params, x, y, base_loss)
+  return grads, linear_probs(params, x, y)
+
+
+class RingBufferTest(parameterized.TestCase):
+
+  @parameterized.parameters((8, 3), (8, 8), (5, 12), (16, 5))
+  def test_queue_order_matches_deque(self, queue_size, batch):
+    weighting = ogc_jax.ogc_weights(losses.cross_entropy, 0.1,
+                                    queue_size=queue_size, update_period=1000)
+    update = jax.jit(weighting.update)
+    state = weighting.init()
+    reference = collections.deque(maxlen=queue_size)
+    rng = np.random.default_rng(0)
+    for _ in range(7):
+      probs = rng.uniform(0.01, 1.0, batch).astype(np.float32)
+      probs[rng.random(batch) < 0.2] = np.nan  # invalid: never queued
+      _, state = update(jnp.asarray(probs), state)
+      reference.extend(-np.log(probs[np.isfinite(probs)]))
+      count = int(state.queue_count)
+      self.assertEqual(count, len(reference))
+      ordered = np.roll(np.asarray(state.queue), -int(state.queue_index))
+      if count < queue_size:
+        ordered = np.asarray(state.queue)[:count]
+      np.testing.assert_allclose(ordered, np.array(reference, np.float32),
+                                 rtol=1e-6)
+
+
+class UpdateScheduleTest(parameterized.TestCase):
+
+  def test_threshold_changes_only_every_update_period_once_full(self):
+    period, queue_size, batch = 4, 64, 8  # queue full after 8 steps
+    weighting = ogc_jax.ogc_weights(losses.cross_entropy, 0.01,
+                                    update_period=period, queue_size=queue_size)
+    update = jax.jit(weighting.update)
+    state = weighting.init()
+    rng = np.random.default_rng(1)
+    history = []
+    for step in range(1, 25):
+      clean = rng.uniform(0.7, 1.0, batch // 2)
+      noisy = rng.uniform(0.001, 0.2, batch // 2)
+      probs = jnp.asarray(np.concatenate([clean, noisy]), jnp.float32)
+      weights, state = update(probs, state)
+      history.append((step, float(state.tau), int(state.num_threshold_updates)))
+      if step < 8:  # queue not full: no clipping at all
+        np.testing.assert_array_equal(weights, 1.0)
+        self.assertEqual(float(state.p_threshold), np.float32(MIN_PROB))
+    updates = [s for s, _, n in history if n > (history[s - 2][2] if s > 1 else 0)]
+    self.assertEqual(updates, [8, 12, 16, 20, 24])
+    taus = {s: t for s, t, _ in history}
+    for s in range(9, 25):
+      if s not in updates:
+        self.assertEqual(taus[s], taus[s - 1])
+    self.assertLess(taus[8], 1 / MIN_PROB)
+
+  def test_schedule_sets_the_target_ratio(self):
+    schedule = optax.piecewise_constant_schedule(0.1, {12: 0.1})
+    weighting = ogc_jax.ogc_weights(losses.cross_entropy, schedule,
+                                    update_period=4, queue_size=32)
+    update = jax.jit(weighting.update)
+    state = weighting.init()
+    rng = np.random.default_rng(2)
+    for step in range(1, 17):
+      probs = np.concatenate([rng.uniform(0.6, 1.0, 4), rng.uniform(0.001, 0.3, 4)])
+      _, state = update(jnp.asarray(probs, jnp.float32), state)
+      if step in (8, 16):
+        # The schedule is evaluated at the count before this step.
+        lr = schedule(step - 1)
+        np.testing.assert_allclose(state.noise_to_clean_ratio, 1 + 20 * lr,
+                                   rtol=1e-4)
+
+
+class RoutesTest(chex.TestCase, parameterized.TestCase):
+
+  def _run_both(self, base_loss, steps=12, batch=16, variant=lambda f: f):
+    lr = optax.exponential_decay(0.1, 4, 0.5)
+    kwargs = dict(update_period=2, queue_size=32)
+    transform = ogc_jax.ogc(base_loss, lr, **kwargs)
+    weighting = ogc_jax.ogc_weights(base_loss, lr, **kwargs)
+    params = init_params()
+
+    @variant
+    def per_example_step(state, x, y):
+      grads, probs = per_example_grads(params, x, y, base_loss)
+      return transform.update(grads, state, params, probs=probs)
+
+    @variant
+    def fused_step(state, x, y):
+      def loss_fn(params, state):
+        probs = linear_probs(params, x, y)
+        weights, state = weighting.update(probs, state)
+        return ogc_jax.weighted_base_loss(base_loss, probs, weights), state
+      grads, state = jax.grad(loss_fn, has_aux=True)(params, state)
+      return grads, state
+
+    s1, s2 = transform.init(params), weighting.init(params)
+    for step in range(steps):
+      x, y = make_batch(step, batch)
+      g1, s1 = per_example_step(s1, x, y)
+      g2, s2 = fused_step(s2, x, y)
+      chex.assert_trees_all_close(g1, g2, rtol=1e-5, atol=1e-7)
+      chex.assert_trees_all_close(s1, s2, rtol=1e-5, atol=1e-7)
+    return g1, s1
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(losses.cross_entropy, losses.focal,
+                            losses.generalized_cross_entropy)
+  def test_fused_route_equals_per_example_route(self, base_loss):
+    _, state = self._run_both(base_loss, variant=self.variant)
+    self.assertGreater(int(state.num_threshold_updates), 0)
+    self.assertGreater(float(state.clipped_fraction), 0.0)
+
+  def test_update_is_mean_of_scaled_per_example_gradients(self):
+    base_loss = losses.cross_entropy
+    params = init_params()
+    x, y = make_batch(0, 16)
+    grads, probs = per_example_grads(params, x, y, base_loss)
+    transform = ogc_jax.ogc(base_loss, 0.1)
+    state = transform.init(params)._replace(tau=jnp.float32(1.5))
+    out, _ = transform.update(grads, state, params, probs=probs)
+    p = np.clip(np.asarray(probs, np.float64), MIN_PROB, MAX_PROB)
+    scale = np.minimum(1.0, 1.5 * p)  # tau / |l'(p)| with |l'(p)| = 1/p
+    expected = jax.tree_util.tree_map(
+        lambda g: np.tensordot(scale, np.asarray(g, np.float64), axes=1) / 16, grads)
+    chex.assert_trees_all_close(out, expected, rtol=1e-5, atol=1e-7)
+
+  def test_chain_with_clip_and_sgd_and_tree_get(self):
+    base_loss = losses.cross_entropy
+    schedule = optax.piecewise_constant_schedule(0.1, {6: 0.1})
+    opt = optax.chain(ogc_jax.ogc(base_loss, schedule, update_period=2, queue_size=32),
+                      optax.clip_by_global_norm(5.0), optax.sgd(schedule, 0.9))
+    params = init_params()
+    state = opt.init(params)
+
+    @jax.jit
+    def step(params, state, x, y):
+      grads, probs = per_example_grads(params, x, y, base_loss)
+      updates, state = opt.update(grads, state, params, probs=probs)
+      return optax.apply_updates(params, updates), state
+
+    for i in range(10):
+      params, state = step(params, state, *make_batch(i, 16))
+    tau = optax.tree_utils.tree_get(state, "tau")
+    ogc_state = state[0]
+    self.assertEqual(float(tau), float(ogc_state.tau))
+    self.assertEqual(int(ogc_state.count), 10)
+    self.assertLess(float(tau), 1 / MIN_PROB)
+    np.testing.assert_allclose(ogc_state.noise_to_clean_ratio, 1 + 20 * 0.01,
+                               rtol=1e-4)
+
+
+class BadInputTest(parameterized.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.transform = ogc_jax.ogc(losses.cross_entropy, 0.1)
+    self.params = init_params()
+    self.state = self.transform.init(self.params)
+    self.grads = jax.tree_util.tree_map(lambda p: jnp.zeros((4,) + p.shape),
+                                        self.params)
+
+  def test_probs_not_1d(self):
+    with pytest.raises(ValueError, match="`probs` to be 1-D"):
+      self.transform.update(self.grads, self.state, probs=jnp.ones((4, 1)))
+
+  def test_integer_probs(self):
+    with pytest.raises(ValueError, match="`probs` to be floating"):
+      self.transform.update(self.grads, self.state, probs=jnp.ones(4, jnp.int32))
+
+  def test_batch_mismatch_names_the_leaf(self):
+    with pytest.raises(ValueError, match=r"leaf \['b'\] has shape"):
+      self.transform.update(self.grads, self.state, probs=jnp.ones(3))
+
+  def test_missing_probs(self):
+    with pytest.raises(ValueError, match="`probs`"):
+      self.transform.update(self.grads, self.state)
+
+  def test_errors_at_trace_time_under_jit(self):
+    with pytest.raises(ValueError, match="`probs` to be 1-D"):
+      jax.jit(lambda g, s, p: self.transform.update(g, s, probs=p))(
+          self.grads, self.state, jnp.ones((4, 2)))
+
+  def test_bad_hyperparameters(self):
+    with pytest.raises(ValueError, match="update_period"):
+      ogc_jax.ogc(losses.cross_entropy, 0.1, update_period=0)
+    with pytest.raises(ValueError, match="queue_size"):
+      ogc_jax.ogc(losses.cross_entropy, 0.1, queue_size=1)
+
+  def test_invalid_probabilities_do_not_poison_the_state(self):
+    base_loss = losses.cross_entropy
+    transform = ogc_jax.ogc(base_loss, 0.1, update_period=1, queue_size=16)
+    state = transform.init(self.params)
+    params = self.params
+    x, y = make_batch(3, 16)
+    for _ in range(3):
+      grads, probs = per_example_grads(params, x, y, base_loss)
+      probs = probs.at[:3].set(jnp.array([jnp.nan, jnp.inf, -0.5]))
+      grads = jax.tree_util.tree_map(lambda g: g.at[0].set(jnp.nan), grads)
+      out, state = jax.jit(lambda g, s, p: transform.update(g, s, probs=p))(
+          grads, state, probs)
+      clean_grads = jax.tree_util.tree_map(lambda g: g.at[:3].set(0.0), grads)
+      for leaf in jax.tree_util.tree_leaves(out):
+        self.assertTrue(np.all(np.isfinite(leaf)))
+    self.assertEqual(int(state.num_invalid), 9)
+    self.assertTrue(np.all(np.isfinite(state.queue)))
+    self.assertEqual(int(state.queue_count), 16)
+    self.assertTrue(np.isfinite(float(state.tau)))
+    # The invalid examples contribute nothing: same as dropping them.
+    weights = np.minimum(1.0, float(state.tau) * np.clip(np.asarray(probs), MIN_PROB, MAX_PROB))
+    weights[:3] = 0.0
+    expected = jax.tree_util.tree_map(
+        lambda g: np.tensordot(weights, np.nan_to_num(np.asarray(g)), axes=1) / 16,
+        clean_grads)
+    chex.assert_trees_all_close(out, expected, rtol=1e-5, atol=1e-7)
+
+  def test_degenerate_queues(self):
+    weighting = ogc_jax.ogc_weights(losses.cross_entropy, 0.1, update_period=1,
+                                    queue_size=64)
+    for probs in (jnp.full(64, 0.9), jnp.full(64, 1.0), jnp.full(64, 0.0)):
+      weights, state = jax.jit(weighting.update)(probs, weighting.init())
+      self.assertEqual(int(state.num_threshold_updates), 1)
+      for leaf in jax.tree_util.tree_leaves(state):
+        self.assertTrue(np.all(np.isfinite(leaf)))
+      # Identical components: no clipping is needed.
+      np.testing.assert_allclose(state.p_threshold, MIN_PROB, rtol=1e-6)
+      np.testing.assert_array_equal(weights, 1.0)
+
+  def test_batch_larger_than_queue(self):
+    weighting = ogc_jax.ogc_weights(losses.cross_entropy, 0.1, update_period=1,
+                                    queue_size=32)
+    probs = jnp.asarray(np.random.default_rng(0).uniform(0.01, 1, 100), jnp.float32)
+    _, state = jax.jit(weighting.update)(probs, weighting.init())
+    ordered = np.roll(np.asarray(state.queue), -int(state.queue_index))
+    np.testing.assert_allclose(ordered, -np.log(np.asarray(probs[-32:])), rtol=1e-6)
+    self.assertEqual(int(state.num_threshold_updates), 1)
+
+
+class TransferGuardTest(absltest.TestCase):
+
+  def test_jitted_step_has_no_host_transfers_or_callbacks(self):
+    weighting = ogc_jax.ogc_weights(losses.cross_entropy, 0.1, update_period=1,
+                                    queue_size=16)
+    update = jax.jit(weighting.update)
+    state = weighting.init()
+    probs = jax.device_put(jnp.linspace(0.01, 1.0, 16))
+    update(probs, state)  # compile outside the guard
+    with jax.transfer_guard("disallow"):
+      _, state = update(probs, state)
+      _, state = update(probs, state)
+    text = update.lower(probs, state).as_text()
+    self.assertNotIn("callback", text)
+
+
+class ShardingTest(absltest.TestCase):
+
+  def test_sharded_batch_equals_single_device(self):
+    if jax.device_count() < 8:
+      self.skipTest("needs XLA_FLAGS=--xla_force_host_platform_device_count=8")
+    mesh = Mesh(np.array(jax.devices()[:8]), ("data",))
+    batch_sharding = NamedSharding(mesh, P("data"))
+    replicated = NamedSharding(mesh, P())
+    base_loss = losses.cross_entropy
+    opt = optax.chain(ogc_jax.ogc(base_loss, 0.1, update_period=2, queue_size=64),
+                      optax.sgd(0.1))
+    params = init_params()
+
+    def step(params, state, x, y):
+      grads, probs = per_example_grads(params, x, y, base_loss)
+      updates, state = opt.update(grads, state, params, probs=probs)
+      return optax.apply_updates(params, updates), state
+
+    single = jax.jit(step)
+    sharded = jax.jit(step, in_shardings=(replicated, replicated, batch_sharding,
+                                          batch_sharding),
+                      out_shardings=(replicated, replicated))
+    p1 = p2 = params
+    s1 = s2 = opt.init(params)
+    for i in range(8):
+      x, y = make_batch(i, 32)
+      p1, s1 = single(p1, s1, x, y)
+      p2, s2 = sharded(p2, s2, jax.device_put(x, batch_sharding),
+                       jax.device_put(y, batch_sharding))
+    self.assertEqual(len(p2["w"].sharding.device_set), 8)
+    # The sharded matmuls round the last bit of p differently, and EM, which
+    # stops at a log-likelihood tolerance, amplifies that to ~1e-4 in tau; a
+    # per-device view of the batch would be off by orders of magnitude more.
+    np.testing.assert_allclose(s1[0].queue, s2[0].queue, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(s1[0].tau, s2[0].tau, rtol=2e-3)
+    chex.assert_trees_all_close(p1, p2, rtol=1e-3, atol=1e-5)
+    self.assertEqual(int(s1[0].queue_count), int(s2[0].queue_count))
+    self.assertGreater(int(s2[0].num_threshold_updates), 0)
+
+
+if __name__ == "__main__":
+  absltest.main()
