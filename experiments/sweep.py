@@ -535,6 +535,9 @@ def child_env(root, jobs: int) -> dict[str, str]:
   env = dict(os.environ)
   env.setdefault('JAX_COMPILATION_CACHE_DIR',
                  str((pathlib.Path(root) / '.jax_cache').resolve()))
+  # Cache every compilation, not only those over JAX's 1 s default: a digits
+  # run compiles a dozen sub-second programs.
+  env.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
   env['PYTHONUNBUFFERED'] = '1'  # the log shows progress as it happens
   if jobs > 1:
     env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') + ' '

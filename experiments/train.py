@@ -25,6 +25,7 @@ Without flags it trains OGC-CE on scikit-learn's digits with 60% symmetric
 noise (`experiments/configs/digits.py`) into ``runs/digits_default``.
 """
 
+import dataclasses
 import functools
 import inspect
 import json
@@ -132,7 +133,7 @@ def create_optimizer(config, schedule):
 # Data
 
 
-def load_data(config, workdir):
+def load_data(config):
   """The dataset with training labels corrupted as the config asks.
 
   Returns:
@@ -140,7 +141,8 @@ def load_data(config, workdir):
     and the true ones (diagnostics only), and the `ogc_jax.noise.NoisyLabels`.
   """
   cache_dir = config.cache_dir or os.path.join(
-      os.path.dirname(os.path.abspath(workdir)), '.data_cache')
+      os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache')),
+      'ogc_jax')
   dataset = input_pipeline.load_dataset(
       config.dataset, data_dir=config.data_dir, label_key=config.label_key,
       labels_csv=config.labels_csv, cache_dir=cache_dir)
@@ -148,7 +150,16 @@ def load_data(config, workdir):
   true = (dataset.train_clean_labels if dataset.train_clean_labels is not None
           else labels)
   if config.train_subset:
-    images, labels, true = (a[:config.train_subset] for a in (images, labels, true))
+    # A fixed random subset (the same for every seed and method): folders
+    # list images class by class, so a prefix would hold few classes.
+    keep = np.sort(np.random.default_rng(0).permutation(len(labels))[
+        :config.train_subset])
+    images, labels, true = images[keep], labels[keep], true[keep]
+  if config.test_subset:
+    keep = np.sort(np.random.default_rng(1).permutation(
+        len(dataset.test_labels))[:config.test_subset])
+    dataset = dataclasses.replace(dataset, test_images=dataset.test_images[keep],
+                                  test_labels=dataset.test_labels[keep])
   if dataset.train_clean_labels is not None and config.noise.kind != 'none':
     raise ValueError(
         f'{config.dataset} brings its own noisy labels; set '
@@ -341,7 +352,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   is_main = jax.process_index() == 0
 
   method = Method(config)
-  dataset, images, given, true, noise = load_data(config, workdir)
+  dataset, images, given, true, noise = load_data(config)
   num_train = len(given)
   steps_per_epoch = num_train // config.batch_size
   if steps_per_epoch < 1:

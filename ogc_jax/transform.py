@@ -147,21 +147,22 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
 
   def init(params: Any = None) -> OGCState:
     del params
-    zero = jnp.zeros([], jnp.float32)
+    # A fresh buffer per field, so that a step may donate the state.
+    zero = lambda dtype=jnp.float32: jnp.zeros([], dtype)
     p_threshold = jnp.asarray(MIN_PROB, jnp.float32)  # no clipping yet
     return OGCState(
-        count=jnp.zeros([], jnp.int32),
+        count=zero(jnp.int32),
         queue=jnp.zeros([queue_size], jnp.float32),
-        queue_index=jnp.zeros([], jnp.int32),
-        queue_count=jnp.zeros([], jnp.int32),
+        queue_index=zero(jnp.int32),
+        queue_count=zero(jnp.int32),
         tau=derivative_magnitude(base_loss, p_threshold),
         p_threshold=p_threshold,
-        gmm=GMM(mean_clean=zero, var_clean=zero, mean_noisy=zero,
-                var_noisy=zero, weight_noisy=zero),
-        noise_to_clean_ratio=zero,
-        num_threshold_updates=jnp.zeros([], jnp.int32),
-        clipped_fraction=zero,
-        num_invalid=jnp.zeros([], jnp.int32))
+        gmm=GMM(mean_clean=zero(), var_clean=zero(), mean_noisy=zero(),
+                var_noisy=zero(), weight_noisy=zero()),
+        noise_to_clean_ratio=zero(),
+        num_threshold_updates=zero(jnp.int32),
+        clipped_fraction=zero(),
+        num_invalid=zero(jnp.int32))
 
   def push(state: OGCState, h, valid):
     """Appends the valid H values to the ring buffer, oldest first."""

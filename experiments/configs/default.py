@@ -20,8 +20,9 @@ def get_config():
   config.data_dir = config_dict.placeholder(str)
   config.label_key = config_dict.placeholder(str)  # CIFAR-N label key
   config.labels_csv = config_dict.placeholder(str)  # image folders: path,label
-  config.cache_dir = config_dict.placeholder(str)  # decoded-array cache
-  config.train_subset = 0  # use only the first N training images (0: all)
+  config.cache_dir = config_dict.placeholder(str)  # decoded arrays; ~/.cache/ogc_jax
+  config.train_subset = 0  # train on a fixed random N training images (0: all)
+  config.test_subset = 0  # evaluate on a fixed random N test images (0: all)
 
   # Label noise added to the training labels (ogc_jax.noise).
   config.noise = ml_collections.ConfigDict()
