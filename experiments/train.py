@@ -267,7 +267,7 @@ def zero_sums(is_ogc):
   if is_ogc:
     keys += ['grad_clean_before', 'grad_clean_after', 'grad_noisy_before',
              'grad_noisy_after', 'clipped']
-  return {k: jnp.zeros([], jnp.float32) for k in keys}
+  return {k: np.zeros([], np.float32) for k in keys}
 
 
 # ---------------------------------------------------------------------------
@@ -369,11 +369,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
   replicated = NamedSharding(mesh, P())
   data_sharding = NamedSharding(mesh, P('data'))
 
-  def to_device(x):  # the whole array on every device (multi-host safe)
-    x = np.asarray(x)
-    return jax.make_array_from_callback(x.shape, replicated, lambda i: x[i])
+  def put(x, sharding=replicated):
+    """A global array from a host value every process holds in full.
 
-  data = tuple(to_device(a) for a in (images, given, true))
+    Unlike ``jax.device_put``, this also works when the mesh spans hosts.
+    """
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda i: x[i])
+
+  data = tuple(put(a) for a in (images, given, true))
   test_images = np.asarray(dataset.test_images)
   test_labels = np.asarray(dataset.test_labels)
   mean, std = dataset.channel_mean_std
@@ -437,9 +441,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         mask[len(y):] = False
         x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
         y = np.concatenate([y, np.zeros(pad, y.dtype)])
-      correct += float(jit_eval(state, jax.device_put(x, data_sharding),
-                                jax.device_put(y, data_sharding),
-                                jax.device_put(mask, data_sharding)))
+      correct += float(jit_eval(state, put(x, data_sharding),
+                                put(y, data_sharding), put(mask, data_sharding)))
     return correct / len(test_labels)
 
   queues_dir = os.path.join(workdir, 'queues')
@@ -453,9 +456,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   for epoch in range(start_epoch + 1, config.num_epochs + 1):
     epoch_start = time.time()
     perm = jax.random.permutation(jax.random.fold_in(data_rng, epoch), num_train)
-    perm = jax.device_put(perm, replicated)
+    perm = put(jax.device_get(perm))
     rng = jax.random.fold_in(aug_rng, epoch)
-    sums = jax.device_put(zero_sums(method.is_ogc), replicated)
+    sums = jax.tree_util.tree_map(put, zero_sums(method.is_ogc))
     for _ in range(steps_per_epoch):
       state, sums = jit_train(state, sums, data, perm, rng)
       if progress is not None:
