@@ -446,7 +446,8 @@ def test_end_to_end_on_digits_runs_skips_and_resumes(tmp_path, monkeypatch,
   root = tmp_path / 'runs'
   argv = ['--config', str(DIGITS_CONFIG), '--methods', 'ce,ogc_ce',
           '--noise', 'symmetric:0.4', '--seeds', '0', '--root', str(root),
-          '--jobs', '1', '--set', 'num_epochs=2', '--set', 'progress=False']
+          '--jobs', '1', '--set', 'num_epochs=2', '--set', 'progress=False',
+          '--set', f'cache_dir={tmp_path / "data_cache"}']
   assert sweep.main(argv) == 0
   out = capsys.readouterr().out
   noise = sweep.parse_noise('symmetric:0.4')

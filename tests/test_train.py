@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import jax
@@ -19,8 +20,12 @@ from ogc_jax import noise as noise_lib
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+CACHE = tempfile.mkdtemp(prefix='ogc_jax_test_cache_')  # not the user's ~/.cache
+
+
 def tiny_config(**overrides):
   config = digits.get_config()
+  config.cache_dir = CACHE
   config.num_epochs = 4
   config.ogc.queue_size = 256
   config.ogc.update_period = 2
@@ -116,7 +121,8 @@ def test_sharded_training_equals_single_device(tmp_path):
 
 def test_killed_run_resumes_to_the_same_result(tmp_path):
   args = ['--config.num_epochs=6', '--config.ogc.queue_size=256',
-          '--config.ogc.update_period=2', '--config.progress=False']
+          '--config.ogc.update_period=2', '--config.progress=False',
+          f'--config.cache_dir={CACHE}']
   cmd = lambda workdir: [sys.executable, '-m', 'experiments.train',
                          f'--workdir={workdir}'] + args
   env = dict(os.environ, XLA_FLAGS='')  # one device, as a user's laptop
