@@ -9,9 +9,9 @@ Initialisation is deterministic, with no random restarts: EM runs (batched)
 from four fixed hard splits of the data, the 1-D two-means (k-means) split,
 as scikit-learn's default initialisation, and splits at 5%, 15% and 30% of
 the range of H, which find a tight clean mode near 0 under heavy noise;
-after 3 iterations only the most likely of the four goes on. EM iterates
-until the mean log-likelihood changes by less than ``tol`` or ``max_iter``
-iterations have run.
+the start of highest likelihood goes on. EM iterates until the mean
+log-likelihood changes by less than ``tol`` or ``max_iter`` iterations have
+run.
 """
 
 from typing import Optional
@@ -48,7 +48,6 @@ class GMM:
 # Deterministic starting splits besides two-means, as fractions of the range
 # of H: a clean mode near 0 under heavy noise is found from the low ones.
 _RANGE_SPLITS = (0.05, 0.15, 0.3)
-_SCREENING_ITERATIONS = 3  # EM iterations run from every start
 
 
 def _two_means_threshold(h: chex.Array, max_iter: int = 50) -> chex.Array:
@@ -197,15 +196,10 @@ def fit_gmm(h: chex.Array,
     )
 
   step = lambda p: _em_step(h, p, reg_covar)
-  if params[0].shape[0] > 1:
-    # A few iterations from every start, then only the most likely one goes
-    # on: a poor start converges slowly and would hold the batched loop up.
-    params = jax.lax.fori_loop(
-        0, _SCREENING_ITERATIONS, lambda _, p: jax.vmap(step)(p)[0], params)
-    best = jnp.argmax(jax.vmap(step)(params)[1])
-    params = tuple(p[best] for p in params)
-  else:
-    params = tuple(p[0] for p in params)
+  # Of several starts only the most likely one is iterated: a poor start
+  # converges slowly and would hold a batched loop up.
+  best = jnp.argmax(jax.vmap(step)(params)[1])
+  params = tuple(p[best] for p in params)
 
   def em_step(carry):
     params, _, loglik, it = carry
