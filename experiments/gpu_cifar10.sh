@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The full recipe (ResNet-18, SGD 0.1, momentum 0.9, wd 5e-4, batch 128, clip 5.0,
 # crop + flip + rotation) with OGC-CE on the shared CIFAR-10 copy under 50% symmetric
-# noise, on one GPU, sized to finish within about 10 minutes: EPOCHS epochs (default
-# 30) with the learning-rate drops at 1/3 and 2/3 of them. Prints images/s and the
-# test accuracy of every epoch, and what a 150-epoch run would take at that speed.
+# noise, on one GPU, meant to finish within about 10 minutes (not yet timed on a
+# GPU; lower EPOCHS if it does not): EPOCHS epochs (default 30) with the
+# learning-rate drops at 1/3 and 2/3 of them. Prints images/s and the test accuracy
+# of every epoch, and what a 150-epoch run would take at that speed.
 #
 # Usage: bash experiments/gpu_cifar10.sh [WORKDIR] [extra --config.KEY=VALUE ...]
 #   EPOCHS=20 DTYPE=bfloat16 METHOD=ce bash experiments/gpu_cifar10.sh runs/gpu_ce
