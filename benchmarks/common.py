@@ -1,4 +1,5 @@
-"""Shared helpers of the benchmark scripts: timing, tables, the environment.
+"""Shared helpers of the benchmark scripts: timing, tables, the environment,
+and the base losses they measure.
 
 Every script measures its contenders side by side in one process, interleaved
 (each repeat runs every contender once, in a rotated order) and reports the
@@ -6,12 +7,25 @@ median over repeats, so that a noisy, shared machine slows all contenders
 alike.
 """
 
+import functools
 import os
 import platform
 import time
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
+
+from ogc_jax import losses
+from tests import reference
+
+# (name, elementwise base loss of p, its float64 |l'(p)| for the references).
+BASE_LOSSES = (
+    ("CE", losses.cross_entropy, reference.ce_derivative),
+    ("focal (gamma=0.5)", functools.partial(losses.focal, gamma=0.5),
+     functools.partial(reference.focal_derivative, gamma=0.5)),
+    ("GCE (q=0.7)", functools.partial(losses.generalized_cross_entropy, q=0.7),
+     functools.partial(reference.gce_derivative, q=0.7)),
+)
 
 
 def interleaved_times(contenders: Mapping[str, Callable[[], object]],

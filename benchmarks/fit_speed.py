@@ -28,7 +28,6 @@ for a smoke run).
 """
 
 import argparse
-import functools
 import os
 import sys
 import warnings
@@ -51,13 +50,6 @@ from tests.test_gmm import realistic_queue, sklearn_fit
 QUEUE_SIZE = 4096
 NOISE_RATES = (0.15, 0.4, 0.8)
 TIMING_LEARNING_RATE = 0.01
-BASE_LOSSES = (
-    ("CE", losses.cross_entropy, reference.ce_derivative),
-    ("focal", functools.partial(losses.focal, gamma=0.5),
-     functools.partial(reference.focal_derivative, gamma=0.5)),
-    ("GCE", functools.partial(losses.generalized_cross_entropy, q=0.7),
-     functools.partial(reference.gce_derivative, q=0.7)),
-)
 LEARNING_RATES = (0.1, 0.01, 0.001)
 _FIELDS = ("mean_clean", "var_clean", "mean_noisy", "var_noisy", "weight_noisy")
 
@@ -171,7 +163,7 @@ def main(argv=None):
 
     converged = converged_fit(h)
     authors_gmm = authors_fit(h64)
-    for name, base_loss, derivative in BASE_LOSSES:
+    for name, base_loss, derivative in common.BASE_LOSSES:
       solve = jax.jit(lambda h, lr, base_loss=base_loss: solve_threshold(
           fit_gmm(h), base_loss, lr)[1])
       cells = []

@@ -18,7 +18,6 @@ Run from the repository root: ``python benchmarks/threshold_precision.py``
 """
 
 import argparse
-import functools
 import os
 import sys
 
@@ -28,19 +27,11 @@ import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp
 
 from benchmarks import common
-from ogc_jax import GMM, losses, solve_threshold
+from ogc_jax import GMM, solve_threshold
 from tests import reference
 
 TARGET_RELATIVE_ERROR = 0.01
 
-# (name, elementwise base loss of p, its float64 |l'(p)| for the references).
-BASE_LOSSES = (
-    ("CE", losses.cross_entropy, reference.ce_derivative),
-    ("focal (gamma=0.5)", functools.partial(losses.focal, gamma=0.5),
-     functools.partial(reference.focal_derivative, gamma=0.5)),
-    ("GCE (q=0.7)", functools.partial(losses.generalized_cross_entropy, q=0.7),
-     functools.partial(reference.gce_derivative, q=0.7)),
-)
 LEARNING_RATES = (0.1, 0.01, 0.001)
 
 # (mean_clean, var_clean, mean_noisy, var_noisy), from well separated to
@@ -70,7 +61,7 @@ def main(argv=None):
   print("# Threshold precision: float32 solve_threshold vs float64 reference\n")
   print(common.environment() + "\n")
   rows, worst = [], {}
-  for name, base_loss, derivative in BASE_LOSSES:
+  for name, base_loss, derivative in common.BASE_LOSSES:
     # One compilation per loss; the mixture and learning rate are traced.
     solve = jax.jit(lambda gmm, lr, base_loss=base_loss:
                     solve_threshold(gmm, base_loss, lr)[1])

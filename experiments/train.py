@@ -175,14 +175,13 @@ def load_data(config):
 # Steps
 
 
-def make_steps(config, model, method, schedule, tx, mean, std, data_sharding,
+def make_steps(config, model, method, weighting, tx, mean, std, data_sharding,
                num_train):
-  """The jitted train step and evaluation of one configuration."""
+  """The train step and evaluation of one configuration (to be jitted).
+
+  ``weighting`` is the method's `ogc_jax.ogc_weights`, None for baselines.
+  """
   base_loss = method.fn if method.is_ogc else None
-  weighting = (ogc_jax.ogc_weights(
-      base_loss, schedule, epsilon=config.ogc.epsilon,
-      update_period=config.ogc.update_period,
-      queue_size=config.ogc.queue_size) if method.is_ogc else None)
   aug = config.augment
   batch_size = config.batch_size
   mean, std = jnp.asarray(mean), jnp.asarray(std)
@@ -386,8 +385,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
                               dtype=jnp.dtype(config.dtype))
   schedule = learning_rate_schedule(config, steps_per_epoch)
   tx = create_optimizer(config, schedule)
-  train_step, eval_step = make_steps(config, model, method, schedule, tx, mean,
-                                     std, data_sharding, num_train)
+  weighting = (ogc_jax.ogc_weights(
+      method.fn, schedule, epsilon=config.ogc.epsilon,
+      update_period=config.ogc.update_period,
+      queue_size=config.ogc.queue_size) if method.is_ogc else None)
+  train_step, eval_step = make_steps(config, model, method, weighting, tx,
+                                     mean, std, data_sharding, num_train)
 
   root = jax.random.key(config.seed)
   init_rng, data_rng, aug_rng = jax.random.split(root, 3)
@@ -396,12 +399,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     variables = model.init(init_rng, jnp.zeros((1,) + images.shape[1:]),
                            train=False)
     params = variables['params']
-    ogc_state = {}
-    if method.is_ogc:
-      ogc_state = ogc_jax.ogc_weights(
-          method.fn, schedule, epsilon=config.ogc.epsilon,
-          update_period=config.ogc.update_period,
-          queue_size=config.ogc.queue_size).init()
+    ogc_state = weighting.init() if method.is_ogc else {}
     return TrainState(step=jnp.zeros([], jnp.int32), params=params,
                       batch_stats=variables.get('batch_stats', {}),
                       opt_state=tx.init(params), ogc_state=ogc_state)

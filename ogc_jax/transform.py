@@ -14,7 +14,7 @@ Clipping |dl/dp| at tau scales each example's parameter gradient by
 ``min(1, tau / |l'(p)|)``; that factor is the example's weight.
 """
 
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Any, Callable, NamedTuple, Union
 
 import chex
 import jax

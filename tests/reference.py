@@ -29,20 +29,6 @@ def gce_derivative(p, q=0.7):
   return p ** (q - 1)
 
 
-def truncated_expectation(mean, var, fn):
-  """E[fn(H)] for H ~ N(mean, var) truncated to [MIN_H, MAX_H], by quad."""
-  std = math.sqrt(var)
-  dist = stats.truncnorm((MIN_H - mean) / std, (MAX_H - mean) / std, mean, std)
-  lo = max(MIN_H, mean - 15 * std)
-  hi = min(MAX_H, mean + 15 * std)
-  if lo >= hi:  # mean outside the range: all mass at the nearest end
-    lo, hi = (MIN_H, MIN_H + 15 * std) if mean < MIN_H else (MAX_H - 15 * std, MAX_H)
-  val, _ = integrate.quad(lambda h: fn(h) * dist.pdf(h), lo, hi, limit=2000,
-                          epsabs=0, epsrel=1e-11)
-  mass, _ = integrate.quad(dist.pdf, lo, hi, limit=2000, epsabs=0, epsrel=1e-11)
-  return val / mass
-
-
 def ratio(gmm, derivative, p_threshold):
   """Noise-to-clean ratio R at a probability threshold, float64."""
   tau = derivative(p_threshold)

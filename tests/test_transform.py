@@ -1,7 +1,6 @@
 """Tests of the OGC transformation and its fused route."""
 
 import collections
-import functools
 
 import chex
 import jax
