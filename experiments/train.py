@@ -48,7 +48,8 @@ import orbax.checkpoint as ocp
 
 import ogc_jax
 from ogc_jax import losses
-from experiments import input_pipeline
+from experiments import augment
+from experiments import data as data_lib
 from experiments import models
 
 # Base losses of p that OGC can clip, by the suffix of the method name.
@@ -143,7 +144,7 @@ def load_data(config):
   cache_dir = config.cache_dir or os.path.join(
       os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache')),
       'ogc_jax')
-  dataset = input_pipeline.load_dataset(
+  dataset = data_lib.load_dataset(
       config.dataset, data_dir=config.data_dir, label_key=config.label_key,
       labels_csv=config.labels_csv, cache_dir=cache_dir)
   images, labels = dataset.train_images, dataset.train_labels
@@ -198,10 +199,10 @@ def make_steps(config, model, method, weighting, tx, mean, std, data_sharding,
     rng = jax.random.fold_in(rng, state.step)
     x = images.astype(jnp.float32)
     if aug.crop_padding or aug.flip or aug.rotation_degrees:
-      x = input_pipeline.augment(
+      x = augment.augment(
           rng, x, crop_padding=aug.crop_padding, flip=aug.flip,
           rotation_degrees=aug.rotation_degrees)
-    x = input_pipeline.normalize(x, mean, std)
+    x = augment.normalize(x, mean, std)
 
     def loss_fn(params):
       logits, new_vars = model.apply(
@@ -251,7 +252,7 @@ def make_steps(config, model, method, weighting, tx, mean, std, data_sharding,
     return new_state, sums
 
   def eval_step(state, images, labels, mask):
-    x = input_pipeline.normalize(images.astype(jnp.float32), mean, std)
+    x = augment.normalize(images.astype(jnp.float32), mean, std)
     logits = model.apply({'params': state.params,
                           'batch_stats': state.batch_stats}, x, train=False)
     correct = (jnp.argmax(logits, -1) == labels) & mask

@@ -13,6 +13,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from experiments import data
 from experiments import train
 from experiments.configs import digits
 from ogc_jax import noise as noise_lib
@@ -64,8 +65,8 @@ def test_trains_ogc_on_digits_and_writes_everything(tmp_path):
   assert result['best_test_accuracy'] == pytest.approx(max(accuracies))
   assert result['final_test_accuracy'] > 0.6  # 10 classes: chance is 0.1
   # The true noise rate is the one the noise module realises.
-  data = train.input_pipeline.load_digits()
-  expected = noise_lib.symmetric(data.train_labels, 10, 0.4, config.seed)
+  digits_data = data.load_digits()
+  expected = noise_lib.symmetric(digits_data.train_labels, 10, 0.4, config.seed)
   assert rows[-1]['true_noise_rate'] == pytest.approx(expected.noise_rate)
   last = rows[-1]
   # The threshold was fitted: tau below "no clipping", mixture present.

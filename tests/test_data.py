@@ -1,18 +1,22 @@
-"""Tests for experiments/input_pipeline.py."""
+"""Tests for experiments/data: the Dataset, each source and the cache."""
 
+import hashlib
 import os
+import tarfile
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 import pytest
-from scipy import ndimage
 from sklearn import datasets
 from sklearn import model_selection
 import tensorflow_datasets as tfds
 
-from experiments import input_pipeline
+from experiments import augment
+from experiments import data
+from experiments.data import folders
+from experiments.data import shared_cifar10
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # ----------------------------------------------------------------------------
@@ -20,7 +24,7 @@ from experiments import input_pipeline
 
 
 def test_digits_split_sizes_and_stratification():
-  ds = input_pipeline.load_digits(test_fraction=0.2, seed=0)
+  ds = data.load_digits(test_fraction=0.2, seed=0)
   assert ds.train_images.shape == (1437, 8, 8, 1)
   assert ds.test_images.shape == (360, 8, 8, 1)
   assert ds.train_images.dtype == np.uint8
@@ -38,7 +42,7 @@ def test_digits_split_sizes_and_stratification():
 
 
 def test_digits_pixels_match_sklearn_rescaled():
-  ds = input_pipeline.load_digits(test_fraction=0.25, seed=3)
+  ds = data.load_digits(test_fraction=0.25, seed=3)
   digits = datasets.load_digits()
   train_index, test_index = model_selection.train_test_split(
       np.arange(1797), test_size=0.25, stratify=digits.target, random_state=3)
@@ -54,48 +58,31 @@ def test_digits_pixels_match_sklearn_rescaled():
 
 
 def test_digits_split_is_deterministic_and_seeded():
-  a = input_pipeline.load_digits(seed=0)
-  b = input_pipeline.load_digits(seed=0)
-  c = input_pipeline.load_digits(seed=1)
+  a = data.load_digits(seed=0)
+  b = data.load_digits(seed=0)
+  c = data.load_digits(seed=1)
   np.testing.assert_array_equal(a.train_images, b.train_images)
   np.testing.assert_array_equal(a.test_labels, b.test_labels)
   assert not np.array_equal(a.train_labels, c.train_labels)
 
 
 def test_channel_mean_std_and_normalize():
-  ds = input_pipeline.load_digits()
+  ds = data.load_digits()
   mean, std = ds.channel_mean_std
   pixels = ds.train_images.astype(np.float64) / 255
   np.testing.assert_allclose(mean, pixels.mean(axis=(0, 1, 2)), rtol=1e-6)
   np.testing.assert_allclose(std, pixels.std(axis=(0, 1, 2)), rtol=1e-6)
-  normalized = np.asarray(input_pipeline.normalize(ds.train_images, mean, std))
+  normalized = np.asarray(augment.normalize(ds.train_images, mean, std))
   assert normalized.dtype == np.float32
   np.testing.assert_allclose(normalized.mean(axis=(0, 1, 2)), 0, atol=1e-5)
   np.testing.assert_allclose(normalized.std(axis=(0, 1, 2)), 1, atol=1e-5)
 
 
-def test_normalize_per_channel():
-  images = np.random.default_rng(0).integers(
-      0, 256, (50, 4, 4, 3), dtype=np.uint8)
-  images[..., 2] //= 4  # Channels with different statistics.
-  ds = input_pipeline.Dataset(
-      'rgb', images, np.zeros(50, np.int32), images[:2], np.zeros(2, np.int32),
-      1, ('a',))
-  mean, std = ds.channel_mean_std
-  assert mean.shape == (3,) and mean[2] < mean[0] / 2
-  normalized = np.asarray(input_pipeline.normalize(
-      images.astype(np.float32), mean, std))
-  np.testing.assert_allclose(normalized.mean(axis=(0, 1, 2)), 0, atol=1e-5)
-  np.testing.assert_allclose(normalized.std(axis=(0, 1, 2)), 1, atol=1e-5)
-  with pytest.raises(ValueError, match='one value per channel'):
-    input_pipeline.normalize(images, mean[:1], std[:1])
-
-
 def test_dataset_rejects_out_of_range_labels():
   images = np.zeros((2, 2, 2, 1), np.uint8)
   with pytest.raises(ValueError, match=r'test_labels must lie in \[0, 3\)'):
-    input_pipeline.Dataset('x', images, np.zeros(2, np.int32), images,
-                           np.array([0, -1], np.int32), 3, ('a', 'b', 'c'))
+    data.Dataset('x', images, np.zeros(2, np.int32), images,
+                 np.array([0, -1], np.int32), 3, ('a', 'b', 'c'))
 
 
 # ----------------------------------------------------------------------------
@@ -110,7 +97,7 @@ def _read_mock(name, split, keys):
 
 def test_tfds_cifar10_matches_data_source():
   with tfds.testing.mock_data(num_examples=6):
-    ds = input_pipeline.load_tfds('cifar10')
+    ds = data.load_tfds('cifar10')
     train = _read_mock('cifar10', 'train', ['image', 'label'])
     test = _read_mock('cifar10', 'test', ['image', 'label'])
   assert ds.train_images.shape == (6, 32, 32, 3)
@@ -126,7 +113,7 @@ def test_tfds_cifar10_matches_data_source():
 @pytest.mark.parametrize('label_key', [None, 'worse_label', 'random_label3'])
 def test_tfds_cifar10_n_label_keys(label_key):
   with tfds.testing.mock_data(num_examples=8):
-    ds = input_pipeline.load_tfds('cifar10_n', label_key=label_key)
+    ds = data.load_tfds('cifar10_n', label_key=label_key)
     keys = ['image', 'label', 'aggre_label', 'worse_label', 'random_label3']
     train = _read_mock('cifar10_n', 'train', keys)
     test = _read_mock('cifar10_n', 'test', ['label'])
@@ -141,7 +128,7 @@ def test_tfds_cifar10_n_label_keys(label_key):
 
 def test_tfds_cifar100_n_noise_label():
   with tfds.testing.mock_data(num_examples=5):
-    ds = input_pipeline.load_tfds('cifar100_n')
+    ds = data.load_tfds('cifar100_n')
     train = _read_mock('cifar100_n', 'train', ['noise_label', 'label'])
   assert ds.num_classes == 100
   np.testing.assert_array_equal(ds.train_labels, train['noise_label'])
@@ -154,14 +141,14 @@ def test_tfds_cifar100_n_noise_label():
 def test_tfds_bad_label_key(name, label_key):
   with tfds.testing.mock_data(num_examples=2):
     with pytest.raises(ValueError, match='label_key'):
-      input_pipeline.load_tfds(name, label_key=label_key)
+      data.load_tfds(name, label_key=label_key)
 
 
 def test_tfds_missing_data_names_the_build_command(tmp_path):
   with pytest.raises(ValueError, match=(
       r'cifar10_n is not prepared.*tfds build cifar10_n '
       r'--data_dir=.* --manual_dir=MANUAL_DIR --file_format=array_record')):
-    input_pipeline.load_tfds('cifar10_n', data_dir=str(tmp_path))
+    data.load_tfds('cifar10_n', data_dir=str(tmp_path))
 
 
 # ----------------------------------------------------------------------------
@@ -193,7 +180,7 @@ _LAYOUT = {
 
 def test_image_folder_decodes_exact_pixels_and_sorted_classes(tmp_path):
   written = _write_folder(tmp_path, _LAYOUT)
-  ds = input_pipeline.load_image_folder(tmp_path)
+  ds = data.load_image_folder(tmp_path)
   assert ds.class_names == ('ant', 'cat', 'zebra')
   np.testing.assert_array_equal(ds.train_labels, [0, 0, 1, 1, 2, 2, 2])
   np.testing.assert_array_equal(ds.test_labels, [1, 2, 2])
@@ -211,7 +198,7 @@ def test_image_folder_decodes_exact_pixels_and_sorted_classes(tmp_path):
 
 def test_image_folder_grayscale_has_one_channel(tmp_path):
   written = _write_folder(tmp_path, _LAYOUT, channels=1)
-  ds = input_pipeline.load_image_folder(tmp_path)
+  ds = data.load_image_folder(tmp_path)
   assert ds.train_images.shape == (7, 5, 4, 1)
   np.testing.assert_array_equal(ds.test_images[0], written['test/cat/00.png'])
 
@@ -220,8 +207,8 @@ def test_image_folder_sizes(tmp_path):
   _write_folder(tmp_path, {'train': {'a': [(5, 4), (6, 4)]},
                            'test': {'a': [(5, 4)]}})
   with pytest.raises(ValueError, match='is 6x4 but .* is 5x4; pass image_size'):
-    input_pipeline.load_image_folder(tmp_path)
-  ds = input_pipeline.load_image_folder(tmp_path, image_size=(3, 7))
+    data.load_image_folder(tmp_path)
+  ds = data.load_image_folder(tmp_path, image_size=(3, 7))
   assert ds.train_images.shape == (2, 3, 7, 3)
 
 
@@ -230,7 +217,7 @@ def test_image_folder_labels_csv(tmp_path):
   csv_path = tmp_path / 'labels.csv'
   csv_path.write_text('path,label\ntrain/ant/01.png,zebra\n'
                       'train/zebra/00.png,1\ntrain/cat/00.png,cat\n')
-  ds = input_pipeline.load_image_folder(tmp_path, labels_csv=csv_path)
+  ds = data.load_image_folder(tmp_path, labels_csv=csv_path)
   np.testing.assert_array_equal(ds.train_labels, [0, 2, 1, 1, 1, 2, 2])
   np.testing.assert_array_equal(ds.train_clean_labels, [0, 0, 1, 1, 2, 2, 2])
   np.testing.assert_array_equal(ds.test_labels, [1, 2, 2])
@@ -248,17 +235,17 @@ def test_image_folder_labels_csv_errors(tmp_path, row, message):
   csv_path = tmp_path / 'labels.csv'
   csv_path.write_text(row + '\n')
   with pytest.raises(ValueError, match=message):
-    input_pipeline.load_image_folder(tmp_path, labels_csv=csv_path)
+    data.load_image_folder(tmp_path, labels_csv=csv_path)
 
 
 def test_load_dataset_cache_hit_and_invalidation(tmp_path, monkeypatch):
   root, cache = tmp_path / 'data', tmp_path / 'cache'
   _write_folder(root, _LAYOUT)
-  first = input_pipeline.load_dataset(f'folder:{root}', cache_dir=cache)
+  first = data.load_dataset(f'folder:{root}', cache_dir=cache)
   assert [p.suffix for p in cache.iterdir()] == ['.npz']  # No temporary left.
 
   decoded = []
-  decode = input_pipeline._decode_image
+  decode = folders._decode_image
 
   def counting_decode(path):
     decoded.append(path)
@@ -267,8 +254,8 @@ def test_load_dataset_cache_hit_and_invalidation(tmp_path, monkeypatch):
   def failing_decode(path):
     raise AssertionError(f'decoded {path} despite the cache')
 
-  monkeypatch.setattr(input_pipeline, '_decode_image', failing_decode)
-  second = input_pipeline.load_dataset(f'folder:{root}', cache_dir=cache)
+  monkeypatch.setattr(folders, '_decode_image', failing_decode)
+  second = data.load_dataset(f'folder:{root}', cache_dir=cache)
   for field in ('train_images', 'train_labels', 'test_images', 'test_labels'):
     np.testing.assert_array_equal(getattr(second, field),
                                   getattr(first, field))
@@ -277,158 +264,67 @@ def test_load_dataset_cache_hit_and_invalidation(tmp_path, monkeypatch):
 
   # A new file changes the key: everything is decoded again, once.
   Image.fromarray(np.zeros((5, 4, 3), np.uint8)).save(root / 'train/ant/99.png')
-  monkeypatch.setattr(input_pipeline, '_decode_image', counting_decode)
-  third = input_pipeline.load_dataset(f'folder:{root}', cache_dir=cache)
+  monkeypatch.setattr(folders, '_decode_image', counting_decode)
+  third = data.load_dataset(f'folder:{root}', cache_dir=cache)
   assert len(decoded) == 11 and third.train_images.shape == (8, 5, 4, 3)
   assert len(list(cache.iterdir())) == 2
 
   # A labels CSV is part of the key; its labels survive the cache.
   csv_path = tmp_path / 'labels.csv'
   csv_path.write_text('train/ant/99.png,zebra\n')
-  input_pipeline.load_dataset(str(root), labels_csv=csv_path, cache_dir=cache)
-  monkeypatch.setattr(input_pipeline, '_decode_image', failing_decode)
-  cached = input_pipeline.load_dataset(str(root), labels_csv=csv_path,
-                                       cache_dir=cache)
+  data.load_dataset(str(root), labels_csv=csv_path, cache_dir=cache)
+  monkeypatch.setattr(folders, '_decode_image', failing_decode)
+  cached = data.load_dataset(str(root), labels_csv=csv_path,
+                             cache_dir=cache)
   assert cached.train_labels[2] == 2 and cached.train_clean_labels[2] == 0
 
 
 def test_load_dataset_digits_and_argument_errors(tmp_path):
-  ds = input_pipeline.load_dataset('digits')
+  ds = data.load_dataset('digits')
   assert ds.train_images.shape == (1437, 8, 8, 1)
   with pytest.raises(ValueError, match='not both'):
-    input_pipeline.load_dataset('cifar10_n', label_key='aggre_label',
-                                labels_csv='x.csv')
+    data.load_dataset('cifar10_n', label_key='aggre_label',
+                      labels_csv='x.csv')
   with pytest.raises(ValueError, match='has no train/ folder'):
-    input_pipeline.load_dataset(f'folder:{tmp_path}')
+    data.load_dataset(f'folder:{tmp_path}')
 
 
 # ----------------------------------------------------------------------------
-# Augmentation
-
-
-def _images(batch=4, height=9, width=7, channels=2, seed=0):
-  return np.random.default_rng(seed).uniform(
-      0, 255, (batch, height, width, channels)).astype(np.float32)
-
-
-def test_identity_when_disabled():
-  images = _images()
-  out = input_pipeline.augment(jax.random.key(0), images, crop_padding=0,
-                               flip=False, rotation_degrees=0.0)
-  assert out.dtype == jnp.float32 and out.shape == images.shape
-  np.testing.assert_array_equal(out, images)
-
-
-def test_flip_mirrors_exactly():
-  images = _images()
-  params = input_pipeline.sample_augmentation(
-      jax.random.key(3), 4, crop_padding=0, flip=True, rotation_degrees=0.0)
-  flips = np.asarray(params.flips)
-  assert 0 < flips.sum() < 4  # This key draws both outcomes.
-  out = np.asarray(input_pipeline.augment(
-      jax.random.key(3), images, crop_padding=0, rotation_degrees=0.0))
-  expected = np.where(flips[:, None, None, None], images[:, :, ::-1], images)
-  np.testing.assert_array_equal(out, expected)
-  assert not np.array_equal(images[:, :, ::-1], images)  # Asymmetric.
-
-
-def test_crop_shifts_by_sampled_offsets():
-  images = _images(batch=6)
-  padding = 3
-  params = input_pipeline.sample_augmentation(
-      jax.random.key(1), 6, crop_padding=padding, flip=False,
-      rotation_degrees=0.0)
-  offsets = np.asarray(params.crop_offsets)
-  assert offsets.min() >= 0 and offsets.max() <= 2 * padding
-  assert len({tuple(o) for o in offsets}) > 1
-  out = np.asarray(input_pipeline.augment(
-      jax.random.key(1), images, crop_padding=padding, flip=False,
-      rotation_degrees=0.0))
-  # out[y, x] = image[y + dy - p, x + dx - p], zero outside the image.
-  for image, (dy, dx), result in zip(images, offsets, out):
-    expected = np.zeros_like(image)
-    for y in range(image.shape[0]):
-      for x in range(image.shape[1]):
-        sy, sx = y + dy - padding, x + dx - padding
-        if 0 <= sy < image.shape[0] and 0 <= sx < image.shape[1]:
-          expected[y, x] = image[sy, sx]
-    np.testing.assert_array_equal(result, expected)
-
-
-def test_rotation_matches_scipy():
-  images = _images(batch=3, height=12, width=10) / 255
-  params = input_pipeline.sample_augmentation(
-      jax.random.key(2), 3, crop_padding=0, flip=False, rotation_degrees=15.0)
-  angles = np.asarray(params.angles)
-  assert np.all(np.abs(angles) <= 15) and np.abs(angles).max() > 5
-  out = np.asarray(input_pipeline.apply_augmentation(images, params,
-                                                     crop_padding=0))
-  for image, angle, result in zip(images, angles, out):
-    image = image.astype(np.float64)
-    # Bilinear with zeros interpolated in at the border: 'grid-constant'.
-    full = ndimage.rotate(image, angle, axes=(0, 1), reshape=False, order=1,
-                          mode='grid-constant', cval=0.0)
-    np.testing.assert_allclose(result, full, atol=1e-5)
-    # Interior agrees with the default 'constant' mode too.
-    interior = ndimage.rotate(image, angle, axes=(0, 1), reshape=False,
-                              order=1, mode='constant', cval=0.0)
-    np.testing.assert_allclose(result[3:-3, 3:-3], interior[3:-3, 3:-3],
-                               atol=1e-5)
-  # Counter-clockwise as displayed: 90 degrees moves the top row to the left
-  # column.
-  square = _images(batch=1, height=5, width=5)
-  quarter = input_pipeline.AugmentationParams(None, None, jnp.array([90.0]))
-  turned = input_pipeline.apply_augmentation(square, quarter, crop_padding=0)
-  np.testing.assert_allclose(turned[0], np.rot90(square[0]), atol=1e-3)
-
-
-def test_jit_and_batch():
-  images = np.repeat(_images(batch=1, height=8, width=8, channels=3), 8, axis=0)
-  augment = jax.jit(input_pipeline.augment,
-                    static_argnames=('crop_padding', 'flip',
-                                     'rotation_degrees'))
-  out = augment(jax.random.key(5), jnp.asarray(images))
-  assert out.shape == images.shape and out.dtype == jnp.float32
-  np.testing.assert_allclose(out, input_pipeline.augment(
-      jax.random.key(5), images), atol=1e-4)
-  # Identical inputs, different augmentations.
-  distinct = {np.asarray(o).tobytes() for o in out}
-  assert len(distinct) == 8
-  # bfloat16 batches keep their dtype.
-  assert augment(jax.random.key(5), out.astype(jnp.bfloat16)).dtype == (
-      jnp.bfloat16)
-
-
-def test_augment_rejects_integer_images():
-  with pytest.raises(ValueError, match='float'):
-    input_pipeline.augment(jax.random.key(0), np.zeros((1, 4, 4, 1), np.uint8))
+# The shared CIFAR-10 copy
 
 
 def test_unpack_shared_cifar10_and_load_dataset(tmp_path, monkeypatch):
-  import hashlib  # pylint: disable=g-import-not-at-top
-  import tarfile  # pylint: disable=g-import-not-at-top
   tree = tmp_path / 'tree'
   written = _write_folder(tree, {'train': {'cat': [(4, 4)] * 2},
                                  'test': {'cat': [(4, 4)]}})
   shared = tmp_path / 'shared'
   shared.mkdir()
-  archive = shared / input_pipeline.SHARED_CIFAR10_ARCHIVE
+  archive = shared / shared_cifar10.SHARED_CIFAR10_ARCHIVE
   with tarfile.open(archive, 'w:gz') as tar:
     for split in ('train', 'test'):
       tar.add(tree / split, arcname=split)
   out = tmp_path / 'data' / 'cifar10-jpeg'
   with pytest.raises(ValueError, match='expected d877bdec'):
-    input_pipeline.unpack_shared_cifar10(out, shared)
+    data.unpack_shared_cifar10(out, shared)
   assert not out.exists()
 
   digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-  monkeypatch.setattr(input_pipeline, 'SHARED_CIFAR10_SHA256', digest)
+  monkeypatch.setattr(shared_cifar10, 'SHARED_CIFAR10_SHA256', digest)
   monkeypatch.setenv('OGC_SHARED_DATA', str(shared))
-  root = input_pipeline.unpack_shared_cifar10(out)
+  root = data.unpack_shared_cifar10(out)
   assert root == str(out)
   assert os.listdir(tmp_path / 'data') == ['cifar10-jpeg']  # No staging left.
   # Already extracted: the archive is not needed again.
   archive.unlink()
-  ds = input_pipeline.load_dataset('cifar10_jpeg', data_dir=tmp_path / 'data')
+  ds = data.load_dataset('cifar10_jpeg', data_dir=tmp_path / 'data')
   np.testing.assert_array_equal(ds.train_images[1], written['train/cat/01.png'])
   assert ds.class_names == ('cat',)
+
+
+def test_shared_data_defaults_to_the_folder_beside_the_repository(
+    monkeypatch):
+  monkeypatch.delenv('OGC_SHARED_DATA', raising=False)
+  assert os.path.normpath(shared_cifar10._default_shared_data_dir()) == (
+      os.path.normpath(os.path.join(REPO, '..', 'shared', 'data')))
+  monkeypatch.setenv('OGC_SHARED_DATA', '/elsewhere')
+  assert shared_cifar10._default_shared_data_dir() == '/elsewhere'

@@ -1,0 +1,124 @@
+"""Datasets for the OGC experiments, decoded into host memory.
+
+Every source gives the same `Dataset` of uint8 arrays (`dataset.py`):
+
+* `load_digits` (`digits.py`): scikit-learn's bundled 8x8 digits, the
+  default; no download.
+* `load_tfds` (`tfds.py`): a TFDS dataset prepared in the ``array_record``
+  format, including the real-world noisy-label sets ``cifar10_n`` and
+  ``cifar100_n``; that module says how to prepare them.
+* `load_image_folder` (`folders.py`): ``root/{train,test}/<class>/*.jpg``,
+  with an optional CSV of ``path,label`` rows replacing the folder labels.
+* `unpack_shared_cifar10` (`shared_cifar10.py`): the checksummed archive of
+  the shared CIFAR-10 JPEG copy, extracted once into an image folder.
+
+`load_dataset` picks the source by name and keeps the decoded arrays in an
+``.npz`` cache (`cache.py`), so a second run does not decode again. The whole
+dataset then fits in device memory; augmentation runs on device
+(`experiments.augment`).
+"""
+
+import functools
+import os
+import tempfile
+
+from experiments.data import cache
+from experiments.data import folders
+from experiments.data.dataset import Dataset
+from experiments.data.digits import load_digits
+from experiments.data.folders import load_image_folder
+from experiments.data.shared_cifar10 import unpack_shared_cifar10
+from experiments.data.tfds import CIFAR_N_LABEL_KEYS
+from experiments.data.tfds import load_tfds
+
+__all__ = (
+    'CIFAR_N_LABEL_KEYS',
+    'Dataset',
+    'load_dataset',
+    'load_digits',
+    'load_image_folder',
+    'load_tfds',
+    'unpack_shared_cifar10',
+)
+
+
+def load_dataset(name, *, data_dir=None, label_key=None, labels_csv=None,
+                 cache_dir=None) -> Dataset:
+  """Loads a dataset by name, from a ``.npz`` cache when one is valid.
+
+  Names:
+    * ``'digits'``: `load_digits` with its defaults.
+    * ``'cifar10_jpeg'``: the shared CIFAR-10 JPEG copy, unpacked by
+      `unpack_shared_cifar10` into ``data_dir/cifar10-jpeg`` (``data_dir``
+      defaulting to ``ogc_jax_data`` in the system's temporary folder), then
+      `load_image_folder`.
+    * ``'folder:PATH'``, or a ``PATH`` containing a path separator that is an
+      existing folder: `load_image_folder`.
+    * anything else: `load_tfds`.
+
+  The cache key covers the source (name, folder or TFDS data folder: file
+  names, sizes and modification times), ``label_key`` and ``labels_csv``, so
+  adding or changing a file decodes again.
+
+  Args:
+    name: see above.
+    data_dir: TFDS data directory, or where to unpack ``'cifar10_jpeg'``.
+    label_key: training label key for TFDS (see `load_tfds`).
+    labels_csv: ``path,label`` CSV for image folders (see
+      `load_image_folder`).
+    cache_dir: folder for ``.npz`` caches; None disables caching.
+
+  Returns:
+    A `Dataset`.
+
+  Example:
+    >>> from experiments import data
+    >>> data.load_dataset('digits').class_names[:3]
+    ('0', '1', '2')
+  """
+  name = os.fspath(name)
+  if labels_csv is not None and label_key is not None:
+    raise ValueError('Pass label_key (TFDS) or labels_csv (image folders), '
+                     'not both.')
+  folder = None
+  if name == 'cifar10_jpeg':
+    folder = unpack_shared_cifar10(os.path.join(
+        data_dir or os.path.join(tempfile.gettempdir(), 'ogc_jax_data'),
+        'cifar10-jpeg'))
+  elif name.startswith('folder:'):
+    folder = name[len('folder:'):]
+  elif os.sep in name and os.path.isdir(name):
+    folder = name
+
+  if name == 'digits':
+    if label_key is not None or labels_csv is not None:
+      raise ValueError('digits takes no label_key or labels_csv.')
+    key = {'source': 'digits'}
+    load = load_digits
+  elif folder is not None:
+    if label_key is not None:
+      raise ValueError(f'{name}: label_key applies to TFDS datasets; image '
+                       'folders take labels_csv.')
+    folder = os.path.abspath(folder)
+    key = {'source': 'folder', 'root': folder,
+           'files': cache.tree_fingerprint(folder, folders.image_files(folder))}
+    if labels_csv is not None:
+      labels_csv = os.path.abspath(labels_csv)
+      key['labels_csv'] = [labels_csv, cache.tree_fingerprint(
+          os.path.dirname(labels_csv), [os.path.basename(labels_csv)])]
+    load = functools.partial(load_image_folder, folder, labels_csv=labels_csv)
+  else:
+    if labels_csv is not None:
+      raise ValueError(f'{name}: labels_csv applies to image folders; TFDS '
+                       'datasets take label_key.')
+    import tensorflow_datasets  # pylint: disable=g-import-not-at-top
+    builder_dir = os.fspath(
+        tensorflow_datasets.builder(name, data_dir=data_dir).data_dir)
+    key = {'source': 'tfds', 'name': name, 'label_key': label_key,
+           'data': builder_dir, 'files': cache.dir_fingerprint(builder_dir)}
+    load = functools.partial(load_tfds, name, data_dir=data_dir,
+                             label_key=label_key)
+
+  if cache_dir is None:
+    return load()
+  return cache.cached(load, key, name, cache_dir)
