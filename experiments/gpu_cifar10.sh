@@ -30,8 +30,9 @@ fi
   --config.num_epochs="${EPOCHS:-30}" --config.dtype="${DTYPE:-float32}" "$@"
 
 "$PY" - "$WORKDIR" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(f"{sys.argv[1]}/metrics.jsonl")]
+import sys
+from experiments import workdir
+rows = workdir.read_metrics(sys.argv[1])
 print("| epoch | test acc | train acc (clean) | noisy memorised | tau | est. noise | images/s |")
 print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 for r in rows:

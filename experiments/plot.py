@@ -22,7 +22,6 @@ a note.
 
 import argparse
 import dataclasses
-import json
 import math
 import pathlib
 import re
@@ -36,7 +35,8 @@ from matplotlib import ticker  # pylint: disable=g-import-not-at-top
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-_QUEUE_FILE = re.compile(r'epoch_(\d+)\.npy')
+from experiments import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+
 _UNSAFE_NAME_CHARS = re.compile(r'[^A-Za-z0-9._=+-]+')
 
 
@@ -93,24 +93,6 @@ def default_label(config: dict, workdir: pathlib.Path) -> str:
   return ' '.join(parts)
 
 
-def _read_metrics(path: pathlib.Path) -> list:
-  records = {}
-  lines = path.read_text().splitlines()
-  for i, line in enumerate(lines):
-    if not line.strip():
-      continue
-    try:
-      record = json.loads(line)
-    except json.JSONDecodeError:
-      if i == len(lines) - 1:  # a run stopped while writing its last line
-        continue
-      raise ValueError(f'{path}, line {i + 1}: not valid JSON') from None
-    if 'epoch' not in record:
-      raise ValueError(f'{path}, line {i + 1}: no "epoch" key')
-    records[int(record['epoch'])] = record
-  return [records[e] for e in sorted(records)]
-
-
 def load_run(workdir, label: Optional[str] = None) -> RunData:
   """Reads a workdir's config, metrics and queue files.
 
@@ -129,24 +111,17 @@ def load_run(workdir, label: Optional[str] = None) -> RunData:
   workdir = pathlib.Path(workdir)
   if not workdir.is_dir():
     raise FileNotFoundError(f'workdir {workdir} does not exist')
-  metrics_path = workdir / 'metrics.jsonl'
+  metrics_path = workdir_lib.metrics_path(workdir)
   if not metrics_path.is_file():
     raise FileNotFoundError(
-        f'{workdir} has no metrics.jsonl: not a training workdir, or the run '
-        'has not finished an epoch yet')
-  metrics = _read_metrics(metrics_path)
+        f'{workdir} has no {workdir_lib.METRICS_FILE}: not a training '
+        'workdir, or the run has not finished an epoch yet')
+  metrics = workdir_lib.read_metrics(workdir)
   if not metrics:
     raise ValueError(f'{metrics_path} holds no epoch yet')
-  config_path = workdir / 'config.json'
-  config = json.loads(config_path.read_text()) if config_path.is_file() else {}
-  queues = {}
-  if (workdir / 'queues').is_dir():
-    for path in (workdir / 'queues').iterdir():
-      match = _QUEUE_FILE.fullmatch(path.name)
-      if match:
-        queues[int(match.group(1))] = path
+  config = workdir_lib.read_config(workdir)
   return RunData(workdir, label or default_label(config, workdir), config,
-                 metrics, dict(sorted(queues.items())))
+                 metrics, workdir_lib.saved_queues(workdir))
 
 
 def default_epochs(available: Sequence[int]) -> list[int]:

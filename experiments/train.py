@@ -3,7 +3,7 @@
 ``train_and_evaluate(config, workdir)`` runs one experiment: it loads the
 data, corrupts the training labels (`ogc_jax.noise`), trains data-parallel
 over every device of a ``jax.sharding.Mesh``, evaluates each epoch and writes
-to ``workdir``:
+to ``workdir`` (its layout is `experiments.workdir`'s):
 
 * ``config.json``: the configuration;
 * ``metrics.jsonl``: one JSON object per epoch (accuracies, loss, tau, the
@@ -51,6 +51,7 @@ from ogc_jax import losses
 from experiments import augment
 from experiments import data as data_lib
 from experiments import models
+from experiments import workdir as workdir_lib
 
 # Base losses of p that OGC can clip, by the suffix of the method name.
 OGC_BASE_LOSSES = {
@@ -271,53 +272,11 @@ def zero_sums(is_ogc):
 
 
 # ---------------------------------------------------------------------------
-# Files
-
-
-def _write_json(path, obj):
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+# Files (the layout is `experiments.workdir`'s)
 
 
 def _config_dict(config):
   return json.loads(config.to_json_best_effort())
-
-
-def _check_workdir_config(config, workdir):
-  """Refuses to mix runs: a workdir belongs to one configuration."""
-  path = os.path.join(workdir, 'config.json')
-  current = _config_dict(config)
-  ignore = {'progress'}  # does not change the results
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
-    diff = sorted(k for k in set(saved) | set(current) - ignore
-                  if k not in ignore and saved.get(k) != current.get(k))
-    if diff:
-      raise ValueError(
-          f'{workdir} holds a run with a different configuration (differs in '
-          f'{diff}); use another --workdir or delete that one.')
-  else:
-    _write_json(path, current)
-
-
-def _read_metrics(path, up_to_epoch):
-  """Metrics of the epochs up to the checkpoint; later lines are dropped."""
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    rows = [json.loads(line) for line in f if line.strip()]
-  return [r for r in rows if r['epoch'] <= up_to_epoch]
-
-
-def _write_metrics(path, rows):
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    for row in rows:
-      f.write(json.dumps(row, sort_keys=True) + '\n')
-  os.replace(tmp, path)
 
 
 def _gmm_dict(gmm):
@@ -344,11 +303,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     jax.distributed.initialize()
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
-  _check_workdir_config(config, workdir)
-  result_path = os.path.join(workdir, 'result.json')
-  if os.path.exists(result_path):
-    with open(result_path) as f:
-      return json.load(f)
+  workdir_lib.check_config(workdir, _config_dict(config))
+  finished = workdir_lib.read_result(workdir)
+  if finished is not None:
+    return finished
   is_main = jax.process_index() == 0
 
   method = Method(config)
@@ -410,9 +368,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                       out_shardings=(replicated, replicated))
   jit_eval = jax.jit(eval_step)
 
-  ckpt_dir = os.path.join(workdir, 'checkpoints')
   manager = ocp.CheckpointManager(
-      ckpt_dir, options=ocp.CheckpointManagerOptions(
+      workdir_lib.checkpoints_dir(workdir), options=ocp.CheckpointManagerOptions(
           max_to_keep=2, create=True, enable_async_checkpointing=False))
   start_epoch = 0
   if manager.latest_step() is not None:
@@ -420,10 +377,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
     state = manager.restore(start_epoch,
                             args=ocp.args.StandardRestore(abstract))
-  metrics_path = os.path.join(workdir, 'metrics.jsonl')
-  history = _read_metrics(metrics_path, start_epoch)
+  history = workdir_lib.read_metrics(workdir, up_to_epoch=start_epoch)
   if is_main:
-    _write_metrics(metrics_path, history)
+    workdir_lib.write_metrics(workdir, history)
   wall_start = time.time() - sum(r.get('epoch_time_s', 0.0) for r in history)
 
   eval_bs = min(config.eval_batch_size, len(test_labels))
@@ -444,7 +400,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                 put(y, data_sharding), put(mask, data_sharding)))
     return correct / len(test_labels)
 
-  queues_dir = os.path.join(workdir, 'queues')
   progress = None
   if config.progress and is_main:
     from tqdm import tqdm  # pylint: disable=g-import-not-at-top
@@ -502,19 +457,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
           'grad_noisy_after': sums['grad_noisy_after'] / n_noisy,
       })
       if config.save_queues and is_main and int(o.queue_count):
-        os.makedirs(queues_dir, exist_ok=True)
         queue = np.roll(np.asarray(o.queue), -int(o.queue_index))
         if int(o.queue_count) < len(queue):
           queue = np.asarray(o.queue)[:int(o.queue_count)]
-        np.save(os.path.join(queues_dir, f'epoch_{epoch:04d}.npy'), queue)
+        workdir_lib.save_queue(workdir, epoch, queue)
     row = {k: (float(v) if isinstance(v, (np.floating, np.integer)) else v)
            for k, v in row.items()}
     row['epoch_time_s'] = time.time() - epoch_start
     history.append(row)
     # Metrics first, then the checkpoint: a run killed in between redoes
-    # this epoch, and _read_metrics drops the line written for it.
+    # this epoch, and read_metrics(up_to_epoch=...) drops the line written
+    # for it.
     if is_main:
-      _write_metrics(metrics_path, history)
+      workdir_lib.write_metrics(workdir, history)
     if epoch % config.checkpoint_every == 0 or epoch == config.num_epochs:
       manager.save(epoch, args=ocp.args.StandardSave(state))
     if progress is not None:
@@ -537,7 +492,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       'config': _config_dict(config),
   }
   if is_main:
-    _write_json(result_path, result)
+    workdir_lib.write_result(workdir, result)
   return result
 
 

@@ -1,6 +1,5 @@
-"""Tests for experiments/sweep.py."""
+"""Tests for experiments/sweep.py: the scheduler and the command line."""
 
-import csv
 import json
 import pathlib
 import sys
@@ -9,125 +8,25 @@ import time
 
 import pytest
 
+from experiments import grid
 from experiments import plot
 from experiments import sweep
+from experiments import workdir as workdir_lib
+from tests.test_tables import _table_rows
+from tests.test_tables import _write_grid
+from tests.test_tables import METHODS
+from tests.test_tables import NOISES
 
 
 # ----------------------------------------------------------------------------
-# Parsing.
-
-
-@pytest.mark.parametrize('entry, expected', [
-    ('ce', sweep.Method('ce', 'ce', (), 'ce')),
-    (' ogc_ce ', sweep.Method('ogc_ce', 'ogc_ce', (), 'ogc_ce')),
-    ('phuber_ce@loss_hparams.tau=5',
-     sweep.Method('phuber_ce@loss_hparams.tau=5', 'phuber_ce',
-                  (('loss_hparams.tau', '5'),),
-                  'phuber_ce@loss_hparams.tau=5')),
-    ('ogc_ce@ogc.epsilon=5@ogc.queue_size=1024',
-     sweep.Method('ogc_ce@ogc.epsilon=5@ogc.queue_size=1024', 'ogc_ce',
-                  (('ogc.epsilon', '5'), ('ogc.queue_size', '1024')),
-                  'ogc_ce@ogc.epsilon=5@ogc.queue_size=1024')),
-    ('ogc_ce @ ogc.epsilon = 5 : OGC (eps 5)',
-     sweep.Method('ogc_ce@ogc.epsilon=5', 'ogc_ce', (('ogc.epsilon', '5'),),
-                  'OGC (eps 5)')),
-])
-def test_parse_method_good(entry, expected):
-  assert sweep.parse_method(entry) == expected
-
-
-@pytest.mark.parametrize('entry, message', [
-    ('', 'is not a method name'),
-    ('1ce', 'is not a method name'),
-    ('ce-x', 'is not a method name'),
-    ('ce@', 'not of the form KEY=VALUE'),
-    ('ce@ogc.epsilon', 'not of the form KEY=VALUE'),
-    ('ce@ogc.epsilon=', 'not of the form KEY=VALUE'),
-    ('ce@=5', 'is not a dotted name'),
-    ('ce@ogc..epsilon=5', 'is not a dotted name'),
-    ('ce@seed=1', 'which the sweep sets'),
-    ('ce@noise.rate=0.2', 'which the sweep sets'),
-    ('ce@method=gce', 'which the sweep sets'),
-    ('ce@ogc.epsilon=1@ogc.epsilon=2', 'sets a config key twice'),
-    ('ce:', 'empty label'),
-])
-def test_parse_method_bad(entry, message):
-  with pytest.raises(ValueError, match=message):
-    sweep.parse_method(entry)
-
-
-@pytest.mark.parametrize('spec, expected', [
-    ('symmetric:0.2', ('symmetric', 0.2)),
-    (' asymmetric : 0.40 ', ('asymmetric', 0.4)),
-    ('instance:0', ('instance', 0.0)),
-    ('none', ('none', 0.0)),
-    ('none:0', ('none', 0.0)),
-])
-def test_parse_noise_good(spec, expected):
-  assert sweep.parse_noise(spec) == sweep.Noise(*expected)
-
-
-@pytest.mark.parametrize('spec, message', [
-    ('gaussian:0.2', "unknown kind 'gaussian'"),
-    ('Symmetric:0.2', "unknown kind 'Symmetric'"),
-    ('symmetric:abc', "rate 'abc' is not a number"),
-    ('symmetric', 'has no rate'),
-    ('symmetric:', 'has no rate'),
-    ('symmetric:1.0', r'in \[0, 1\)'),
-    ('symmetric:-0.1', r'in \[0, 1\)'),
-    ('symmetric:nan', r'in \[0, 1\)'),
-    ('none:0.2', 'kind none has rate 0'),
-])
-def test_parse_noise_bad(spec, message):
-  with pytest.raises(ValueError, match=message):
-    sweep.parse_noise(spec)
-
-
-def test_noise_names():
-  noise = sweep.parse_noise('symmetric:0.40')
-  assert (noise.spec, noise.dirname, noise.column) == (
-      'symmetric:0.4', 'symmetric_0.4', 'symmetric 40%')
-  assert sweep.parse_noise('instance:0.125').column == 'instance 12.5%'
-  assert sweep.parse_noise('none').column == 'none'
-
-
-def test_parse_seeds():
-  assert sweep.parse_seeds('0, 1,2') == [0, 1, 2]
-  with pytest.raises(ValueError, match="'x' .* is not an integer"):
-    sweep.parse_seeds('0,x')
-  with pytest.raises(ValueError, match='repeat'):
-    sweep.parse_seeds('1,1')
-
-
-def test_run_dir_layout(tmp_path):
-  method = sweep.parse_method('ogc_ce@ogc.epsilon=5@ogc.queue_size=1024:OGC')
-  path = sweep.run_dir(tmp_path, method, sweep.parse_noise('instance:0.4'), 3)
-  assert path == (tmp_path / 'ogc_ce+ogc.epsilon=5+ogc.queue_size=1024'
-                  / 'instance_0.4' / 'seed_3')
-  # Characters unsafe in a path are replaced; the label plays no part.
-  odd = sweep.parse_method('ce@model.name=a/b c')
-  assert sweep.run_dir('r', odd, sweep.parse_noise('none'), 0) == pathlib.Path(
-      'r/ce+model.name=a_b_c/none_0/seed_0')
-
-
-def test_check_grid_rejects_collisions():
-  ce = sweep.parse_method('ce')
-  noise = sweep.parse_noise('symmetric:0.2')
-  with pytest.raises(ValueError, match='noise settings repeat'):
-    sweep.check_grid([ce], [noise, sweep.parse_noise('symmetric:0.20')], [0])
-  with pytest.raises(ValueError, match='method entries repeat'):
-    sweep.check_grid([ce, sweep.parse_method('ce:CE')], [noise], [0])
-  with pytest.raises(ValueError, match='method labels repeat'):
-    sweep.check_grid([ce, sweep.parse_method('gce:ce')], [noise], [0])
-  with pytest.raises(ValueError, match='--seeds is empty'):
-    sweep.check_grid([ce], [noise], [])
+# Planning and the environment of the runs.
 
 
 def test_plan_runs_merges_overrides_method_last():
-  method = sweep.parse_method('ogc_ce@ogc.epsilon=5')
-  runs = sweep.plan_runs(
-      'root', [method, sweep.parse_method('ce')],
-      [sweep.parse_noise('symmetric:0.4')], [0, 1],
+  method = grid.parse_method('ogc_ce@ogc.epsilon=5')
+  runs = grid.plan_runs(
+      'root', [method, grid.parse_method('ce')],
+      [grid.parse_noise('symmetric:0.4')], [0, 1],
       {'ogc.epsilon': '2', 'num_epochs': '3'})
   assert [r.index for r in runs] == [1, 2, 3, 4]
   assert runs[1].overrides == {
@@ -162,125 +61,6 @@ def test_child_env(tmp_path, monkeypatch):
   assert env['JAX_COMPILATION_CACHE_DIR'] == str(tmp_path / '.jax_cache')
   env = sweep.child_env(tmp_path, jobs=2)
   assert env['XLA_FLAGS'] == '--foo ' + sweep.SINGLE_THREAD_XLA_FLAGS
-
-
-# ----------------------------------------------------------------------------
-# Aggregation.
-
-METHODS = [sweep.parse_method('ce'),
-           sweep.parse_method('ogc_ce@ogc.epsilon=5:OGC-CE')]
-NOISES = [sweep.parse_noise(s) for s in
-          ('symmetric:0.2', 'asymmetric:0.4', 'instance:0.4')]
-SEEDS = [0, 1, 2]
-# final_test_accuracy per (method, noise, seed); absent = unfinished.
-FINALS = {
-    ('ce', 'symmetric:0.2'): {0: 0.80, 1: 0.82, 2: 0.84},
-    ('ogc_ce@ogc.epsilon=5', 'symmetric:0.2'): {0: 0.85, 1: 0.86, 2: 0.87},
-    ('ce', 'asymmetric:0.4'): {0: 0.70, 1: 0.74},
-    ('ogc_ce@ogc.epsilon=5', 'asymmetric:0.4'): {1: 0.71},
-    ('ogc_ce@ogc.epsilon=5', 'instance:0.4'): {0: 0.6, 1: 0.6, 2: 0.6},
-}
-
-
-def _write_grid(root):
-  by_entry = {m.entry: m for m in METHODS}
-  by_spec = {n.spec: n for n in NOISES}
-  for (entry, spec), finals in FINALS.items():
-    for seed, final in finals.items():
-      workdir = sweep.run_dir(root, by_entry[entry], by_spec[spec], seed)
-      workdir.mkdir(parents=True)
-      (workdir / 'result.json').write_text(json.dumps({
-          'final_test_accuracy': final, 'best_test_accuracy': final + 0.01,
-          'wall_time_s': 10.0 + seed, 'num_epochs': 5, 'config': {}}))
-  # An unfinished run (no result.json) and a run outside the grid.
-  unfinished = sweep.run_dir(root, by_entry['ce'], by_spec['instance:0.4'], 0)
-  unfinished.mkdir(parents=True)
-  (unfinished / 'metrics.jsonl').write_text('{"epoch": 1}\n')
-  outside = sweep.run_dir(root, by_entry['ce'], by_spec['instance:0.4'], 7)
-  outside.mkdir(parents=True)
-  (outside / 'result.json').write_text(json.dumps({
-      'final_test_accuracy': 0.99, 'best_test_accuracy': 0.99,
-      'wall_time_s': 1.0, 'num_epochs': 5}))
-
-
-def _table_rows(table):
-  rows = {}
-  for line in table.splitlines():
-    if line.startswith('| ') and not line.startswith(('| Method', '| ---')):
-      cells = [c.strip() for c in line.strip('|').split(' | ')]
-      rows[cells[0]] = cells[1:]
-  return rows
-
-
-def test_collect_results_reads_finished_runs_of_the_grid(tmp_path):
-  _write_grid(tmp_path)
-  results = sweep.collect_results(tmp_path, METHODS, NOISES, SEEDS)
-  assert len(results) == 12  # 3 + 3 + 2 + 1 + 3
-  assert [(r.method.entry, r.noise.spec, r.seed) for r in results[:4]] == [
-      ('ce', 'symmetric:0.2', 0), ('ce', 'symmetric:0.2', 1),
-      ('ce', 'symmetric:0.2', 2), ('ce', 'asymmetric:0.4', 0)]
-  assert results[1].final_test_accuracy == 0.82
-  assert results[1].best_test_accuracy == 0.83
-  assert results[1].wall_time_s == 11.0
-
-
-def test_render_table_cells_bold_and_partial_counts(tmp_path):
-  _write_grid(tmp_path)
-  results = sweep.collect_results(tmp_path, METHODS, NOISES, SEEDS)
-  table = sweep.render_table(results, METHODS, NOISES, SEEDS, title='T',
-                             command='python -m experiments.sweep --x')
-  lines = table.splitlines()
-  assert lines[0] == '# T'
-  assert 'python -m experiments.sweep --x' in lines
-  assert '| Method | symmetric 20% | asymmetric 40% | instance 40% |' in lines
-  assert 'ddof=1' in table
-  # By hand: ce sym 0.2 = 80, 82, 84 -> mean 82, sample std 2.
-  # OGC sym 0.2 = 85, 86, 87 -> 86 ± 1, the best of its column.
-  # ce asym 0.4 = 70, 74 (2 of 3) -> 72 ± sqrt(8) = 2.83, best of its column.
-  # OGC asym 0.4 = 71 (1 of 3): no std. OGC instance = 60 x 3 -> 60 ± 0.
-  assert _table_rows(table) == {
-      'ce': ['82.0 ± 2.0', '**72.0 ± 2.8** (2/3)', '–'],
-      'OGC-CE': ['**86.0 ± 1.0**', '71.0 (1/3)', '**60.0 ± 0.0**'],
-  }
-
-
-def test_render_table_bolds_ties_at_the_shown_precision(tmp_path):
-  methods = [sweep.parse_method(m) for m in ('ce', 'gce', 'sce')]
-  noise = sweep.parse_noise('symmetric:0.4')
-  results = [
-      sweep.RunResult(methods[0], noise, 0, tmp_path, 0.91234, 0.92, 1.0, 2),
-      sweep.RunResult(methods[1], noise, 0, tmp_path, 0.91199, 0.92, 1.0, 2),
-      sweep.RunResult(methods[2], noise, 0, tmp_path, 0.9114, 0.92, 1.0, 2)]
-  rows = _table_rows(sweep.render_table(results, methods, [noise], [0]))
-  assert rows == {'ce': ['**91.2**'], 'gce': ['**91.2**'], 'sce': ['91.1']}
-
-
-def test_write_csv_rows(tmp_path):
-  _write_grid(tmp_path / 'runs')
-  results = sweep.collect_results(tmp_path / 'runs', METHODS, NOISES, SEEDS)
-  sweep.write_csv(results, tmp_path / 't.csv')
-  with open(tmp_path / 't.csv') as f:
-    rows = list(csv.DictReader(f))
-  assert len(rows) == 12
-  assert list(rows[0]) == list(sweep.CSV_FIELDS)
-  row = rows[10]  # OGC instance seed 1
-  assert {k: row[k] for k in sweep.CSV_FIELDS[:-1]} == {
-      'method': 'ogc_ce@ogc.epsilon=5', 'label': 'OGC-CE',
-      'noise_kind': 'instance', 'noise_rate': '0.4', 'seed': '1',
-      'final_test_accuracy': '0.6', 'best_test_accuracy': '0.61',
-      'wall_time_s': '11.000', 'num_epochs': '5'}
-  assert row['workdir'].endswith('ogc_ce+ogc.epsilon=5/instance_0.4/seed_1')
-  finals = sorted(float(r['final_test_accuracy']) for r in rows)
-  assert finals == sorted(
-      v for per_seed in FINALS.values() for v in per_seed.values())
-
-
-def test_bad_result_json_names_the_file(tmp_path):
-  workdir = sweep.run_dir(tmp_path, METHODS[0], NOISES[0], 0)
-  workdir.mkdir(parents=True)
-  (workdir / 'result.json').write_text('{"final_test_accuracy": 0.5}')
-  with pytest.raises(ValueError, match=r'result.json lacks \[.best_test'):
-    sweep.collect_results(tmp_path, METHODS, NOISES, SEEDS)
 
 
 def test_aggregate_only_writes_table_with_its_command(tmp_path, capsys):
@@ -318,15 +98,15 @@ def test_main_rejects_bad_arguments(tmp_path, capsys):
 
 
 def test_recorded_settings_conflict_is_an_error(tmp_path):
-  runs = sweep.plan_runs(tmp_path, [METHODS[0]], [NOISES[0]], [0],
-                         {'num_epochs': '5'})
+  runs = grid.plan_runs(tmp_path, [METHODS[0]], [NOISES[0]], [0],
+                        {'num_epochs': '5'})
   runs[0].workdir.mkdir(parents=True)
   record = {'config': sweep._config_for_record('experiments/configs/d.py'),
             'overrides': runs[0].overrides}
-  (runs[0].workdir / sweep.SWEEP_ARGS_FILE).write_text(json.dumps(record))
+  (runs[0].workdir / workdir_lib.SWEEP_ARGS_FILE).write_text(json.dumps(record))
   sweep.check_recorded_settings(runs, 'experiments/configs/d.py')
-  other = sweep.plan_runs(tmp_path, [METHODS[0]], [NOISES[0]], [0],
-                          {'num_epochs': '50'})
+  other = grid.plan_runs(tmp_path, [METHODS[0]], [NOISES[0]], [0],
+                         {'num_epochs': '50'})
   with pytest.raises(ValueError, match='run with other settings'):
     sweep.check_recorded_settings(other, 'experiments/configs/d.py')
 
@@ -386,14 +166,14 @@ def test_main_runs_missing_skips_finished_and_reports_failures(
   assert '[1/4] ce symmetric:0.2 seed 0: done in' in out
   assert '[2/4] ce symmetric:0.2 seed 1: done in' in out
   assert 'final 51.0%' in out
-  failed_log = sweep.run_dir(root, sweep.parse_method('fails'),
-                             NOISES[0], 1) / 'log.txt'
+  failed_log = grid.run_dir(root, grid.parse_method('fails'),
+                            NOISES[0], 1) / 'log.txt'
   assert '[4/4] fails symmetric:0.2 seed 1: FAILED (exit code 3)' in out
   assert f'log: {failed_log}\n    Traceback: boom' in out
   assert '4 runs: 2 done, 0 skipped (finished), 2 failed' in out
   assert 'training fails' in failed_log.read_text()
-  result = json.loads((sweep.run_dir(root, sweep.parse_method('ce'), NOISES[0],
-                                     1) / 'result.json').read_text())
+  result = json.loads((grid.run_dir(root, grid.parse_method('ce'), NOISES[0],
+                                    1) / 'result.json').read_text())
   assert result['num_epochs'] == 2
   assert result['env']['JAX_COMPILATION_CACHE_DIR'] == str(
       root.resolve() / '.jax_cache')
@@ -450,8 +230,8 @@ def test_end_to_end_on_digits_runs_skips_and_resumes(tmp_path, monkeypatch,
           '--set', f'cache_dir={tmp_path / "data_cache"}']
   assert sweep.main(argv) == 0
   out = capsys.readouterr().out
-  noise = sweep.parse_noise('symmetric:0.4')
-  workdirs = {m: sweep.run_dir(root, sweep.parse_method(m), noise, 0)
+  noise = grid.parse_noise('symmetric:0.4')
+  workdirs = {m: grid.run_dir(root, grid.parse_method(m), noise, 0)
               for m in ('ce', 'ogc_ce')}
   finals = {}
   for index, (method, workdir) in enumerate(workdirs.items(), start=1):

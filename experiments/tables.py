@@ -1,0 +1,157 @@
+"""Tables of a sweep: final test accuracy per method and noise setting.
+
+`collect_results` reads the ``result.json`` of every finished run of a grid
+(`experiments.grid`), `render_table` makes the markdown table (mean ± std
+over seeds, best mean per column in bold) and `write_csv` one CSV row per run.
+"""
+
+import collections
+import csv
+import math
+import pathlib
+from typing import NamedTuple, Optional, Sequence
+
+from experiments import grid
+from experiments import workdir as workdir_lib
+
+
+class RunResult(NamedTuple):
+  """What ``result.json`` of one finished run says, with where it lies."""
+  method: grid.Method
+  noise: grid.Noise
+  seed: int
+  workdir: pathlib.Path
+  final_test_accuracy: float
+  best_test_accuracy: float
+  wall_time_s: float
+  num_epochs: int
+
+
+def collect_results(root, methods: Sequence[grid.Method],
+                    noises: Sequence[grid.Noise],
+                    seeds: Sequence[int]) -> list[RunResult]:
+  """Reads ``result.json`` of every finished run of the grid.
+
+  Args:
+    root: the sweep root.
+    methods, noises, seeds: the grid.
+
+  Returns:
+    One `RunResult` per finished run, in grid order (method, noise, seed);
+    unfinished and missing runs are left out.
+
+  Raises:
+    ValueError: if a ``result.json`` is not valid JSON or lacks a field.
+  """
+  results = []
+  for method in methods:
+    for noise in noises:
+      for seed in seeds:
+        workdir = grid.run_dir(root, method, noise, seed)
+        result = workdir_lib.read_result(workdir)
+        if result is None:
+          continue
+        results.append(RunResult(
+            method, noise, seed, workdir,
+            float(result['final_test_accuracy']),
+            float(result['best_test_accuracy']),
+            float(result['wall_time_s']), int(result['num_epochs'])))
+  return results
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, Optional[float]]:
+  """Mean and sample standard deviation (ddof=1; None for one value)."""
+  n = len(values)
+  mean = sum(values) / n
+  if n < 2:
+    return mean, None
+  return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def _escape_cell(text: str) -> str:
+  return text.replace('|', r'\|')
+
+
+def render_table(results: Sequence[RunResult],
+                 methods: Sequence[grid.Method],
+                 noises: Sequence[grid.Noise], seeds: Sequence[int], *,
+                 title: Optional[str] = None,
+                 command: Optional[str] = None) -> str:
+  """Renders final test accuracy as a markdown table.
+
+  Rows are methods and columns noise settings; a cell is the mean ± sample
+  standard deviation (ddof=1) over seeds of ``final_test_accuracy``, in % with
+  one decimal. A cell with fewer finished seeds than requested shows the count,
+  e.g. ``91.2 ± 0.3 (2/3)``; with one seed there is no std, with none the cell
+  is ``–``. In each column the best mean (as shown, to one decimal; ties all)
+  is in bold.
+
+  Args:
+    results: finished runs, as from `collect_results`.
+    methods, noises, seeds: the requested grid.
+    title: a ``#`` heading, if given.
+    command: the command that regenerates the table, shown above it.
+
+  Returns:
+    The markdown text, ending in a newline.
+  """
+  finals = collections.defaultdict(list)
+  for r in results:
+    finals[r.method.entry, r.noise.dirname].append(
+        100.0 * r.final_test_accuracy)
+  means = {key: round(_mean_std(v)[0], 1) for key, v in finals.items()}
+  best = {}
+  for noise in noises:
+    column = [means[m.entry, noise.dirname] for m in methods
+              if (m.entry, noise.dirname) in means]
+    best[noise.dirname] = max(column) if column else None
+
+  lines = []
+  if title:
+    lines += [f'# {title}', '']
+  if command:
+    lines += ['Regenerate with:', '', '```', command, '```', '']
+  seed_text = ('seed ' if len(seeds) == 1 else 'seeds ') + ', '.join(
+      str(s) for s in seeds)
+  lines += [
+      'Final test accuracy (%; `final_test_accuracy` of each run: its mean '
+      'test accuracy over the last `final_epochs` epochs, 10 by default), '
+      'mean ± sample standard deviation (ddof=1) over '
+      f'{seed_text}. Best mean per column in **bold**; (k/n): only k of the '
+      'n seeds finished; –: no finished run.', '']
+  lines.append('| Method | ' + ' | '.join(n.column for n in noises) + ' |')
+  lines.append('| --- |' + ' ---: |' * len(noises))
+  for method in methods:
+    cells = []
+    for noise in noises:
+      values = finals.get((method.entry, noise.dirname))
+      if not values:
+        cells.append('–')
+        continue
+      mean, std = _mean_std(values)
+      text = f'{mean:.1f}' if std is None else f'{mean:.1f} ± {std:.1f}'
+      if round(mean, 1) == best[noise.dirname]:
+        text = f'**{text}**'
+      if len(values) < len(seeds):
+        text += f' ({len(values)}/{len(seeds)})'
+      cells.append(text)
+    lines.append(
+        f'| {_escape_cell(method.label)} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+CSV_FIELDS = ('method', 'label', 'noise_kind', 'noise_rate', 'seed',
+              'final_test_accuracy', 'best_test_accuracy', 'wall_time_s',
+              'num_epochs', 'workdir')
+
+
+def write_csv(results: Sequence[RunResult], path) -> None:
+  """Writes one row per finished run; accuracies as fractions in [0, 1]."""
+  with open(path, 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(CSV_FIELDS)
+    for r in results:
+      writer.writerow([
+          r.method.entry, r.method.label, r.noise.kind, f'{r.noise.rate:g}',
+          r.seed, repr(r.final_test_accuracy), repr(r.best_test_accuracy),
+          f'{r.wall_time_s:.3f}', r.num_epochs, r.workdir.as_posix()])

@@ -1,0 +1,252 @@
+"""The layout of a run's workdir: its file names, readers and writers.
+
+`experiments.train` writes a workdir, `experiments.plot` and
+`experiments.sweep` read it; all of them go through this module::
+
+  WORKDIR/
+    config.json          the configuration (`check_config`)
+    metrics.jsonl        one JSON object per epoch (`write_metrics`)
+    queues/epoch_NNNN.npy  the OGC queue of H = -log p at an epoch's end
+    checkpoints/         Orbax checkpoints, one per saved epoch
+    result.json          written last: the run is finished (`write_result`)
+    sweep_args.json      the sweep's settings of the run (`experiments.sweep`)
+    log.txt              the run's output when a sweep started it
+
+Every JSON file is replaced atomically (written beside, then renamed), so a
+killed run leaves either the old file or the new one.
+"""
+
+import json
+import os
+import pathlib
+import re
+from typing import Optional, Sequence
+
+import numpy as np
+
+CONFIG_FILE = 'config.json'
+METRICS_FILE = 'metrics.jsonl'
+RESULT_FILE = 'result.json'
+QUEUES_DIR = 'queues'
+CHECKPOINTS_DIR = 'checkpoints'
+SWEEP_ARGS_FILE = 'sweep_args.json'
+LOG_FILE = 'log.txt'
+
+# Configuration keys that do not change a run's results: a workdir may be
+# resumed with other values of them.
+RESULT_NEUTRAL_KEYS = ('progress',)
+# Fields every result.json has.
+RESULT_KEYS = ('final_test_accuracy', 'best_test_accuracy', 'wall_time_s',
+               'num_epochs')
+
+_QUEUE_NAME = 'epoch_{:04d}.npy'
+_QUEUE_PATTERN = re.compile(r'epoch_(\d+)\.npy')
+
+
+def config_path(workdir) -> pathlib.Path:
+  return pathlib.Path(workdir) / CONFIG_FILE
+
+
+def metrics_path(workdir) -> pathlib.Path:
+  return pathlib.Path(workdir) / METRICS_FILE
+
+
+def result_path(workdir) -> pathlib.Path:
+  return pathlib.Path(workdir) / RESULT_FILE
+
+
+def checkpoints_dir(workdir) -> pathlib.Path:
+  return pathlib.Path(workdir) / CHECKPOINTS_DIR
+
+
+def sweep_args_path(workdir) -> pathlib.Path:
+  return pathlib.Path(workdir) / SWEEP_ARGS_FILE
+
+
+def log_path(workdir) -> pathlib.Path:
+  return pathlib.Path(workdir) / LOG_FILE
+
+
+def queue_path(workdir, epoch: int) -> pathlib.Path:
+  """``WORKDIR/queues/epoch_NNNN.npy``, the queue at the end of ``epoch``."""
+  return pathlib.Path(workdir) / QUEUES_DIR / _QUEUE_NAME.format(epoch)
+
+
+# ----------------------------------------------------------------------------
+# JSON files
+
+
+def write_json(path, obj) -> None:
+  """Writes ``obj`` as indented JSON with sorted keys, atomically."""
+  path = os.fspath(path)
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
+
+
+def read_json(path):
+  """Reads a JSON file; a file that is not valid JSON is a ValueError."""
+  try:
+    return json.loads(pathlib.Path(path).read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f'{path} is not valid JSON: {e}') from None
+
+
+def differing_keys(recorded: dict, current: dict,
+                   ignore: Sequence[str] = ()) -> list[str]:
+  """The top-level keys whose values differ between two settings.
+
+  Example:
+    >>> differing_keys({'seed': 0, 'progress': True}, {'seed': 1},
+    ...                ignore=('progress',))
+    ['seed']
+  """
+  return sorted(k for k in set(recorded) | set(current)
+                if k not in ignore and recorded.get(k) != current.get(k))
+
+
+def check_config(workdir, config: dict) -> None:
+  """Claims a workdir for one configuration: a workdir holds one run.
+
+  Writes ``config.json`` if the workdir has none, else compares it with
+  ``config``, ignoring `RESULT_NEUTRAL_KEYS`.
+
+  Args:
+    workdir: the run's directory (exists).
+    config: the configuration as a JSON-able dict.
+
+  Raises:
+    ValueError: the workdir holds a run of another configuration; the
+      message names the keys that differ.
+  """
+  path = config_path(workdir)
+  if not path.exists():
+    write_json(path, config)
+    return
+  diff = differing_keys(read_json(path), config, ignore=RESULT_NEUTRAL_KEYS)
+  if diff:
+    raise ValueError(
+        f'{workdir} holds a run with a different configuration (differs in '
+        f'{diff}); use another --workdir or delete that one.')
+
+
+def read_config(workdir) -> dict:
+  """The contents of ``config.json``, or {} where there is none."""
+  path = config_path(workdir)
+  return read_json(path) if path.is_file() else {}
+
+
+def read_result(workdir) -> Optional[dict]:
+  """The contents of ``result.json``; None while the run is unfinished.
+
+  Raises:
+    ValueError: the file is not valid JSON or lacks one of `RESULT_KEYS`.
+  """
+  path = result_path(workdir)
+  if not path.exists():
+    return None
+  result = read_json(path)
+  missing = [k for k in RESULT_KEYS if k not in result]
+  if missing:
+    raise ValueError(f'{path} lacks {missing}')
+  return result
+
+
+def write_result(workdir, result: dict) -> None:
+  write_json(result_path(workdir), result)
+
+
+def read_sweep_args(workdir) -> Optional[dict]:
+  """The settings a sweep recorded for the run; None where it recorded none."""
+  path = sweep_args_path(workdir)
+  return read_json(path) if path.exists() else None
+
+
+def write_sweep_args(workdir, args: dict) -> None:
+  write_json(sweep_args_path(workdir), args)
+
+
+# ----------------------------------------------------------------------------
+# Metrics
+
+
+def read_metrics(workdir, up_to_epoch: Optional[int] = None) -> list[dict]:
+  """The per-epoch records of ``metrics.jsonl``, sorted by epoch.
+
+  Args:
+    workdir: the run's directory.
+    up_to_epoch: keep only the epochs up to this one (a resumed run drops
+      the records written after its last checkpoint); None keeps all.
+
+  Returns:
+    One dict per epoch ([] where there is no ``metrics.jsonl``); if an epoch
+    was logged twice, the last record. A last line that is not valid JSON
+    (its writer stopped mid-line) is ignored.
+
+  Raises:
+    ValueError: a line other than the last is not valid JSON, or a record
+      has no ``epoch``.
+  """
+  path = metrics_path(workdir)
+  if not path.exists():
+    return []
+  records = {}
+  lines = path.read_text().splitlines()
+  for i, line in enumerate(lines):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError:
+      if i == len(lines) - 1:
+        continue
+      raise ValueError(f'{path}, line {i + 1}: not valid JSON') from None
+    if 'epoch' not in record:
+      raise ValueError(f'{path}, line {i + 1}: no "epoch" key')
+    records[int(record['epoch'])] = record
+  return [records[e] for e in sorted(records)
+          if up_to_epoch is None or e <= up_to_epoch]
+
+
+def write_metrics(workdir, rows: Sequence[dict]) -> None:
+  """Replaces ``metrics.jsonl`` with ``rows``, one JSON object per line."""
+  path = os.fspath(metrics_path(workdir))
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    for row in rows:
+      f.write(json.dumps(row, sort_keys=True) + '\n')
+  os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------
+# Queues
+
+
+def save_queue(workdir, epoch: int, queue: np.ndarray) -> pathlib.Path:
+  """Saves the OGC queue (H values, oldest first) at the end of ``epoch``."""
+  path = queue_path(workdir, epoch)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  np.save(path, queue)
+  return path
+
+
+def saved_queues(workdir) -> dict[int, pathlib.Path]:
+  """Epoch -> path of every saved queue, sorted by epoch.
+
+  Example:
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as workdir:
+    ...   path = save_queue(workdir, 12, np.zeros(4, np.float32))
+    ...   [(epoch, p.name) for epoch, p in saved_queues(workdir).items()]
+    [(12, 'epoch_0012.npy')]
+  """
+  queues_dir = pathlib.Path(workdir) / QUEUES_DIR
+  if not queues_dir.is_dir():
+    return {}
+  queues = {}
+  for path in queues_dir.iterdir():
+    match = _QUEUE_PATTERN.fullmatch(path.name)
+    if match:
+      queues[int(match.group(1))] = path
+  return dict(sorted(queues.items()))

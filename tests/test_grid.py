@@ -1,0 +1,113 @@
+"""Tests for experiments/grid.py: the sweep's grid grammar and run layout."""
+
+import pathlib
+
+import pytest
+
+from experiments import grid
+
+
+@pytest.mark.parametrize('entry, expected', [
+    ('ce', grid.Method('ce', 'ce', (), 'ce')),
+    (' ogc_ce ', grid.Method('ogc_ce', 'ogc_ce', (), 'ogc_ce')),
+    ('phuber_ce@loss_hparams.tau=5',
+     grid.Method('phuber_ce@loss_hparams.tau=5', 'phuber_ce',
+                 (('loss_hparams.tau', '5'),),
+                 'phuber_ce@loss_hparams.tau=5')),
+    ('ogc_ce@ogc.epsilon=5@ogc.queue_size=1024',
+     grid.Method('ogc_ce@ogc.epsilon=5@ogc.queue_size=1024', 'ogc_ce',
+                 (('ogc.epsilon', '5'), ('ogc.queue_size', '1024')),
+                 'ogc_ce@ogc.epsilon=5@ogc.queue_size=1024')),
+    ('ogc_ce @ ogc.epsilon = 5 : OGC (eps 5)',
+     grid.Method('ogc_ce@ogc.epsilon=5', 'ogc_ce', (('ogc.epsilon', '5'),),
+                 'OGC (eps 5)')),
+])
+def test_parse_method_good(entry, expected):
+  assert grid.parse_method(entry) == expected
+
+
+@pytest.mark.parametrize('entry, message', [
+    ('', 'is not a method name'),
+    ('1ce', 'is not a method name'),
+    ('ce-x', 'is not a method name'),
+    ('ce@', 'not of the form KEY=VALUE'),
+    ('ce@ogc.epsilon', 'not of the form KEY=VALUE'),
+    ('ce@ogc.epsilon=', 'not of the form KEY=VALUE'),
+    ('ce@=5', 'is not a dotted name'),
+    ('ce@ogc..epsilon=5', 'is not a dotted name'),
+    ('ce@seed=1', 'which the sweep sets'),
+    ('ce@noise.rate=0.2', 'which the sweep sets'),
+    ('ce@method=gce', 'which the sweep sets'),
+    ('ce@ogc.epsilon=1@ogc.epsilon=2', 'sets a config key twice'),
+    ('ce:', 'empty label'),
+])
+def test_parse_method_bad(entry, message):
+  with pytest.raises(ValueError, match=message):
+    grid.parse_method(entry)
+
+
+@pytest.mark.parametrize('spec, expected', [
+    ('symmetric:0.2', ('symmetric', 0.2)),
+    (' asymmetric : 0.40 ', ('asymmetric', 0.4)),
+    ('instance:0', ('instance', 0.0)),
+    ('none', ('none', 0.0)),
+    ('none:0', ('none', 0.0)),
+])
+def test_parse_noise_good(spec, expected):
+  assert grid.parse_noise(spec) == grid.Noise(*expected)
+
+
+@pytest.mark.parametrize('spec, message', [
+    ('gaussian:0.2', "unknown kind 'gaussian'"),
+    ('Symmetric:0.2', "unknown kind 'Symmetric'"),
+    ('symmetric:abc', "rate 'abc' is not a number"),
+    ('symmetric', 'has no rate'),
+    ('symmetric:', 'has no rate'),
+    ('symmetric:1.0', r'in \[0, 1\)'),
+    ('symmetric:-0.1', r'in \[0, 1\)'),
+    ('symmetric:nan', r'in \[0, 1\)'),
+    ('none:0.2', 'kind none has rate 0'),
+])
+def test_parse_noise_bad(spec, message):
+  with pytest.raises(ValueError, match=message):
+    grid.parse_noise(spec)
+
+
+def test_noise_names():
+  noise = grid.parse_noise('symmetric:0.40')
+  assert (noise.spec, noise.dirname, noise.column) == (
+      'symmetric:0.4', 'symmetric_0.4', 'symmetric 40%')
+  assert grid.parse_noise('instance:0.125').column == 'instance 12.5%'
+  assert grid.parse_noise('none').column == 'none'
+
+
+def test_parse_seeds():
+  assert grid.parse_seeds('0, 1,2') == [0, 1, 2]
+  with pytest.raises(ValueError, match="'x' .* is not an integer"):
+    grid.parse_seeds('0,x')
+  with pytest.raises(ValueError, match='repeat'):
+    grid.parse_seeds('1,1')
+
+
+def test_run_dir_layout(tmp_path):
+  method = grid.parse_method('ogc_ce@ogc.epsilon=5@ogc.queue_size=1024:OGC')
+  path = grid.run_dir(tmp_path, method, grid.parse_noise('instance:0.4'), 3)
+  assert path == (tmp_path / 'ogc_ce+ogc.epsilon=5+ogc.queue_size=1024'
+                  / 'instance_0.4' / 'seed_3')
+  # Characters unsafe in a path are replaced; the label plays no part.
+  odd = grid.parse_method('ce@model.name=a/b c')
+  assert grid.run_dir('r', odd, grid.parse_noise('none'), 0) == pathlib.Path(
+      'r/ce+model.name=a_b_c/none_0/seed_0')
+
+
+def test_check_grid_rejects_collisions():
+  ce = grid.parse_method('ce')
+  noise = grid.parse_noise('symmetric:0.2')
+  with pytest.raises(ValueError, match='noise settings repeat'):
+    grid.check_grid([ce], [noise, grid.parse_noise('symmetric:0.20')], [0])
+  with pytest.raises(ValueError, match='method entries repeat'):
+    grid.check_grid([ce, grid.parse_method('ce:CE')], [noise], [0])
+  with pytest.raises(ValueError, match='method labels repeat'):
+    grid.check_grid([ce, grid.parse_method('gce:ce')], [noise], [0])
+  with pytest.raises(ValueError, match='--seeds is empty'):
+    grid.check_grid([ce], [noise], [])

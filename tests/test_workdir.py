@@ -1,0 +1,111 @@
+"""Tests for experiments/workdir.py: the layout of a run's workdir."""
+
+import json
+
+import numpy as np
+import pytest
+
+from experiments import workdir as workdir_lib
+
+
+def test_paths_are_the_documented_layout(tmp_path):
+  assert workdir_lib.config_path(tmp_path) == tmp_path / 'config.json'
+  assert workdir_lib.metrics_path(tmp_path) == tmp_path / 'metrics.jsonl'
+  assert workdir_lib.result_path(tmp_path) == tmp_path / 'result.json'
+  assert workdir_lib.checkpoints_dir(tmp_path) == tmp_path / 'checkpoints'
+  assert workdir_lib.queue_path(tmp_path, 7) == (
+      tmp_path / 'queues' / 'epoch_0007.npy')
+  assert workdir_lib.queue_path(str(tmp_path), 12345) == (
+      tmp_path / 'queues' / 'epoch_12345.npy')
+  assert workdir_lib.sweep_args_path(tmp_path) == tmp_path / 'sweep_args.json'
+  assert workdir_lib.log_path(tmp_path) == tmp_path / 'log.txt'
+
+
+def test_check_config_claims_the_workdir_for_one_configuration(tmp_path):
+  config = {'seed': 0, 'method': 'ogc_ce', 'progress': True,
+            'ogc': {'epsilon': 20.0}}
+  workdir_lib.check_config(tmp_path, config)
+  assert json.loads((tmp_path / 'config.json').read_text()) == config
+  assert not list(tmp_path.glob('*.tmp'))
+  # The same run again, and with another progress setting: accepted.
+  workdir_lib.check_config(tmp_path, config)
+  workdir_lib.check_config(tmp_path, dict(config, progress=False))
+  # Another seed, a nested change, a key added: refused, naming the keys.
+  other = dict(config, seed=1, ogc={'epsilon': 5.0}, dtype='bfloat16')
+  with pytest.raises(ValueError, match=(
+      r"different configuration \(differs in \['dtype', 'ogc', 'seed'\]\)")):
+    workdir_lib.check_config(tmp_path, other)
+  assert json.loads((tmp_path / 'config.json').read_text()) == config
+
+
+def test_read_config_and_read_result(tmp_path):
+  assert workdir_lib.read_config(tmp_path) == {}
+  assert workdir_lib.read_result(tmp_path) is None
+  result = {'final_test_accuracy': 0.5, 'best_test_accuracy': 0.6,
+            'wall_time_s': 1.0, 'num_epochs': 2, 'config': {'seed': 0}}
+  workdir_lib.write_result(tmp_path, result)
+  assert workdir_lib.read_result(tmp_path) == result
+  (tmp_path / 'result.json').write_text('{"final_test_accuracy": 0.5')
+  with pytest.raises(ValueError, match='result.json is not valid JSON'):
+    workdir_lib.read_result(tmp_path)
+  (tmp_path / 'result.json').write_text('{"final_test_accuracy": 0.5}')
+  with pytest.raises(ValueError, match=(
+      r"result.json lacks \['best_test_accuracy', 'wall_time_s', "
+      r"'num_epochs'\]")):
+    workdir_lib.read_result(tmp_path)
+
+
+def test_metrics_round_trip_and_resume_cut(tmp_path):
+  assert workdir_lib.read_metrics(tmp_path) == []
+  rows = [{'epoch': e, 'test_accuracy': 0.1 * e, 'tau': None}
+          for e in (1, 2, 3)]
+  workdir_lib.write_metrics(tmp_path, rows)
+  lines = (tmp_path / 'metrics.jsonl').read_text().splitlines()
+  assert [json.loads(line) for line in lines] == rows
+  assert lines[0] == '{"epoch": 1, "tau": null, "test_accuracy": 0.1}'
+  assert workdir_lib.read_metrics(tmp_path) == rows
+  assert workdir_lib.read_metrics(tmp_path, up_to_epoch=2) == rows[:2]
+  assert workdir_lib.read_metrics(tmp_path, up_to_epoch=0) == []
+
+
+def test_read_metrics_keeps_the_last_record_of_an_epoch(tmp_path):
+  (tmp_path / 'metrics.jsonl').write_text(
+      '{"epoch": 2, "x": 1}\n\n{"epoch": 1, "x": 2}\n{"epoch": 2, "x": 3}\n'
+      '{"epoch": 3, "x"')  # torn last line
+  assert workdir_lib.read_metrics(tmp_path) == [
+      {'epoch': 1, 'x': 2}, {'epoch': 2, 'x': 3}]
+  (tmp_path / 'metrics.jsonl').write_text('{"epoch": 1\n{"epoch": 2}\n')
+  with pytest.raises(ValueError, match='line 1: not valid JSON'):
+    workdir_lib.read_metrics(tmp_path)
+  (tmp_path / 'metrics.jsonl').write_text('{"epoch": 1}\n{"loss": 2}\n')
+  with pytest.raises(ValueError, match='line 2: no "epoch" key'):
+    workdir_lib.read_metrics(tmp_path)
+
+
+def test_saved_queues_are_the_ones_save_queue_wrote(tmp_path):
+  assert workdir_lib.saved_queues(tmp_path) == {}
+  queues = {e: np.arange(e, dtype=np.float32) for e in (10, 2, 1000)}
+  for epoch, queue in queues.items():
+    workdir_lib.save_queue(tmp_path, epoch, queue)
+  # Files that are not queues are left out.
+  (tmp_path / 'queues' / 'epoch_3.npy.tmp').write_text('')
+  (tmp_path / 'queues' / 'notes.txt').write_text('')
+  saved = workdir_lib.saved_queues(tmp_path)
+  assert list(saved) == [2, 10, 1000]
+  assert [p.name for p in saved.values()] == [
+      'epoch_0002.npy', 'epoch_0010.npy', 'epoch_1000.npy']
+  for epoch, path in saved.items():
+    np.testing.assert_array_equal(np.load(path), queues[epoch])
+
+
+def test_sweep_args_and_differing_keys(tmp_path):
+  assert workdir_lib.read_sweep_args(tmp_path) is None
+  args = {'config': 'experiments/configs/digits.py',
+          'overrides': {'seed': '0', 'method': 'ce'}}
+  workdir_lib.write_sweep_args(tmp_path, args)
+  recorded = workdir_lib.read_sweep_args(tmp_path)
+  assert recorded == args
+  assert workdir_lib.differing_keys(recorded, args) == []
+  other = dict(args, overrides={'seed': '1', 'method': 'ce'})
+  assert workdir_lib.differing_keys(recorded, other) == ['overrides']
+  assert workdir_lib.differing_keys({'a': 1}, {'b': 1}) == ['a', 'b']
