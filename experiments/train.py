@@ -139,8 +139,10 @@ def load_data(config):
   """The dataset with training labels corrupted as the config asks.
 
   Returns:
-    ``(dataset, given_labels, true_labels, noise)``: the labels trained on
-    and the true ones (diagnostics only), and the `ogc_jax.noise.NoisyLabels`.
+    ``(dataset, images, given_labels, true_labels, noise)``: the dataset
+    (its test split cut to ``test_subset``), the training images, the labels
+    trained on and the true ones (diagnostics only), all three cut to
+    ``train_subset``, and the `ogc_jax.noise.NoisyLabels`.
   """
   cache_dir = config.cache_dir or os.path.join(
       os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache')),
@@ -244,7 +246,8 @@ def make_steps(config, model, method, weighting, tx, mean, std, data_sharding,
           'grad_clean_after': jnp.sum(jnp.where(noisy, 0, g_after)),
           'grad_noisy_before': jnp.sum(jnp.where(noisy, g, 0)),
           'grad_noisy_after': jnp.sum(jnp.where(noisy, g_after, 0)),
-          'clipped': jnp.sum(g > ogc_state.tau, dtype=jnp.float32),
+          # OGC's own count of the step (a fraction of the valid examples).
+          'clipped': ogc_state.clipped_fraction * batch_size,
       })
     sums = jax.tree_util.tree_map(lambda a, b: a + b, sums, batch_sums)
     new_state = state.replace(step=state.step + 1, params=params,

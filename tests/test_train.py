@@ -73,6 +73,10 @@ def test_trains_ogc_on_digits_and_writes_everything(tmp_path):
   assert last['num_threshold_updates'] > 0
   assert last['tau'] < 1e7 and last['gmm']['mean_clean'] < last['gmm']['mean_noisy']
   assert 0 < last['estimated_noise_rate'] < 1
+  # Clipped examples as OGC counted them: a whole number of the epoch's
+  # 11 x 128 examples.
+  clipped = last['clipped_fraction'] * 11 * 128
+  assert 0 < clipped < 11 * 128 and abs(clipped - round(clipped)) < 1e-3
   # Clipping only lowers gradients, and noisy samples lose more of theirs.
   assert last['grad_noisy_after'] <= last['grad_noisy_before']
   assert last['grad_clean_after'] <= last['grad_clean_before']

@@ -1,10 +1,11 @@
 """The embedded default: scikit-learn's digits, no download, a few CPU minutes.
 
 An MLP on the 8x8 digits with 60% symmetric noise, trained with OGC-CE.
-Digits has 1,437 training images, so an epoch is 11 steps of 128; the queue
-and update period are scaled down with it, so the mixture sees about two
-epochs of losses and is refitted twice an epoch. No augmentation: crops and
-rotations of 8x8 images destroy them.
+Digits has 1,437 training images, so an epoch is 11 steps of 128 (1,408
+images); the queue and update period are scaled down with it, so the mixture
+sees the losses of the last 1,024 images, 0.73 of an epoch, and is refitted
+every 4 steps, 2.75 times an epoch. No augmentation: crops and rotations of
+8x8 images destroy them.
 """
 
 from experiments.configs import default
