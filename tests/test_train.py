@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import jax
@@ -21,12 +20,15 @@ from ogc_jax import noise as noise_lib
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-CACHE = tempfile.mkdtemp(prefix='ogc_jax_test_cache_')  # not the user's ~/.cache
+@pytest.fixture(scope='module')
+def cache(tmp_path_factory):
+  """The decoded-data cache of this module's runs, not the user's ~/.cache."""
+  return str(tmp_path_factory.mktemp('data_cache'))
 
 
-def tiny_config(**overrides):
+def tiny_config(cache, **overrides):
   config = digits.get_config()
-  config.cache_dir = CACHE
+  config.cache_dir = cache
   config.num_epochs = 4
   config.ogc.queue_size = 256
   config.ogc.update_period = 2
@@ -54,8 +56,8 @@ def final_params(workdir):
   return restored['params']
 
 
-def test_trains_ogc_on_digits_and_writes_everything(tmp_path):
-  config = tiny_config(num_epochs=6, checkpoint_every=2)
+def test_trains_ogc_on_digits_and_writes_everything(tmp_path, cache):
+  config = tiny_config(cache, num_epochs=6, checkpoint_every=2)
   workdir = str(tmp_path / 'run')
   result = train.train_and_evaluate(config, workdir)
   rows = read_metrics(workdir)
@@ -90,29 +92,31 @@ def test_trains_ogc_on_digits_and_writes_everything(tmp_path):
   assert train.train_and_evaluate(config, workdir) == result
 
 
-def test_baseline_method_and_bad_configs(tmp_path):
-  result = train.train_and_evaluate(tiny_config(method='gce', num_epochs=2),
-                                    str(tmp_path / 'gce'))
+def test_baseline_method_and_bad_configs(tmp_path, cache):
+  result = train.train_and_evaluate(
+      tiny_config(cache, method='gce', num_epochs=2), str(tmp_path / 'gce'))
   assert result['config']['method'] == 'gce'
   assert read_metrics(str(tmp_path / 'gce'))[-1]['tau'] is None
   with pytest.raises(ValueError, match='Unknown method'):
-    train.train_and_evaluate(tiny_config(method='nope'), str(tmp_path / 'x'))
+    train.train_and_evaluate(tiny_config(cache, method='nope'),
+                             str(tmp_path / 'x'))
   with pytest.raises(ValueError, match='does not take'):
-    train.train_and_evaluate(tiny_config(**{'method': 'ce', 'loss_hparams.tau': 2.0}),
-                             str(tmp_path / 'y'))
+    train.train_and_evaluate(
+        tiny_config(cache, **{'method': 'ce', 'loss_hparams.tau': 2.0}),
+        str(tmp_path / 'y'))
   with pytest.raises(ValueError, match='different configuration'):
-    train.train_and_evaluate(tiny_config(method='gce', num_epochs=3),
+    train.train_and_evaluate(tiny_config(cache, method='gce', num_epochs=3),
                              str(tmp_path / 'gce'))
 
 
-def test_sharded_training_equals_single_device(tmp_path):
+def test_sharded_training_equals_single_device(tmp_path, cache):
   if jax.device_count() < 8:
     pytest.skip('needs XLA_FLAGS=--xla_force_host_platform_device_count=8')
   results = {}
   for n in (1, 8):
     workdir = str(tmp_path / f'dev{n}')
     results[n] = train.train_and_evaluate(
-        tiny_config(num_epochs=2, num_devices=n), workdir)
+        tiny_config(cache, num_epochs=2, num_devices=n), workdir)
     assert results[n]['devices'] == n
   p1, p8 = final_params(str(tmp_path / 'dev1')), final_params(str(tmp_path / 'dev8'))
   jax.tree_util.tree_map(
@@ -124,10 +128,10 @@ def test_sharded_training_equals_single_device(tmp_path):
     assert a['loss'] == pytest.approx(b['loss'], rel=1e-4)
 
 
-def test_killed_run_resumes_to_the_same_result(tmp_path):
+def test_killed_run_resumes_to_the_same_result(tmp_path, cache):
   args = ['--config.num_epochs=6', '--config.ogc.queue_size=256',
           '--config.ogc.update_period=2', '--config.progress=False',
-          f'--config.cache_dir={CACHE}']
+          f'--config.cache_dir={cache}']
   cmd = lambda workdir: [sys.executable, '-m', 'experiments.train',
                          f'--workdir={workdir}'] + args
   env = dict(os.environ, XLA_FLAGS='')  # one device, as a user's laptop
