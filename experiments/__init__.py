@@ -1,1 +1,1 @@
-"""Flax experiment harness for OGC: models, input pipeline, training."""
+"""Flax experiment harness for OGC: data, augmentation, models, training, sweeps."""
