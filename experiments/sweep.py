@@ -46,6 +46,10 @@ SINGLE_THREAD_XLA_FLAGS = (
     '--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1')
 
 
+# ----------------------------------------------------------------------------
+# Running.
+
+
 def load_config(config_path: str):
   """Loads ``get_config()`` of a config file, as ``--config`` does.
 

@@ -29,6 +29,8 @@ METRICS_FILE = 'metrics.jsonl'
 RESULT_FILE = 'result.json'
 QUEUES_DIR = 'queues'
 CHECKPOINTS_DIR = 'checkpoints'
+# A sweep's record of the settings it ran with, to catch a root reused with
+# different settings (its finished runs would otherwise be silently reused).
 SWEEP_ARGS_FILE = 'sweep_args.json'
 LOG_FILE = 'log.txt'
 
