@@ -3,6 +3,7 @@
 import hashlib
 import os
 import tarfile
+import tempfile
 
 import numpy as np
 from PIL import Image
@@ -17,6 +18,18 @@ from experiments.data import folders
 from experiments.data import shared_cifar10
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True)
+def _temporary_files_in_tmp_path(tmp_path, monkeypatch):
+  """Keeps the suite's temporary files out of the system's temporary folder.
+
+  `tfds.builder` of a dataset that is not prepared (every TFDS test here)
+  makes an empty ``tempfile.mkdtemp('tfds')`` and never removes it.
+  """
+  tempdir = tmp_path / 'tempfile'
+  tempdir.mkdir()
+  monkeypatch.setattr(tempfile, 'tempdir', str(tempdir))
 
 
 # ----------------------------------------------------------------------------
