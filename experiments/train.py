@@ -265,6 +265,15 @@ def make_steps(config, model, method, weighting, tx, mean, std, data_sharding,
   return train_step, eval_step
 
 
+def train_steps(train_step, num_steps, state, sums, data, perm, rng):
+  """``num_steps`` consecutive train steps as one compiled loop."""
+  if num_steps == 1:
+    return train_step(state, sums, data, perm, rng)
+  return jax.lax.fori_loop(
+      0, num_steps, lambda _, carry: train_step(*carry, data, perm, rng),
+      (state, sums))
+
+
 def zero_sums(is_ogc):
   keys = ['count', 'loss', 'n_clean', 'n_noisy', 'correct_clean',
           'correct_noisy', 'correct_noisy_true']
@@ -367,8 +376,18 @@ def train_and_evaluate(config, workdir: str) -> dict:
                       opt_state=tx.init(params), ogc_state=ogc_state)
 
   state = jax.jit(init_state, out_shardings=replicated)()
-  jit_train = jax.jit(train_step, donate_argnums=(0, 1),
-                      out_shardings=(replicated, replicated))
+  # Many steps per dispatch: the data already lives on the devices, so a
+  # chunk of steps is one compiled loop and Python is paid once per chunk.
+  chunk = config.steps_per_dispatch or steps_per_epoch
+  chunk = min(chunk, steps_per_epoch)
+  jit_chunks = {}
+
+  def run_steps(state, sums, perm, rng, num_steps):
+    if num_steps not in jit_chunks:
+      jit_chunks[num_steps] = jax.jit(
+          functools.partial(train_steps, train_step, num_steps),
+          donate_argnums=(0, 1), out_shardings=(replicated, replicated))
+    return jit_chunks[num_steps](state, sums, data, perm, rng)
   jit_eval = jax.jit(eval_step)
 
   manager = ocp.CheckpointManager(
@@ -416,10 +435,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
     perm = put(jax.device_get(perm))
     rng = jax.random.fold_in(aug_rng, epoch)
     sums = jax.tree_util.tree_map(put, zero_sums(method.is_ogc))
-    for _ in range(steps_per_epoch):
-      state, sums = jit_train(state, sums, data, perm, rng)
+    for first in range(0, steps_per_epoch, chunk):
+      num_steps = min(chunk, steps_per_epoch - first)
+      state, sums = run_steps(state, sums, perm, rng, num_steps)
       if progress is not None:
-        progress.update(1)
+        progress.update(num_steps)
     sums = jax.device_get(sums)
     train_time = time.time() - epoch_start
     test_accuracy = evaluate(state)

@@ -68,5 +68,8 @@ def get_config():
   config.distributed = False  # call jax.distributed.initialize() (multi-host)
   config.checkpoint_every = 1  # epochs between Orbax checkpoints
   config.save_queues = True  # the OGC queue at each epoch, for plots
+  # Train steps per dispatch from Python (0: a whole epoch). Larger chunks
+  # keep an accelerator busy; the progress bar advances once per chunk.
+  config.steps_per_dispatch = 0
   config.progress = True
   return config
