@@ -1,7 +1,7 @@
 """Synthetic label noise for learning with noisy labels.
 
 Three standard corruptions of a clean label vector, each deterministic given an
-integer ``seed`` (all randomness comes from ``np.random.default_rng(seed)``):
+integer ``seed``:
 
 * :func:`symmetric`: every label flips with probability ``rate`` to a class
   drawn uniformly from the *other* ``num_classes - 1`` classes.
@@ -11,10 +11,22 @@ integer ``seed`` (all randomness comes from ``np.random.default_rng(seed)``):
 * :func:`instance_dependent`: the part-dependent noise of Xia et al. (2020),
   whose flip rate and flip target depend on the input itself.
 
+Each takes a ``protocol``. ``'ours'`` (the default) draws every label
+independently from ``np.random.default_rng(seed)``, so the realised rate is
+``rate`` up to sampling error. ``'authors'`` makes the noise as the OGC
+authors' code does (github.com/Virusdoll/OGC, ``datasets/tools.py``):
+class-conditional noise relabels exactly ``int(T[i, j] * n_i)`` samples of
+class ``i`` to class ``j`` (:func:`from_transition_matrix`), so the realised
+rate is ``rate`` rounded *down* per cell; their "50%" symmetric noise on
+CIFAR-100 relabels ``int(0.5 / 99 * 500) = 2`` images of each class to each
+other class, 198 of 500: a realised rate of 39.6%. Their seed is fixed at
+:data:`AUTHORS_SEED`, independent of the run's seed.
+
 :func:`corrupt_labels` dispatches on a ``kind`` string. Every function returns
 :class:`NoisyLabels`: the noisy labels, the realised transition matrix and the
-realised noise rate. The true labels passed in are only used to build the
-corruption and these diagnostics; a training loop must consume
+realised noise rate (:func:`realised_noise` computes them for labels that come
+with the data, e.g. CIFAR-N). The true labels passed in are only used to build
+the corruption and these diagnostics; a training loop must consume
 ``NoisyLabels.labels`` only.
 
 The module is plain NumPy: label corruption runs once, on the host, before
@@ -27,6 +39,15 @@ from typing import NamedTuple
 import numpy as np
 
 KINDS = ('none', 'symmetric', 'asymmetric', 'instance')
+
+# How the noise is drawn: independent per-label draws (ours) or the OGC
+# authors' exact counts per transition-matrix cell (see the module docstring).
+PROTOCOLS = ('ours', 'authors')
+
+# The noise seed of the authors' code (`create_class_dependent_noisy_label`
+# and `create_instance_dependent_noisy_label` default to ``seed=0``, and no
+# caller passes another), whatever the run's seed.
+AUTHORS_SEED = 0
 
 # Standard deviation of the per-sample flip rate in instance-dependent noise
 # (Xia et al., 2020, Section 4 and their public code: ``norm_std = 0.1``).
@@ -114,6 +135,17 @@ def _cifar100_next_in_superclass():
   return mapping
 
 
+def _cifar100_next_in_block():
+  """The OGC authors' CIFAR-100 map: the next index in a block of five.
+
+  Their code treats classes ``5k, ..., 5k + 4`` as a "superclass" and maps
+  each to the next index, the last back to the first. CIFAR-100's fine labels
+  are alphabetical, so these blocks are not the real superclasses: block 0 is
+  apple, aquarium_fish, baby, bear, beaver.
+  """
+  return {c: 5 * (c // 5) + (c % 5 + 1) % 5 for c in range(100)}
+
+
 # MNIST-style digits (also scikit-learn's 8x8 ``load_digits``): the flips of
 # Patrini et al. (2017), 2 -> 7, 3 -> 8, 5 <-> 6, 7 -> 1, between digits that
 # are written alike.
@@ -124,10 +156,13 @@ _DIGITS_MAPPING = {2: 7, 3: 8, 5: 6, 6: 5, 7: 1}
 #     deer -> horse (Patrini et al., 2017).
 #   cifar100: each fine class -> the next fine class (by fine label, circularly)
 #     within its superclass, using the real CIFAR-100 superclasses.
+#   cifar100_blocks: the OGC authors' map, c -> the next index within its block
+#     of five consecutive indices (4 -> 0, 9 -> 5, ...), not real superclasses.
 #   digits, mnist: 2 -> 7, 3 -> 8, 5 <-> 6, 7 -> 1 (Patrini et al., 2017).
 ASYMMETRIC_MAPPINGS = {
     'cifar10': {9: 1, 2: 0, 3: 5, 5: 3, 4: 7},
     'cifar100': _cifar100_next_in_superclass(),
+    'cifar100_blocks': _cifar100_next_in_block(),
     'digits': dict(_DIGITS_MAPPING),
     'mnist': dict(_DIGITS_MAPPING),
 }
@@ -196,6 +231,13 @@ def _check_common(labels, num_classes, rate, seed):
           _check_seed(seed))
 
 
+def _check_protocol(protocol):
+  if not isinstance(protocol, str) or protocol not in PROTOCOLS:
+    raise ValueError(
+        f'`protocol` must be one of {PROTOCOLS}, got {protocol!r}.')
+  return protocol
+
+
 def _noisy_labels(true_labels, noisy, num_classes):
   """Packs ``noisy`` with its empirical transition matrix and noise rate."""
   counts = np.bincount(
@@ -211,19 +253,160 @@ def _noisy_labels(true_labels, noisy, num_classes):
       noise_rate=noise_rate)
 
 
-def symmetric(labels, num_classes, rate, seed):
+def realised_noise(labels, noisy_labels, num_classes):
+  """The realised transition matrix and noise rate of given noisy labels.
+
+  For labels that come with the data (a labels CSV over an image folder,
+  CIFAR-N), where nothing here drew the noise.
+
+  Args:
+    labels: integer array ``[n]`` of true labels in ``[0, num_classes)``.
+    noisy_labels: integer array ``[n]`` of the labels to train on.
+    num_classes: number of classes ``C >= 2``.
+
+  Returns:
+    A :class:`NoisyLabels` holding ``noisy_labels``.
+
+  Raises:
+    ValueError: if an argument is invalid or the two label vectors differ in
+      length; the message names it.
+
+  Example:
+    >>> import numpy as np
+    >>> from ogc_jax import noise
+    >>> out = noise.realised_noise(np.array([0, 0, 1, 1]),
+    ...                            np.array([0, 1, 1, 1]), 2)
+    >>> out.noise_rate, out.transition_matrix.tolist()
+    (0.25, [[0.5, 0.5], [0.0, 1.0]])
+  """
+  num_classes = _check_num_classes(num_classes)
+  labels = _check_labels(labels, num_classes)
+  noisy = np.asarray(noisy_labels)
+  if noisy.shape != labels.shape:
+    raise ValueError(
+        f'`noisy_labels` must have the shape of `labels`, {labels.shape}, got '
+        f'{noisy.shape}.')
+  try:
+    noisy = _check_labels(noisy, num_classes)
+  except ValueError as e:
+    raise ValueError(str(e).replace('`labels`', '`noisy_labels`')) from None
+  return _noisy_labels(labels, noisy, num_classes)
+
+
+def from_transition_matrix(labels, transition_matrix, seed):
+  """Class-conditional noise with exact counts, as the OGC authors make it.
+
+  For every class ``i`` with ``n_i`` samples and every ``j != i``, exactly
+  ``int(transition_matrix[i, j] * n_i)`` samples of class ``i`` (truncated,
+  not rounded) are relabelled ``j``; the rest of class ``i`` keeps its label.
+  Which samples: for ``i`` in order, then ``j`` in order,
+  ``RandomState(seed).choice`` draws them without replacement from the class's
+  samples not yet relabelled. These are the draws of the authors'
+  ``create_class_dependent_noisy_label`` (``np.random.seed(seed)``, then
+  ``np.random.choice``), so for the same label vector the noisy labels are
+  theirs, bit for bit. The draws only see each class's samples in order of
+  index, so any reordering of the data that keeps the order within each class
+  (e.g. CIFAR-10 stored class by class) flips the same images.
+
+  Args:
+    labels: integer array ``[n]`` of true labels in ``[0, C)``.
+    transition_matrix: ``[C, C]`` row-stochastic matrix, ``C >= 2``; its
+      diagonal is not used (the samples not moved keep their label).
+    seed: integer in ``[0, 2**32)``, the seed of ``np.random.RandomState``.
+
+  Returns:
+    A :class:`NoisyLabels`.
+
+  Raises:
+    ValueError: if an argument is invalid (a matrix that is not square, not
+      finite, has negative entries or rows not summing to 1); the message
+      names it.
+
+  Example:
+    >>> import numpy as np
+    >>> from ogc_jax import noise
+    >>> t = np.array([[0.7, 0.3], [0.25, 0.75]])
+    >>> out = noise.from_transition_matrix(np.repeat([0, 1], 10), t, seed=0)
+    >>> (out.transition_matrix * 10).round().astype(int).tolist()
+    [[7, 3], [2, 8]]
+  """
+  transition_matrix = np.asarray(transition_matrix)
+  if (transition_matrix.ndim != 2
+      or transition_matrix.shape[0] != transition_matrix.shape[1]):
+    raise ValueError(
+        f'`transition_matrix` must be a square [C, C] array, got shape '
+        f'{transition_matrix.shape}.')
+  num_classes = _check_num_classes(transition_matrix.shape[0])
+  if not np.issubdtype(transition_matrix.dtype, np.number):
+    raise ValueError(f'`transition_matrix` must be numeric, got dtype '
+                     f'{transition_matrix.dtype}.')
+  transition_matrix = transition_matrix.astype(np.float64)
+  if not np.all(np.isfinite(transition_matrix)) or np.any(
+      transition_matrix < 0):
+    raise ValueError('`transition_matrix` must be finite and non-negative.')
+  row_sums = transition_matrix.sum(axis=1)
+  if np.any(np.abs(row_sums - 1.0) > 1e-6):
+    raise ValueError(
+        f'`transition_matrix` rows must sum to 1, got sums '
+        f'{np.round(row_sums, 6).tolist()}.')
+  labels = _check_labels(labels, num_classes)
+  seed = _check_seed(seed)
+  if seed >= 2**32:
+    raise ValueError(
+        f'`seed` must be below 2**32 (np.random.RandomState), got {seed}.')
+  class_sizes = np.bincount(labels, minlength=num_classes)
+  # The authors' `num_trans_matrix.astype(int)`: the same float products,
+  # truncated.
+  moves = (transition_matrix * class_sizes[:, None]).astype(np.int64)
+  np.fill_diagonal(moves, 0)
+  if np.any(moves.sum(axis=1) > class_sizes):
+    raise ValueError(
+        '`transition_matrix` moves more samples out of a class than it holds.')
+  rng = np.random.RandomState(seed)  # pylint: disable=no-member
+  noisy = labels.copy()
+  for i in range(num_classes):
+    unmoved = np.flatnonzero(labels == i)
+    for j in np.flatnonzero(moves[i]):
+      moved = rng.choice(unmoved, moves[i, j], replace=False)
+      unmoved = np.setdiff1d(unmoved, moved)
+      noisy[moved] = j
+  return _noisy_labels(labels, noisy, num_classes)
+
+
+def _symmetric_matrix(num_classes, rate):
+  """``(1 - rate) I``, ``rate / (C - 1)`` off the diagonal (authors' floats)."""
+  eye = np.eye(num_classes)
+  return eye * (1.0 - rate) + (1.0 - eye) * rate / (num_classes - 1)
+
+
+def _mapping_matrix(num_classes, rate, mapping):
+  """``1 - rate`` on the diagonal and ``rate`` at ``[i, mapping[i]]``."""
+  matrix = np.eye(num_classes)
+  for source, target in mapping.items():
+    matrix[source, source] = 1.0 - rate
+    matrix[source, target] = rate
+  return matrix
+
+
+def symmetric(labels, num_classes, rate, seed, *, protocol='ours'):
   """Symmetric (uniform) label noise.
 
-  Each label independently flips with probability ``rate``; a flipped label
-  becomes one of the other ``num_classes - 1`` classes, chosen uniformly, so the
-  expected transition matrix is ``1 - rate`` on the diagonal and
-  ``rate / (num_classes - 1)`` elsewhere.
+  The transition matrix is ``T = (1 - rate) I`` plus ``rate / (C - 1)`` off
+  the diagonal, ``C = num_classes``. With ``protocol='ours'`` each label
+  independently flips with probability ``rate`` to one of the other ``C - 1``
+  classes, chosen uniformly, so ``T`` is the expected transition matrix. With
+  ``protocol='authors'`` exactly ``int(rate / (C - 1) * n_i)`` samples of
+  class ``i`` go to each other class (:func:`from_transition_matrix`), so the
+  realised rate is below ``rate`` by up to ``(C - 1) / n_i``: 39.6% for
+  ``rate=0.5`` on CIFAR-100 (500 images a class), 49.86% on CIFAR-10.
 
   Args:
     labels: integer array ``[n]`` of true labels in ``[0, num_classes)``.
     num_classes: number of classes ``C >= 2``.
     rate: flip probability ``eta`` in ``[0, 1)``.
-    seed: non-negative integer seed of ``np.random.default_rng``.
+    seed: non-negative integer seed of ``np.random.default_rng`` (``'ours'``)
+      or, below ``2**32``, of ``np.random.RandomState`` (``'authors'``).
+    protocol: ``'ours'`` or ``'authors'`` (:data:`PROTOCOLS`).
 
   Returns:
     A :class:`NoisyLabels`.
@@ -239,6 +422,10 @@ def symmetric(labels, num_classes, rate, seed):
     0.4
     >>> bool((np.diag(out.transition_matrix) > 0.55).all())
     True
+    >>> cifar100 = np.arange(100).repeat(500)
+    >>> out = noise.symmetric(cifar100, 100, 0.5, seed=0, protocol='authors')
+    >>> out.noise_rate  # int(0.5 / 99 * 500) = 2 per cell: 198 of 500
+    0.396
 
   References:
     van Rooyen et al., `Learning with Symmetric Label Noise: The Importance of
@@ -246,6 +433,9 @@ def symmetric(labels, num_classes, rate, seed):
   """
   labels, num_classes, rate, seed = _check_common(
       labels, num_classes, rate, seed)
+  if _check_protocol(protocol) == 'authors':
+    return from_transition_matrix(
+        labels, _symmetric_matrix(num_classes, rate), seed)
   rng = np.random.default_rng(seed)
   flip = rng.random(labels.shape[0]) < rate
   # Adding an offset in {1, ..., C - 1} modulo C picks a uniformly random class
@@ -255,7 +445,7 @@ def symmetric(labels, num_classes, rate, seed):
   return _noisy_labels(labels, noisy, num_classes)
 
 
-def asymmetric(labels, num_classes, rate, seed, dataset):
+def asymmetric(labels, num_classes, rate, seed, dataset, *, protocol='ours'):
   """Asymmetric (class-conditional) label noise between similar classes.
 
   Each label whose class has an entry in ``ASYMMETRIC_MAPPINGS[dataset]`` flips
@@ -264,13 +454,26 @@ def asymmetric(labels, num_classes, rate, seed, dataset):
   fraction of samples in mapped classes (about ``rate / 2`` on CIFAR-10 and
   MNIST, ``rate`` on CIFAR-100 where every class is mapped).
 
+  With ``protocol='ours'`` each label flips independently with probability
+  ``rate``. With ``protocol='authors'`` exactly ``int(rate * n_i)`` samples of
+  a mapped class ``i`` flip (:func:`from_transition_matrix` with ``1 - rate``
+  on the diagonal and ``rate`` at ``[i, mapping[i]]``), as the authors' code
+  does for CIFAR-10 and CIFAR-100. The protocol does not choose the map: the
+  authors' CIFAR-10 map is ``'cifar10'``, their CIFAR-100 map is
+  ``'cifar100_blocks'`` (next index within blocks of five consecutive indices)
+  where ``'cifar100'`` is the real-superclass map; their code has no digits or
+  MNIST noise, so ``'digits'`` / ``'mnist'`` apply their counting to Patrini's
+  map.
+
   Args:
     labels: integer array ``[n]`` of true labels in ``[0, num_classes)``.
     num_classes: number of classes ``C >= 2``.
     rate: flip probability ``eta`` in ``[0, 1)``.
-    seed: non-negative integer seed of ``np.random.default_rng``.
+    seed: non-negative integer seed of ``np.random.default_rng`` (``'ours'``)
+      or, below ``2**32``, of ``np.random.RandomState`` (``'authors'``).
     dataset: a key of :data:`ASYMMETRIC_MAPPINGS` (``'cifar10'``,
-      ``'cifar100'``, ``'digits'``, ``'mnist'``).
+      ``'cifar100'``, ``'cifar100_blocks'``, ``'digits'``, ``'mnist'``).
+    protocol: ``'ours'`` or ``'authors'`` (:data:`PROTOCOLS`).
 
   Returns:
     A :class:`NoisyLabels`.
@@ -291,6 +494,10 @@ def asymmetric(labels, num_classes, rate, seed, dataset):
     [0, 1, 3, 5, 7]
     >>> out.transition_matrix[9, [9, 1]].round(2).tolist()  # truck row
     [0.61, 0.39]
+    >>> out = noise.asymmetric(y, 10, 0.4, seed=0, dataset='cifar10',
+    ...                        protocol='authors')
+    >>> out.transition_matrix[9, [9, 1]].tolist(), out.noise_rate
+    ([0.6, 0.4], 0.2)
 
   References:
     Patrini et al., `Making Deep Neural Networks Robust to Label Noise: a Loss
@@ -308,6 +515,9 @@ def asymmetric(labels, num_classes, rate, seed, dataset):
     raise ValueError(
         f'The {dataset!r} mapping uses class {largest}, which needs '
         f'`num_classes` > {largest}; got num_classes={num_classes}.')
+  if _check_protocol(protocol) == 'authors':
+    return from_transition_matrix(
+        labels, _mapping_matrix(num_classes, rate, mapping), seed)
   target = np.arange(num_classes)
   target[list(mapping)] = list(mapping.values())
   rng = np.random.default_rng(seed)
@@ -333,7 +543,8 @@ def _truncated_normal(rng, mean, std, size, low=0.0, high=1.0):
   return out
 
 
-def instance_dependent(labels, features, num_classes, rate, seed):
+def instance_dependent(labels, features, num_classes, rate, seed, *,
+                       protocol='ours'):
   """Instance-dependent (part-dependent) label noise of Xia et al. (2020).
 
   Following Algorithm 2 of the paper and its public code, with ``C`` classes
@@ -356,16 +567,26 @@ def instance_dependent(labels, features, num_classes, rate, seed):
   the softmax one-hot); and ``rate == 0`` gives clean labels (``q_i = 0``)
   rather than flip rates from a half-normal.
 
+  ``protocol='authors'`` drops the normalisation: ``s = x_i @ W[y]`` on the
+  inputs as given, as the OGC authors' code does on raw CIFAR pixels (0-255),
+  where the scores differ by hundreds and the softmax is one-hot in effect:
+  a flipped sample goes to the arg-max class of its projection. The draws are
+  ours (``np.random.default_rng``, with the authors' seed passed in), not the
+  authors' ``RandomState`` and SciPy stream, so the noise has their
+  distribution but not their exact labels.
+
   Note the truncation makes ``E[q_i]`` slightly larger than ``rate`` when
   ``rate`` is within a few ``0.1`` of 0 (e.g. about 0.129 for ``rate = 0.1``).
 
   Args:
     labels: integer array ``[n]`` of true labels in ``[0, num_classes)``.
     features: numeric array ``[n, ...]`` (e.g. images ``[n, H, W, C]``); each
-      row is flattened to ``d`` values. Only its direction matters.
+      row is flattened to ``d`` values. With ``protocol='ours'`` only its
+      direction matters.
     num_classes: number of classes ``C >= 2``.
     rate: mean flip rate ``eta`` in ``[0, 1)``.
     seed: non-negative integer seed of ``np.random.default_rng``.
+    protocol: ``'ours'`` or ``'authors'`` (:data:`PROTOCOLS`).
 
   Returns:
     A :class:`NoisyLabels`.
@@ -390,6 +611,7 @@ def instance_dependent(labels, features, num_classes, rate, seed):
   """
   labels, num_classes, rate, seed = _check_common(
       labels, num_classes, rate, seed)
+  normalise = _check_protocol(protocol) == 'ours'
   features = np.asarray(features)
   n = labels.shape[0]
   if features.ndim < 1 or features.shape[0] != n:
@@ -421,10 +643,11 @@ def instance_dependent(labels, features, num_classes, rate, seed):
     for start in range(0, members.size, _CHUNK_SIZE):
       rows = members[start:start + _CHUNK_SIZE]
       x = features[rows].astype(np.float64)
-      norm = np.linalg.norm(x, axis=1, keepdims=True)
-      # An all-zero input has no direction: its scores are 0, so it flips
-      # uniformly among the other classes.
-      x = x / np.where(norm > 0, norm, 1.0)
+      if normalise:
+        norm = np.linalg.norm(x, axis=1, keepdims=True)
+        # An all-zero input has no direction: its scores are 0, so it flips
+        # uniformly among the other classes.
+        x = x / np.where(norm > 0, norm, 1.0)
       scores = x @ projection[c]
       if not np.all(np.isfinite(scores)):
         raise ValueError('`features` must be finite (no NaN or inf).')
@@ -442,7 +665,7 @@ def instance_dependent(labels, features, num_classes, rate, seed):
 
 
 def corrupt_labels(kind, labels, num_classes, rate, seed, *,
-                   features=None, dataset=None):
+                   features=None, dataset=None, protocol='ours'):
   """Corrupts ``labels`` with the noise named by ``kind``.
 
   Args:
@@ -453,11 +676,15 @@ def corrupt_labels(kind, labels, num_classes, rate, seed, *,
     rate: noise rate ``eta`` in ``[0, 1)``. With ``kind='none'`` it must be
       ``0``, so that a configuration asking for noise cannot silently train on
       clean labels.
-    seed: non-negative integer seed of ``np.random.default_rng``.
+    seed: non-negative integer seed (below ``2**32`` for the authors'
+      class-conditional noise); :data:`AUTHORS_SEED` is the authors' own.
     features: inputs ``[n, ...]``; required by ``'instance'``, ignored
       otherwise.
     dataset: key of :data:`ASYMMETRIC_MAPPINGS`; required by ``'asymmetric'``,
       ignored otherwise.
+    protocol: ``'ours'`` (independent draws per label) or ``'authors'`` (the
+      OGC authors' exact counts; see :func:`symmetric`, :func:`asymmetric`,
+      :func:`instance_dependent`).
 
   Returns:
     A :class:`NoisyLabels`.
@@ -475,6 +702,7 @@ def corrupt_labels(kind, labels, num_classes, rate, seed, *,
   """
   if kind not in KINDS:
     raise ValueError(f'`kind` must be one of {KINDS}, got {kind!r}.')
+  _check_protocol(protocol)
   if kind == 'none':
     labels, num_classes, rate, _ = _check_common(
         labels, num_classes, rate, seed)
@@ -484,10 +712,12 @@ def corrupt_labels(kind, labels, num_classes, rate, seed, *,
           f'or set the rate to 0.')
     return _noisy_labels(labels, labels.copy(), num_classes)
   if kind == 'symmetric':
-    return symmetric(labels, num_classes, rate, seed)
+    return symmetric(labels, num_classes, rate, seed, protocol=protocol)
   if kind == 'asymmetric':
-    return asymmetric(labels, num_classes, rate, seed, dataset)
+    return asymmetric(labels, num_classes, rate, seed, dataset,
+                      protocol=protocol)
   if features is None:
     raise ValueError("`features` are required with kind='instance'.")
-  return instance_dependent(labels, features, num_classes, rate, seed)
+  return instance_dependent(labels, features, num_classes, rate, seed,
+                            protocol=protocol)
 

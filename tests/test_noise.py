@@ -246,7 +246,8 @@ def test_asymmetric_cifar100_statistics():
 # Instance-dependent noise.
 
 
-def _instance_reference(true, features, num_classes, rate, seed):
+def _instance_reference(true, features, num_classes, rate, seed,
+                        normalise=True):
   """Sample-by-sample transcription of Xia et al.'s algorithm (float64)."""
   rng = np.random.default_rng(seed)
   n = true.size
@@ -257,7 +258,8 @@ def _instance_reference(true, features, num_classes, rate, seed):
   noisy = np.empty(n, dtype=np.int64)
   for i in range(n):
     x = features[i].reshape(-1).astype(np.float64)
-    x = x / np.linalg.norm(x)
+    if normalise:
+      x = x / np.linalg.norm(x)
     y = true[i]
     scores = x @ w[y]
     scores[y] = -np.inf
@@ -357,6 +359,196 @@ def test_instance_zero_feature_row_flips_uniformly():
 
 
 # ----------------------------------------------------------------------------
+# The OGC authors' protocol: exact counts per transition-matrix cell.
+
+
+def _move_counts(true, noisy, num_classes):
+  """counts[i, j] = #{true = i, noisy = j}, by a plain loop."""
+  counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+  for t, y in zip(true.tolist(), noisy.tolist()):
+    counts[t, y] += 1
+  return counts
+
+
+def test_authors_symmetric_cifar100_half_noise_realises_39_6_percent():
+  # By hand: T[i, j] = 0.5 / 99 = 0.00505 off the diagonal; 500 images a
+  # class give 0.00505 * 500 = 2.525 images per cell, truncated to 2; 2 * 99
+  # = 198 of 500 images of each class move, 198 / 500 = 39.6%.
+  true = np.random.default_rng(0).permutation(_balanced_labels(100, 500))
+  out = noise.symmetric(true, 100, 0.5, seed=0, protocol='authors')
+  _check_diagnostics(out, true, 100)
+  counts = _move_counts(true, out.labels, 100)
+  expected = np.full((100, 100), 2)
+  np.fill_diagonal(expected, 500 - 198)
+  np.testing.assert_array_equal(counts, expected)
+  assert out.noise_rate == 198 / 500 == 0.396
+
+
+@pytest.mark.parametrize('rate,per_cell', [
+    (0.2, 111),  # 0.2 / 9 * 5000 = 111.1
+    (0.5, 277),  # 277.8: truncated, not rounded
+    (0.8, 444),  # 444.4
+])
+def test_authors_symmetric_cifar10_counts(rate, per_cell):
+  true = np.random.default_rng(1).permutation(_balanced_labels(10, 5000))
+  out = noise.symmetric(true, 10, rate, seed=0, protocol='authors')
+  counts = _move_counts(true, out.labels, 10)
+  expected = np.full((10, 10), per_cell)
+  np.fill_diagonal(expected, 5000 - 9 * per_cell)
+  np.testing.assert_array_equal(counts, expected)
+  assert out.noise_rate == 9 * per_cell / 5000
+
+
+def test_authors_asymmetric_cifar10_counts():
+  # int(0.4 * 5000) = 2000 images of each of the 5 mapped classes move to
+  # their image; 10000 of 50000 labels change: 20%.
+  true = np.random.default_rng(2).permutation(_balanced_labels(10, 5000))
+  out = noise.asymmetric(true, 10, 0.4, seed=0, dataset='cifar10',
+                         protocol='authors')
+  counts = _move_counts(true, out.labels, 10)
+  expected = np.diag(np.full(10, 5000))
+  for source, target in ((9, 1), (2, 0), (3, 5), (5, 3), (4, 7)):
+    expected[source, source] = 3000
+    expected[source, target] = 2000
+  np.testing.assert_array_equal(counts, expected)
+  assert out.noise_rate == 0.2
+
+
+def test_authors_cifar100_blocks_mapping():
+  mapping = noise.ASYMMETRIC_MAPPINGS['cifar100_blocks']
+  assert [mapping[c] for c in range(10)] == [1, 2, 3, 4, 0, 6, 7, 8, 9, 5]
+  assert mapping[99] == 95 and mapping[95] == 96
+  # Not the real superclasses: apple (0) -> aquarium_fish (1) crosses them.
+  assert _CIFAR100_COARSE_LABELS[0] != _CIFAR100_COARSE_LABELS[mapping[0]]
+  true = _balanced_labels(100, 500)
+  out = noise.asymmetric(true, 100, 0.4, seed=0, dataset='cifar100_blocks',
+                         protocol='authors')
+  counts = _move_counts(true, out.labels, 100)
+  expected = np.diag(np.full(100, 300))
+  expected[np.arange(100), [mapping[c] for c in range(100)]] = 200
+  np.testing.assert_array_equal(counts, expected)
+  assert out.noise_rate == 0.4
+
+
+def test_authors_truncation_with_uneven_classes():
+  # Classes of 7, 3 and 0 samples, a hand-written matrix:
+  # row 0: 0.3 * 7 = 2.1 -> 2 to class 1, 0.2 * 7 = 1.4 -> 1 to class 2;
+  # row 1: 0.5 * 3 = 1.5 -> 1 to class 0, 0.1 * 3 = 0.3 -> 0 to class 2.
+  true = np.array([0] * 7 + [1] * 3)
+  matrix = np.array([[0.5, 0.3, 0.2], [0.5, 0.4, 0.1], [0.0, 0.0, 1.0]])
+  out = noise.from_transition_matrix(true, matrix, seed=4)
+  np.testing.assert_array_equal(
+      _move_counts(true, out.labels, 3), [[4, 2, 1], [1, 2, 0], [0, 0, 0]])
+  assert out.noise_rate == 4 / 10
+  np.testing.assert_array_equal(out.transition_matrix[2], [0, 0, 1])
+
+
+def test_authors_draws_match_their_code():
+  # Output of the authors' `create_class_dependent_noisy_label(labels, T,
+  # seed)` (github.com/Virusdoll/OGC, datasets/tools.py), run with NumPy
+  # 1.26 on these labels: one sample of each class to each other class.
+  true = np.array([0, 1, 1, 1, 2, 2, 2, 1, 0, 2, 0, 0, 1, 0, 2, 0, 2, 2, 0,
+                   1, 1])
+  matrix = np.full((3, 3), 0.25) + 0.25 * np.eye(3)
+  theirs = {
+      0: [0, 1, 1, 1, 2, 2, 0, 1, 2, 2, 0, 0, 1, 0, 1, 0, 2, 2, 1, 2, 0],
+      3: [0, 1, 1, 1, 0, 2, 2, 2, 0, 2, 0, 0, 1, 1, 1, 0, 2, 2, 2, 1, 0],
+  }
+  for seed, labels in theirs.items():
+    out = noise.from_transition_matrix(true, matrix, seed)
+    np.testing.assert_array_equal(out.labels, labels)
+
+
+def test_authors_flips_depend_only_on_order_within_class():
+  # CIFAR-10 as a class-by-class folder and in its original shuffled order:
+  # the same images (by rank within their class) get the same noisy labels.
+  shuffled = np.random.default_rng(3).permutation(_balanced_labels(10, 300))
+  by_class = np.argsort(shuffled, kind='stable')
+  a = noise.symmetric(shuffled, 10, 0.5, seed=0, protocol='authors')
+  b = noise.symmetric(shuffled[by_class], 10, 0.5, seed=0, protocol='authors')
+  np.testing.assert_array_equal(a.labels[by_class], b.labels)
+  c = noise.symmetric(shuffled, 10, 0.5, seed=1, protocol='authors')
+  assert np.any(a.labels != c.labels)
+  np.testing.assert_array_equal(a.transition_matrix, c.transition_matrix)
+
+
+def test_default_protocol_is_ours():
+  true = _balanced_labels(10, 100)
+  for protocol in ({}, {'protocol': 'ours'}):
+    out = noise.corrupt_labels('symmetric', true, 10, 0.4, 5, **protocol)
+    np.testing.assert_array_equal(out.labels,
+                                  noise.symmetric(true, 10, 0.4, 5).labels)
+  authors = noise.corrupt_labels('symmetric', true, 10, 0.4, 5,
+                                 protocol='authors')
+  np.testing.assert_array_equal(
+      authors.labels,
+      noise.from_transition_matrix(
+          true, 0.6 * np.eye(10) + 0.4 / 9 * (1 - np.eye(10)), 5).labels)
+
+
+def test_authors_instance_targets_are_argmax_on_raw_pixels():
+  # Without the L2 normalisation, 0-255 pixels give scores hundreds apart and
+  # a flipped sample goes to the arg-max class of x @ W[y], but for near ties.
+  rng = np.random.default_rng(0)
+  n, num_classes = 2000, 10
+  true = rng.integers(0, num_classes, size=n)
+  pixels = rng.integers(0, 256, size=(n, 4, 4, 3)).astype(np.uint8)
+  out = noise.instance_dependent(true, pixels, num_classes, 0.4, seed=2,
+                                 protocol='authors')
+  _check_diagnostics(out, true, num_classes)
+  np.testing.assert_array_equal(
+      out.labels,
+      _instance_reference(true, pixels, num_classes, 0.4, 2, normalise=False))
+  draws = np.random.default_rng(2)
+  noise._truncated_normal(draws, 0.4, 0.1, n)
+  projection = draws.standard_normal((num_classes, 48, num_classes))
+  flipped = np.flatnonzero(out.labels != true)
+  scores = np.einsum('nd,ndc->nc',
+                     pixels[flipped].reshape(-1, 48).astype(np.float64),
+                     projection[true[flipped]])
+  scores[np.arange(flipped.size), true[flipped]] = -np.inf
+  assert np.mean(out.labels[flipped] == scores.argmax(axis=1)) > 0.99
+  # Same flips as ours (same draws), different targets.
+  ours = noise.instance_dependent(true, pixels, num_classes, 0.4, seed=2)
+  np.testing.assert_array_equal(ours.labels != true, out.labels != true)
+  assert np.mean(ours.labels[flipped] != out.labels[flipped]) > 0.3
+
+
+def test_realised_noise_of_given_labels():
+  true = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+  given = np.array([0, 1, 2, 0, 1, 1, 0, 2])
+  out = noise.realised_noise(true, given, 4)
+  assert out.noise_rate == 3 / 8
+  np.testing.assert_array_equal(out.labels, given)
+  np.testing.assert_allclose(out.transition_matrix, [
+      [0.5, 0.25, 0.25, 0], [0, 1, 0, 0], [0.5, 0, 0.5, 0], [0, 0, 0, 1]])
+  with pytest.raises(ValueError, match='noisy_labels.*shape'):
+    noise.realised_noise(true, given[:3], 4)
+  with pytest.raises(ValueError, match='noisy_labels.*4'):
+    noise.realised_noise(true, given + 2, 4)
+
+
+@pytest.mark.parametrize('matrix,message', [
+    (np.eye(3)[:2], 'square'),
+    (np.array([[0.5, 0.6], [0.0, 1.0]]), 'sum to 1'),
+    (np.array([[1.5, -0.5], [0.0, 1.0]]), 'non-negative'),
+    (np.array([[np.nan, 1.0], [0.0, 1.0]]), 'finite'),
+    (np.ones((1, 1)), 'num_classes'),
+])
+def test_from_transition_matrix_bad_matrix(matrix, message):
+  with pytest.raises(ValueError, match=message):
+    noise.from_transition_matrix(np.array([0, 1]), matrix, 0)
+
+
+def test_authors_protocol_bad_arguments():
+  with pytest.raises(ValueError, match="protocol.*'ours', 'authors'.*'paper'"):
+    noise.corrupt_labels('symmetric', np.array([0, 1]), 2, 0.2, 0,
+                         protocol='paper')
+  with pytest.raises(ValueError, match='seed.*2\\*\\*32'):
+    noise.symmetric(np.array([0, 1]), 2, 0.2, 2**32, protocol='authors')
+
+
+# ----------------------------------------------------------------------------
 # Dispatcher and argument validation.
 
 
@@ -449,15 +641,17 @@ def test_bad_features_and_other_arguments():
     rate=st.floats(0.0, 0.99),
     seed=st.integers(0, 2**32 - 1),
     kind=st.sampled_from(['symmetric', 'asymmetric', 'instance']),
+    protocol=st.sampled_from(noise.PROTOCOLS),
 )
-def test_outputs_are_valid(data, num_classes, n, rate, seed, kind):
+def test_outputs_are_valid(data, num_classes, n, rate, seed, kind, protocol):
   if kind == 'asymmetric':
     num_classes = max(num_classes, 10)
   true = np.array(data.draw(
       st.lists(st.integers(0, num_classes - 1), min_size=n, max_size=n)))
   features = np.random.default_rng(seed).normal(size=(n, 3))
   out = noise.corrupt_labels(kind, true, num_classes, rate, seed,
-                             features=features, dataset='mnist')
+                             features=features, dataset='mnist',
+                             protocol=protocol)
   assert out.labels.shape == (n,)
   assert out.labels.min() >= 0 and out.labels.max() < num_classes
   assert out.transition_matrix.shape == (num_classes, num_classes)
