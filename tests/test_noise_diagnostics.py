@@ -138,12 +138,12 @@ def test_authors_protocol_uses_their_cifar100_map(tmp_path, monkeypatch):
   # TFDS CIFAR-100 is not on this machine: a 100-class stand-in with the
   # name the config uses, 5 training images a class.
   images = np.zeros((500, 2, 2, 3), np.uint8)
-  stand_in = train.input_pipeline.Dataset(
+  stand_in = train.data_lib.Dataset(
       name='cifar100', train_images=images,
       train_labels=np.arange(100, dtype=np.int32).repeat(5),
       test_images=images[:10], test_labels=np.arange(10, dtype=np.int32),
       num_classes=100, class_names=tuple(map(str, range(100))))
-  monkeypatch.setattr(train.input_pipeline, 'load_dataset',
+  monkeypatch.setattr(train.data_lib, 'load_dataset',
                       lambda *args, **kwargs: stand_in)
   blocks = noise_lib.ASYMMETRIC_MAPPINGS['cifar100_blocks']
   superclasses = noise_lib.ASYMMETRIC_MAPPINGS['cifar100']
