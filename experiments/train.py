@@ -314,6 +314,18 @@ def _gmm_dict(gmm):
 # Main loop
 
 
+# Keys in which runs trained together (`train_and_evaluate_runs`) may differ:
+# the seed and the label noise. Everything else, the method included, is
+# shared, so the runs are one program over a leading run axis.
+PACKABLE_KEYS = ('seed', 'noise', 'progress')
+
+
+def packing_key(config) -> str:
+  """Configs with equal keys can be trained together (`train_and_evaluate_runs`)."""
+  return json.dumps({k: v for k, v in _config_dict(config).items()
+                     if k not in PACKABLE_KEYS}, sort_keys=True)
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains and evaluates one configuration; returns the result dict.
 
@@ -326,23 +338,102 @@ def train_and_evaluate(config, workdir: str) -> dict:
   Returns:
     The contents of ``result.json``.
   """
-  if config.distributed:
+  return train_and_evaluate_runs([config], [workdir])[0]
+
+
+def train_and_evaluate_runs(configs, workdirs) -> list:
+  """Trains several runs together, packed on the same devices.
+
+  The runs may differ only in `PACKABLE_KEYS` (seed and label noise): they
+  share the data, model, method and schedule, and train as one compiled
+  program over a leading run axis (``jax.vmap`` over parameters, optimizer
+  and OGC states, labels, permutations and augmentation keys), so one
+  accelerator is kept busy by several small runs. Each run keeps its own
+  workdir, written exactly as `train_and_evaluate` writes it, and its
+  metrics equal those of the run trained alone to float tolerance. Finished
+  runs are skipped; runs that stopped at different epochs resume in groups.
+
+  Args:
+    configs: the runs' configs.
+    workdirs: one workdir per config.
+
+  Returns:
+    The runs' ``result.json`` contents, in the order of ``configs``.
+  """
+  if len(configs) != len(workdirs):
+    raise ValueError(f'{len(configs)} configs but {len(workdirs)} workdirs.')
+  if not configs:
+    return []
+  workdirs = [os.path.abspath(w) for w in workdirs]
+  if len(set(workdirs)) != len(workdirs):
+    raise ValueError(f'Packed runs need distinct workdirs, got {workdirs}.')
+  first = json.loads(packing_key(configs[0]))
+  for config in configs[1:]:
+    other = json.loads(packing_key(config))
+    differ = sorted(k for k in set(first) | set(other)
+                    if first.get(k) != other.get(k))
+    if differ:
+      raise ValueError(
+          f'Packed runs may differ only in {list(PACKABLE_KEYS)}; these differ '
+          f'in {differ}.')
+  if configs[0].distributed:
     jax.distributed.initialize()
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
-  workdir_lib.check_config(workdir, _config_dict(config))
-  finished = workdir_lib.read_result(workdir)
-  if finished is not None:
-    return finished
+  results = [None] * len(configs)
+  todo = []
+  for i, (config, workdir) in enumerate(zip(configs, workdirs)):
+    os.makedirs(workdir, exist_ok=True)
+    workdir_lib.check_config(workdir, _config_dict(config))
+    results[i] = workdir_lib.read_result(workdir)
+    if results[i] is None:
+      todo.append(i)
+  # Runs resume together only from the same epoch.
+  by_epoch = {}
+  for i in todo:
+    by_epoch.setdefault(_latest_checkpoint(workdirs[i]), []).append(i)
+  for group in by_epoch.values():
+    trained = _train_runs([configs[i] for i in group],
+                          [workdirs[i] for i in group])
+    for i, result in zip(group, trained):
+      results[i] = result
+  return results
+
+
+def _checkpoint_manager(workdir):
+  return ocp.CheckpointManager(
+      workdir_lib.checkpoints_dir(workdir), options=ocp.CheckpointManagerOptions(
+          max_to_keep=2, create=True, enable_async_checkpointing=False))
+
+
+def _latest_checkpoint(workdir) -> int:
+  return _checkpoint_manager(workdir).latest_step() or 0
+
+
+def _train_runs(configs, workdirs) -> list:
+  """Trains unfinished runs that share everything but `PACKABLE_KEYS`."""
+  config = configs[0]  # what the runs share
+  num_runs = len(configs)
+  packed = num_runs > 1
   is_main = jax.process_index() == 0
 
   method = Method(config)
-  dataset, images, given, true, noise = load_data(config)
-  num_train = len(given)
+  loaded = [load_data(c) for c in configs]
+  dataset, images = loaded[0][:2]
+  for other in loaded[1:]:
+    if other[1].shape != images.shape or not np.array_equal(other[1], images):
+      raise ValueError('Packed runs must train on the same images.')
+  noises = [l[4] for l in loaded]
+  num_train = len(loaded[0][2])
   steps_per_epoch = num_train // config.batch_size
   if steps_per_epoch < 1:
     raise ValueError(f'batch_size {config.batch_size} exceeds the {num_train} '
                      'training images.')
+
+  def host_stack(values):
+    """Per-run host values: stacked on a leading run axis when packed."""
+    return np.stack(values) if packed else values[0]
+
+  given = host_stack([l[2] for l in loaded])
+  true = host_stack([l[3] for l in loaded])
 
   devices = jax.devices()
   if config.num_devices:
@@ -377,12 +468,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
       queue_size=config.ogc.queue_size) if method.is_ogc else None)
   train_step, eval_step = make_steps(config, model, method, weighting, tx,
                                      mean, std, data_sharding, num_train)
+  if packed:  # the images are shared; labels, states and keys are per run
+    train_step = jax.vmap(train_step, in_axes=(0, 0, (None, 0, 0), 0, 0))
+    eval_step = jax.vmap(eval_step, in_axes=(0, None, None, None))
 
-  root = jax.random.key(config.seed)
-  init_rng, data_rng, aug_rng = jax.random.split(root, 3)
+  keys = [jax.random.split(jax.random.key(c.seed), 3) for c in configs]
+  init_rng, data_rng, aug_rng = (
+      [k[j] for k in keys] for j in range(3))
 
-  def init_state():
-    variables = model.init(init_rng, jnp.zeros((1,) + images.shape[1:]),
+  def init_state(rng):
+    variables = model.init(rng, jnp.zeros((1,) + images.shape[1:]),
                            train=False)
     params = variables['params']
     ogc_state = weighting.init() if method.is_ogc else {}
@@ -390,7 +485,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
                       batch_stats=variables.get('batch_stats', {}),
                       opt_state=tx.init(params), ogc_state=ogc_state)
 
-  state = jax.jit(init_state, out_shardings=replicated)()
+  state = jax.jit(jax.vmap(init_state) if packed else init_state,
+                  out_shardings=replicated)(
+                      jnp.stack(init_rng) if packed else init_rng[0])
   # Many steps per dispatch: the data already lives on the devices, so a
   # chunk of steps is one compiled loop and Python is paid once per chunk.
   chunk = config.steps_per_dispatch or steps_per_epoch
@@ -405,24 +502,31 @@ def train_and_evaluate(config, workdir: str) -> dict:
     return jit_chunks[num_steps](state, sums, data, perm, rng)
   jit_eval = jax.jit(eval_step)
 
-  manager = ocp.CheckpointManager(
-      workdir_lib.checkpoints_dir(workdir), options=ocp.CheckpointManagerOptions(
-          max_to_keep=2, create=True, enable_async_checkpointing=False))
-  start_epoch = 0
-  if manager.latest_step() is not None:
-    start_epoch = manager.latest_step()
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
-    state = manager.restore(start_epoch,
-                            args=ocp.args.StandardRestore(abstract))
-  history = workdir_lib.read_metrics(workdir, up_to_epoch=start_epoch)
+  def run_slice(tree, r):
+    return jax.tree_util.tree_map(lambda x: x[r], tree) if packed else tree
+
+  managers = [_checkpoint_manager(w) for w in workdirs]
+  start_epoch = managers[0].latest_step() or 0
+  if start_epoch:
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct,
+                                      run_slice(state, 0))
+    restored = [m.restore(start_epoch, args=ocp.args.StandardRestore(abstract))
+                for m in managers]
+    state = (jax.tree_util.tree_map(lambda *x: put(np.stack(x)), *restored)
+             if packed else restored[0])
+  histories = [workdir_lib.read_metrics(w, up_to_epoch=start_epoch)
+               for w in workdirs]
   if is_main:
-    workdir_lib.write_metrics(workdir, history)
-  wall_start = time.time() - sum(r.get('epoch_time_s', 0.0) for r in history)
+    for workdir, history in zip(workdirs, histories):
+      workdir_lib.write_metrics(workdir, history)
+  wall_start = time.time() - sum(r.get('epoch_time_s', 0.0)
+                                 for r in histories[0])
 
   eval_bs = min(config.eval_batch_size, len(test_labels))
   eval_bs -= eval_bs % len(devices)
 
   def evaluate(state):
+    """Test accuracy of each run."""
     correct = 0.0
     for i in range(0, len(test_labels), eval_bs):
       x = test_images[i:i + eval_bs]
@@ -433,9 +537,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
         mask[len(y):] = False
         x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
         y = np.concatenate([y, np.zeros(pad, y.dtype)])
-      correct += float(jit_eval(state, put(x, data_sharding),
-                                put(y, data_sharding), put(mask, data_sharding)))
-    return correct / len(test_labels)
+      correct += np.asarray(jit_eval(state, put(x, data_sharding),
+                                     put(y, data_sharding),
+                                     put(mask, data_sharding)), np.float64)
+    return list(np.atleast_1d(correct / len(test_labels)).tolist())
 
   progress = None
   if config.progress and is_main:
@@ -446,10 +551,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   for epoch in range(start_epoch + 1, config.num_epochs + 1):
     epoch_start = time.time()
-    perm = jax.random.permutation(jax.random.fold_in(data_rng, epoch), num_train)
-    perm = put(jax.device_get(perm))
-    rng = jax.random.fold_in(aug_rng, epoch)
-    sums = jax.tree_util.tree_map(put, zero_sums(method.is_ogc))
+    perm = put(host_stack([
+        jax.device_get(jax.random.permutation(
+            jax.random.fold_in(k, epoch), num_train)) for k in data_rng]))
+    rng = [jax.random.fold_in(k, epoch) for k in aug_rng]
+    rng = jnp.stack(rng) if packed else rng[0]
+    sums = jax.tree_util.tree_map(lambda x: put(host_stack([x] * num_runs)),
+                                  zero_sums(method.is_ogc))
     for first in range(0, steps_per_epoch, chunk):
       num_steps = min(chunk, steps_per_epoch - first)
       state, sums = run_steps(state, sums, perm, rng, num_steps)
@@ -458,81 +566,108 @@ def train_and_evaluate(config, workdir: str) -> dict:
     sums = jax.device_get(sums)
     train_time = time.time() - epoch_start
     test_accuracy = evaluate(state)
-    lr = float(schedule(int(state.step) - 1))
-    row = {
-        'epoch': epoch,
-        'test_accuracy': test_accuracy,
-        'loss': sums['loss'] / sums['count'],
-        'learning_rate': lr,
-        'train_accuracy_clean': sums['correct_clean'] / max(sums['n_clean'], 1),
-        'train_accuracy_noisy': (sums['correct_noisy'] / sums['n_noisy']
-                                 if sums['n_noisy'] else None),
-        'train_accuracy_noisy_true': (sums['correct_noisy_true'] / sums['n_noisy']
-                                      if sums['n_noisy'] else None),
-        'true_noise_rate': float(noise.noise_rate),
-        'step_time_ms': 1000 * train_time / steps_per_epoch,
-        'images_per_second': steps_per_epoch * config.batch_size / train_time,
-        'tau': None, 'p_threshold': None, 'gmm': None,
-        'estimated_noise_rate': None, 'clipped_fraction': None,
-        'grad_clean_before': None, 'grad_clean_after': None,
-        'grad_noisy_before': None, 'grad_noisy_after': None,
-    }
-    if method.is_ogc:
-      o = jax.device_get(state.ogc_state)
-      fitted = int(o.num_threshold_updates) > 0
-      n_clean, n_noisy = max(sums['n_clean'], 1), max(sums['n_noisy'], 1)
-      row.update({
-          'tau': float(o.tau), 'p_threshold': float(o.p_threshold),
-          'gmm': _gmm_dict(o.gmm) if fitted else None,
-          'estimated_noise_rate': float(o.gmm.weight_noisy) if fitted else None,
-          'noise_to_clean_ratio': float(o.noise_to_clean_ratio),
-          'num_threshold_updates': int(o.num_threshold_updates),
-          'num_invalid': int(o.num_invalid),
-          'clipped_fraction': sums['clipped'] / sums['count'],
-          'grad_clean_before': sums['grad_clean_before'] / n_clean,
-          'grad_clean_after': sums['grad_clean_after'] / n_clean,
-          'grad_noisy_before': sums['grad_noisy_before'] / n_noisy,
-          'grad_noisy_after': sums['grad_noisy_after'] / n_noisy,
-      })
-      if config.save_queues and is_main and int(o.queue_count):
-        queue = np.roll(np.asarray(o.queue), -int(o.queue_index))
-        if int(o.queue_count) < len(queue):
-          queue = np.asarray(o.queue)[:int(o.queue_count)]
-        workdir_lib.save_queue(workdir, epoch, queue)
-    row = {k: (float(v) if isinstance(v, (np.floating, np.integer)) else v)
-           for k, v in row.items()}
-    row['epoch_time_s'] = time.time() - epoch_start
-    history.append(row)
-    # Metrics first, then the checkpoint: a run killed in between redoes
-    # this epoch, and read_metrics(up_to_epoch=...) drops the line written
-    # for it.
-    if is_main:
-      workdir_lib.write_metrics(workdir, history)
+    lr = float(schedule(int(np.ravel(jax.device_get(state.step))[0]) - 1))
+    ogc_states = jax.device_get(state.ogc_state) if method.is_ogc else None
+    epoch_time = time.time() - epoch_start
+    for r, (workdir, history) in enumerate(zip(workdirs, histories)):
+      row = _epoch_row(
+          epoch, test_accuracy[r], lr, run_slice(sums, r), noises[r],
+          run_slice(ogc_states, r) if method.is_ogc else None,
+          train_time, steps_per_epoch, config.batch_size)
+      row['epoch_time_s'] = epoch_time
+      history.append(row)
+      if method.is_ogc and config.save_queues and is_main:
+        _save_queue(workdir, epoch, run_slice(ogc_states, r))
+      # Metrics first, then the checkpoint: a run killed in between redoes
+      # this epoch, and read_metrics(up_to_epoch=...) drops the line written
+      # for it.
+      if is_main:
+        workdir_lib.write_metrics(workdir, history)
     if epoch % config.checkpoint_every == 0 or epoch == config.num_epochs:
-      manager.save(epoch, args=ocp.args.StandardSave(state))
+      for r, manager in enumerate(managers):
+        manager.save(epoch, args=ocp.args.StandardSave(run_slice(state, r)))
     if progress is not None:
+      row = histories[0][-1]
       progress.set_postfix(epoch=epoch, loss=f"{row['loss']:.3f}",
-                           test=f'{test_accuracy:.3f}',
+                           test=f'{row["test_accuracy"]:.3f}',
                            tau=None if row['tau'] is None else f"{row['tau']:.3g}")
-  manager.wait_until_finished()
+  for manager in managers:
+    manager.wait_until_finished()
   if progress is not None:
     progress.close()
 
-  accuracies = [r['test_accuracy'] for r in history]
-  result = {
-      'final_test_accuracy': float(np.mean(accuracies[-config.final_epochs:])),
-      'best_test_accuracy': float(np.max(accuracies)),
-      'last_test_accuracy': float(accuracies[-1]),
-      'num_epochs': config.num_epochs,
+  results = []
+  for config, workdir, history, noise in zip(configs, workdirs, histories,
+                                             noises):
+    accuracies = [r['test_accuracy'] for r in history]
+    result = {
+        'final_test_accuracy': float(np.mean(accuracies[-config.final_epochs:])),
+        'best_test_accuracy': float(np.max(accuracies)),
+        'last_test_accuracy': float(accuracies[-1]),
+        'num_epochs': config.num_epochs,
+        'true_noise_rate': float(noise.noise_rate),
+        'transition_matrix': noise.transition_matrix.tolist(),
+        'wall_time_s': time.time() - wall_start,
+        'devices': len(devices),
+        'packed_runs': num_runs,
+        'config': _config_dict(config),
+    }
+    if is_main:
+      workdir_lib.write_result(workdir, result)
+    results.append(result)
+  return results
+
+
+def _epoch_row(epoch, test_accuracy, lr, sums, noise, ogc_state, train_time,
+               steps_per_epoch, batch_size):
+  """One run's line of metrics.jsonl."""
+  row = {
+      'epoch': epoch,
+      'test_accuracy': test_accuracy,
+      'loss': sums['loss'] / sums['count'],
+      'learning_rate': lr,
+      'train_accuracy_clean': sums['correct_clean'] / max(sums['n_clean'], 1),
+      'train_accuracy_noisy': (sums['correct_noisy'] / sums['n_noisy']
+                               if sums['n_noisy'] else None),
+      'train_accuracy_noisy_true': (sums['correct_noisy_true'] / sums['n_noisy']
+                                    if sums['n_noisy'] else None),
       'true_noise_rate': float(noise.noise_rate),
-      'transition_matrix': noise.transition_matrix.tolist(),
-      'wall_time_s': time.time() - wall_start,
-      'devices': len(devices),
-      'config': _config_dict(config),
+      'step_time_ms': 1000 * train_time / steps_per_epoch,
+      'images_per_second': steps_per_epoch * batch_size / train_time,
+      'tau': None, 'p_threshold': None, 'gmm': None,
+      'estimated_noise_rate': None, 'clipped_fraction': None,
+      'grad_clean_before': None, 'grad_clean_after': None,
+      'grad_noisy_before': None, 'grad_noisy_after': None,
   }
-  if is_main:
-    workdir_lib.write_result(workdir, result)
-  return result
+  if ogc_state is not None:
+    o = ogc_state
+    fitted = int(o.num_threshold_updates) > 0
+    n_clean, n_noisy = max(sums['n_clean'], 1), max(sums['n_noisy'], 1)
+    row.update({
+        'tau': float(o.tau), 'p_threshold': float(o.p_threshold),
+        'gmm': _gmm_dict(o.gmm) if fitted else None,
+        'estimated_noise_rate': float(o.gmm.weight_noisy) if fitted else None,
+        'noise_to_clean_ratio': float(o.noise_to_clean_ratio),
+        'num_threshold_updates': int(o.num_threshold_updates),
+        'num_invalid': int(o.num_invalid),
+        'clipped_fraction': sums['clipped'] / sums['count'],
+        'grad_clean_before': sums['grad_clean_before'] / n_clean,
+        'grad_clean_after': sums['grad_clean_after'] / n_clean,
+        'grad_noisy_before': sums['grad_noisy_before'] / n_noisy,
+        'grad_noisy_after': sums['grad_noisy_after'] / n_noisy,
+    })
+  return {k: (float(v) if isinstance(v, (np.floating, np.integer)) else v)
+          for k, v in row.items()}
+
+
+def _save_queue(workdir, epoch, ogc_state):
+  """The queue of H in the order it was filled, oldest first."""
+  if not int(ogc_state.queue_count):
+    return
+  queue = np.roll(np.asarray(ogc_state.queue), -int(ogc_state.queue_index))
+  if int(ogc_state.queue_count) < len(queue):
+    queue = np.asarray(ogc_state.queue)[:int(ogc_state.queue_count)]
+  workdir_lib.save_queue(workdir, epoch, queue)
 
 
 _CONFIG = config_flags.DEFINE_config_file(
