@@ -16,15 +16,15 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from ogc_jax import losses
-from tests import reference
+from ogc_jax import testing
 
 # (name, elementwise base loss of p, its float64 |l'(p)| for the references).
 BASE_LOSSES = (
-    ("CE", losses.cross_entropy, reference.ce_derivative),
+    ("CE", losses.cross_entropy, testing.ce_derivative),
     ("focal (gamma=0.5)", functools.partial(losses.focal, gamma=0.5),
-     functools.partial(reference.focal_derivative, gamma=0.5)),
+     functools.partial(testing.focal_derivative, gamma=0.5)),
     ("GCE (q=0.7)", functools.partial(losses.generalized_cross_entropy, q=0.7),
-     functools.partial(reference.gce_derivative, q=0.7)),
+     functools.partial(testing.gce_derivative, q=0.7)),
 )
 
 

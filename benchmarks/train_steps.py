@@ -29,7 +29,7 @@ import optax
 
 from benchmarks import common
 from ogc_jax import losses, ogc, ogc_weights, weighted_base_loss
-from tests.test_gmm import realistic_queue
+from ogc_jax.testing import realistic_queue
 
 LEARNING_RATE = 0.01
 MOMENTUM = 0.9

@@ -15,7 +15,7 @@ from ogc_jax import losses
 from ogc_jax.gmm import GMM
 from ogc_jax.threshold import (MAX_PROB, MIN_PROB, derivative_magnitude,
                                noise_to_clean_ratio, solve_threshold)
-from tests import reference as ref
+from ogc_jax import testing as ref
 
 BASE_LOSSES = {
     "ce": (losses.cross_entropy, ref.ce_derivative),
