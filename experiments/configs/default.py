@@ -30,7 +30,8 @@ def get_config():
   config.noise.rate = 0.5
   config.noise.mapping = config_dict.placeholder(str)  # asymmetric: dataset key
 
-  # Method: a baseline loss (ogc_jax.losses.LOSSES) or 'ogc_<base loss>'.
+  # Method: a baseline (ogc_jax.baselines.LOSSES) or 'ogc_' + a base loss of
+  # ogc_jax.losses.BASE_LOSSES.
   config.method = 'ogc_ce'
   # Loss hyperparameters; None keeps the paper's default.
   config.loss_hparams = ml_collections.ConfigDict()
