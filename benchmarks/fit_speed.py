@@ -23,17 +23,14 @@ float64 answer: scikit-learn with ``n_init=5, tol=1e-10``
 (`ogc_jax.testing.sklearn_fit`) followed by the float64 reference threshold
 (`ogc_jax.testing.threshold`).
 
-Run from the repository root: ``python benchmarks/fit_speed.py`` (``--quick``
+Run from the repository root: ``python -m benchmarks.fit_speed`` (``--quick``
 for a smoke run).
 """
 
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import jax  # pylint: disable=g-import-not-at-top
+import jax
 import jax.numpy as jnp
 import numpy as np
 import threadpoolctl

@@ -17,18 +17,14 @@ checked to run under ``jax.transfer_guard("disallow")`` and to have no host
 callback, and the fused route's OGC work (`ogc_weights` ``update`` with and
 without a refit) is timed apart from the network.
 
-Run from the repository root: ``python benchmarks/resnet_step.py`` on a GPU;
+Run from the repository root: ``python -m benchmarks.resnet_step`` on a GPU;
 ``--quick`` checks that it works on a CPU (batch 16, 2 steps per block).
 """
 
 import argparse
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import jax  # pylint: disable=g-import-not-at-top
+import jax
 import jax.numpy as jnp
 import numpy as np
 

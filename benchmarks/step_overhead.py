@@ -21,17 +21,13 @@ Once, the script also checks that the compiled fused step runs under
 ``jax.transfer_guard("disallow")`` with its inputs on the device, and that its
 lowered program has no host callback.
 
-Run from the repository root: ``python benchmarks/step_overhead.py``
+Run from the repository root: ``python -m benchmarks.step_overhead``
 (``--quick`` for a smoke run: batch 32, queue 256, period 8).
 """
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import jax  # pylint: disable=g-import-not-at-top
+import jax
 import numpy as np
 
 from benchmarks import common

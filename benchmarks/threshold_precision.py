@@ -13,17 +13,13 @@ is compared with the float64 reference `ogc_jax.testing.threshold` (SciPy
 adaptive quadrature over `truncnorm`, Brent's root finder). Target: ours
 within 1% of the reference everywhere.
 
-Run from the repository root: ``python benchmarks/threshold_precision.py``
+Run from the repository root: ``python -m benchmarks.threshold_precision``
 (``--quick`` for a smoke run on two mixtures and one learning rate).
 """
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import jax  # pylint: disable=g-import-not-at-top
+import jax
 import jax.numpy as jnp
 
 from benchmarks import common

@@ -441,8 +441,6 @@ def load_config(config_path: str):
   path, _, arg = config_path.partition(':')
   if not os.path.isfile(path):
     raise ValueError(f'config file {path!r} does not exist')
-  if str(REPO_ROOT) not in sys.path:  # configs import experiments.configs.*
-    sys.path.insert(0, str(REPO_ROOT))
   spec = importlib.util.spec_from_file_location('_sweep_config', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
