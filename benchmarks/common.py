@@ -7,7 +7,6 @@ median over repeats, so that a noisy, shared machine slows all contenders
 alike.
 """
 
-import functools
 import os
 import platform
 import time
@@ -16,16 +15,20 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from ogc_jax import losses
-from tests import reference
+from ogc_jax import testing
 
-# (name, elementwise base loss of p, its float64 |l'(p)| for the references).
-BASE_LOSSES = (
-    ("CE", losses.cross_entropy, reference.ce_derivative),
-    ("focal (gamma=0.5)", functools.partial(losses.focal, gamma=0.5),
-     functools.partial(reference.focal_derivative, gamma=0.5)),
-    ("GCE (q=0.7)", functools.partial(losses.generalized_cross_entropy, q=0.7),
-     functools.partial(reference.gce_derivative, q=0.7)),
-)
+
+def _label(name, base_loss):
+  hparams = ", ".join(f"{k}={v}" for k, v in
+                      losses.hyperparameters(base_loss).items())
+  return f"{name} ({hparams})" if hparams else name
+
+
+# (label, base loss of p, its float64 |l'(p)|) for each base loss of
+# `ogc_jax.losses.BASE_LOSSES` that has a reference derivative.
+BASE_LOSSES = tuple(
+    (_label(name, losses.BASE_LOSSES[name]), losses.BASE_LOSSES[name],
+     derivative) for name, derivative in testing.DERIVATIVES.items())
 
 
 def interleaved_times(contenders: Mapping[str, Callable[[], object]],

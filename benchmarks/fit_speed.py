@@ -2,7 +2,7 @@
 
 A refit fits the two-component mixture to the queue of q = 4096 recent losses
 H = -log p and solves for the clipping threshold. On a realistic queue (clean
-H skewed near 0, noisy H spread over 1.5-6; `tests.test_gmm.realistic_queue`)
+H skewed near 0, noisy H spread over 1.5-6; `ogc_jax.testing.realistic_queue`)
 with 15%, 40% and 80% noise, this times, side by side and interleaved:
 
 * ours: `ogc_jax.fit_gmm` + `ogc_jax.solve_threshold`, compiled together with
@@ -11,7 +11,7 @@ with 15%, 40% and 80% noise, this times, side by side and interleaved:
   reg_covar=1e-3)` fitted with its defaults (k-means initialisation, one
   init, tol 1e-3, 100 iterations) on the float64 queue, then SciPy `truncnorm`
   densities on a 1000-point grid and 10 bisection steps
-  (`tests.reference.authors_threshold`).
+  (`ogc_jax.testing.authors_pipeline`).
 
 Both with cross-entropy and learning rate 0.01; the mixture fit alone is timed
 too. The authors' pipeline runs twice: with scikit-learn's thread pools as
@@ -20,32 +20,25 @@ thread (`threadpoolctl`, the environment untouched). On a shared machine the
 first is erratic, tens of ms, because its OpenMP threads wait on cores that
 other processes hold; the second is its best case here. It then reports how far the end-to-end tau of each is from a converged
 float64 answer: scikit-learn with ``n_init=5, tol=1e-10``
-(`tests.test_gmm.sklearn_fit`) followed by the float64 reference threshold
-(`tests.reference.threshold`).
+(`ogc_jax.testing.sklearn_fit`) followed by the float64 reference threshold
+(`ogc_jax.testing.threshold`).
 
-Run from the repository root: ``python benchmarks/fit_speed.py`` (``--quick``
+Run from the repository root: ``python -m benchmarks.fit_speed`` (``--quick``
 for a smoke run).
 """
 
 import argparse
 import os
-import sys
-import warnings
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import jax  # pylint: disable=g-import-not-at-top
+import jax
 import jax.numpy as jnp
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.mixture import GaussianMixture
 import threadpoolctl
 
 from benchmarks import common
 from ogc_jax import fit_gmm, losses, solve_threshold
+from ogc_jax import testing
 from ogc_jax.gmm import REG_COVAR
-from tests import reference
-from tests.test_gmm import realistic_queue, sklearn_fit
 
 QUEUE_SIZE = 4096
 NOISE_RATES = (0.15, 0.4, 0.8)
@@ -57,27 +50,9 @@ _FIELDS = ("mean_clean", "var_clean", "mean_noisy", "var_noisy", "weight_noisy")
 OURS_BLOCK = 10  # our calls per timed block (see main)
 
 
-def authors_fit(h):
-  """The authors' mixture fit: scikit-learn with its defaults, float64."""
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore", ConvergenceWarning)
-    gm = GaussianMixture(n_components=2, reg_covar=REG_COVAR,
-                         random_state=0).fit(h[:, None])
-  means, variances = gm.means_.ravel(), gm.covariances_.ravel()
-  clean, noisy = np.argsort(means)
-  return dict(mean_clean=means[clean], var_clean=variances[clean],
-              mean_noisy=means[noisy], var_noisy=variances[noisy],
-              weight_noisy=gm.weights_[noisy])
-
-
-def authors_pipeline(h, derivative, learning_rate):
-  """Mixture fit + 1000-point grid + 10 bisection steps: (p_threshold, tau)."""
-  return reference.authors_threshold(authors_fit(h), derivative, learning_rate)
-
-
 def converged_fit(h):
   """A converged float64 scikit-learn fit (n_init=5, tol=1e-10), as a dict."""
-  gmm = sklearn_fit(h, reg_covar=REG_COVAR)
+  gmm = testing.sklearn_fit(h, reg_covar=REG_COVAR)
   return {k: float(gmm[k]) for k in _FIELDS}
 
 
@@ -121,13 +96,14 @@ def main(argv=None):
       fit_gmm(h), losses.cross_entropy, lr))
   ours_fit = jax.jit(fit_gmm)
   controller = threadpoolctl.ThreadpoolController()
-  authors_1t = at_one_thread(controller, authors_pipeline)
-  authors_fit_1t = at_one_thread(controller, authors_fit)
+  authors_1t = at_one_thread(controller, testing.authors_pipeline)
+  authors_fit_1t = at_one_thread(controller, testing.authors_fit)
   lr = jnp.float32(TIMING_LEARNING_RATE)
 
   speed_rows, precision_rows = [], []
   for noise_rate in noise_rates:
-    h = realistic_queue(noise_rate, seed=int(noise_rate * 100), n=QUEUE_SIZE)
+    h = testing.realistic_queue(noise_rate, seed=int(noise_rate * 100),
+                                n=QUEUE_SIZE)
     h_device = jax.device_put(h)
     h64 = h.astype(np.float64)
     jax.block_until_ready(ours_refit(h_device, lr))  # compile
@@ -144,10 +120,10 @@ def main(argv=None):
     times = common.interleaved_times({
         "ours": ours_block(ours_refit, h_device, lr),
         "ours_fit": ours_block(ours_fit, h_device),
-        "authors": lambda: authors_pipeline(h64, reference.ce_derivative,
-                                            TIMING_LEARNING_RATE),
-        "authors_fit": lambda: authors_fit(h64),
-        "authors_1t": lambda: authors_1t(h64, reference.ce_derivative,
+        "authors": lambda: testing.authors_pipeline(
+            h64, testing.ce_derivative, TIMING_LEARNING_RATE),
+        "authors_fit": lambda: testing.authors_fit(h64),
+        "authors_1t": lambda: authors_1t(h64, testing.ce_derivative,
                                          TIMING_LEARNING_RATE),
         "authors_fit_1t": lambda: authors_fit_1t(h64),
     }, repeats)
@@ -162,15 +138,15 @@ def main(argv=None):
         f"{ms['authors_1t'] / ms['ours']:.1f}x"))
 
     converged = converged_fit(h)
-    authors_gmm = authors_fit(h64)
+    authors_gmm = testing.authors_fit(h64)
     for name, base_loss, derivative in common.BASE_LOSSES:
       solve = jax.jit(lambda h, lr, base_loss=base_loss: solve_threshold(
           fit_gmm(h), base_loss, lr)[1])
       cells = []
       for learning_rate in learning_rates:
-        tau_ref = reference.threshold(converged, derivative, learning_rate)[1]
+        tau_ref = testing.threshold(converged, derivative, learning_rate)[1]
         tau_ours = float(solve(h_device, jnp.float32(learning_rate)))
-        tau_authors = reference.authors_threshold(authors_gmm, derivative,
+        tau_authors = testing.authors_threshold(authors_gmm, derivative,
                                                   learning_rate)[1]
         cells += [f"{abs(tau_ours - tau_ref) / tau_ref:.1e}",
                   f"{abs(tau_authors - tau_ref) / tau_ref:.1e}"]

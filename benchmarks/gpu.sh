@@ -3,7 +3,7 @@
 # ResNet-18 train step on one GPU, float32 and bfloat16; prints markdown tables.
 # A few minutes on an H100 (six compilations included).
 #
-# Usage, from anywhere:  bash benchmarks/gpu.sh [resnet_step.py flags]
+# Usage, from anywhere:  bash benchmarks/gpu.sh [benchmarks.resnet_step flags]
 # e.g.  bash benchmarks/gpu.sh --repeats 3 --dtypes bfloat16
 # PYTHON selects the interpreter (default python3).
 set -euo pipefail
@@ -29,4 +29,4 @@ print(f"jax {jax.__version__}, flax {flax.__version__}, optax {optax.__version__
 PY
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 echo
-PYTHONUNBUFFERED=1 "$PY" benchmarks/resnet_step.py "$@"
+PYTHONUNBUFFERED=1 "$PY" -m benchmarks.resnet_step "$@"

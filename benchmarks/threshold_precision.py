@@ -7,28 +7,24 @@ separated to overlapping, the gradient threshold tau of
 * ours: `ogc_jax.solve_threshold` in float32 under `jax.jit` (Gauss-Legendre
   quadrature, 32 bisection steps in log p), and
 * the authors' numerics: a 1000-point grid in H and 10 bisection steps in p
-  (`tests.reference.authors_threshold`)
+  (`ogc_jax.testing.authors_threshold`)
 
-is compared with the float64 reference `tests.reference.threshold` (SciPy
+is compared with the float64 reference `ogc_jax.testing.threshold` (SciPy
 adaptive quadrature over `truncnorm`, Brent's root finder). Target: ours
 within 1% of the reference everywhere.
 
-Run from the repository root: ``python benchmarks/threshold_precision.py``
+Run from the repository root: ``python -m benchmarks.threshold_precision``
 (``--quick`` for a smoke run on two mixtures and one learning rate).
 """
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import jax  # pylint: disable=g-import-not-at-top
+import jax
 import jax.numpy as jnp
 
 from benchmarks import common
 from ogc_jax import GMM, solve_threshold
-from tests import reference
+from ogc_jax import testing
 
 TARGET_RELATIVE_ERROR = 0.01
 
@@ -71,8 +67,8 @@ def main(argv=None):
                     var_noisy=var_n, weight_noisy=0.4)
       gmm = GMM(**{k: jnp.float32(v) for k, v in params.items()})
       for lr in learning_rates:
-        _, tau_ref = reference.threshold(params, derivative, lr)
-        _, tau_authors = reference.authors_threshold(params, derivative, lr)
+        _, tau_ref = testing.threshold(params, derivative, lr)
+        _, tau_authors = testing.authors_threshold(params, derivative, lr)
         tau_ours = float(solve(gmm, jnp.float32(lr)))
         err_ours = _relative_error(tau_ours, tau_ref)
         err_authors = _relative_error(tau_authors, tau_ref)

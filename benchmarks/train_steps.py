@@ -1,157 +1,196 @@
-"""The three train steps the step benchmarks compare, and how they are timed.
+"""The train steps the step benchmarks compare, and how they are timed.
 
-For a Flax classifier (with or without BatchNorm ``batch_stats``), one
-`jax.jit`-compiled step of SGD with momentum 0.9 after
-``optax.clip_by_global_norm(5.0)``, in three variants:
+The steps are the training harness's own: `experiments.train.make_steps`
+builds them from a config, as `experiments.train.train_and_evaluate` does
+(`Method`, `learning_rate_schedule`, `create_optimizer`, `ogc_weights` with
+the config's OGC settings), and they run on a random dataset held on the
+device, with the config's on-device augmentation. Three variants:
 
-* ``CE``: the mean of ``-log_softmax`` at the labels;
-* ``OGC fused``: ``p = softmax(logits)[label]``, `ogc_jax.ogc_weights` (its
-  state carried by the step) and `ogc_jax.weighted_base_loss` with
-  `ogc_jax.losses.cross_entropy`;
-* ``OGC per-example``: per-example gradients by ``jax.vmap(jax.grad)``, then
-  ``optax.chain(ogc(...), clip_by_global_norm(5.0), sgd)``. With BatchNorm
-  each example is its own batch of one (per-example gradients of a
+* ``CE``: the harness's step for method ``ce``;
+* ``OGC fused``: the harness's step for method ``ogc_ce`` (`ogc_weights` and
+  `weighted_base_loss`, p from `ogc_jax.losses.probability_of_label`);
+* ``OGC per-example``: the per-example route, which the harness does not
+  offer: the same batch, augmentation and optimizer, but per-example
+  gradients by ``jax.vmap(jax.grad)`` of the clamped CE, clipped by
+  ``optax.chain(ogc(...), <the harness's optimizer>)``. With BatchNorm each
+  example is its own batch of one (per-example gradients of a
   batch-normalised loss are not defined otherwise) and the new running
   statistics are the mean over the examples: the route's cost, not a
-  faithful BatchNorm model, which is why BatchNorm models use the fused route.
+  faithful BatchNorm model, which is why the harness uses the fused route.
+  It skips the harness's diagnostic sums.
 
 Both OGC variants start with a full queue of realistic H values, so that
 every ``update_period`` steps of the timed blocks include one refit.
 """
 
 import time
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from benchmarks import common
-from ogc_jax import losses, ogc, ogc_weights, weighted_base_loss
-from tests.test_gmm import realistic_queue
+import ogc_jax
+from ogc_jax import losses
+from ogc_jax.testing import realistic_queue
+from experiments import input_pipeline
+from experiments import models
+from experiments import train
 
-LEARNING_RATE = 0.01
-MOMENTUM = 0.9
-MAX_GLOBAL_NORM = 5.0
 VARIANTS = ("CE", "OGC fused", "OGC per-example")
+_METHOD = {"CE": "ce", "OGC fused": "ogc_ce", "OGC per-example": "ogc_ce"}
+# The random images are uniform on 0..255: mean 1/2, std 1/sqrt(12).
+_MEAN, _STD = 0.5, 12**-0.5
 
 
-class TrainState(NamedTuple):
-  params: Any
-  batch_stats: Any  # BatchNorm running statistics; {} for a model without
-  opt_state: Any
-  ogc_state: Any = None  # the fused route's `OGCState`
+class Variants(NamedTuple):
+  """The jitted steps, their carries and the inputs they share.
+
+  Attributes:
+    steps: variant -> jitted ``step(state, sums, *inputs) -> (state, sums)``,
+      state and sums donated.
+    carries: variant -> its ``(state, sums)``.
+    inputs: ``(data, perm, rng)`` on the device, as the harness passes them.
+    weighting: the fused route's `ogc_jax.ogc_weights`.
+  """
+  steps: dict[str, Callable[..., Any]]
+  carries: dict[str, tuple]
+  inputs: tuple
+  weighting: Any
 
 
-def _probability_of_label(logits, labels):
-  return jnp.take_along_axis(jax.nn.softmax(logits), labels[:, None], 1)[:, 0]
+def _weighting(config, method, schedule):
+  # As experiments.train.train_and_evaluate builds it.
+  return ogc_jax.ogc_weights(
+      method.fn, schedule, epsilon=config.ogc.epsilon,
+      update_period=config.ogc.update_period,
+      queue_size=config.ogc.queue_size)
 
 
-def _full_queue(ogc_state, queue_size):
+def _full_queue(ogc_state):
   """The OGC state with a full queue of realistic H values (40% noise)."""
+  queue_size = ogc_state.queue.shape[0]
   return ogc_state._replace(
       queue=jnp.asarray(realistic_queue(0.4, seed=0, n=queue_size)),
       queue_count=jnp.asarray(queue_size, jnp.int32))
 
 
-def build(model, variables, *, queue_size, update_period):
-  """The three jitted train steps (state donated) and their initial states.
+def _per_example_step(config, model, method, tx, mean, std, num_train):
+  """The per-example route in the harness's step signature (see above)."""
+  aug = config.augment
+  batch_size = config.batch_size
 
-  Args:
-    model: a Flax module called as ``model.apply(variables, x, train=True)``.
-    variables: its initial variables, ``params`` and maybe ``batch_stats``.
-    queue_size: OGC's queue length q.
-    update_period: OGC's refit period s.
+  def step(state, sums, data, perm, rng):
+    images_all, given_all, _ = data
+    start = (state.step % (num_train // batch_size)) * batch_size
+    idx = jax.lax.dynamic_slice(perm, (start,), (batch_size,))
+    x = images_all[idx].astype(jnp.float32)
+    if aug.crop_padding or aug.flip or aug.rotation_degrees:
+      x = input_pipeline.augment(
+          jax.random.fold_in(rng, state.step), x,
+          crop_padding=aug.crop_padding, flip=aug.flip,
+          rotation_degrees=aug.rotation_degrees)
+    x = input_pipeline.normalize(x, mean, std)
 
-  Returns:
-    ``(steps, states)``: dicts from the names in `VARIANTS` to a jitted
-    ``step(state, x, y) -> state`` and to its initial `TrainState`.
-  """
-  has_batch_stats = "batch_stats" in variables
+    def example_loss(params, xi, yi):
+      logits, new_vars = model.apply(
+          {"params": params, "batch_stats": state.batch_stats}, xi[None],
+          train=True, mutable=["batch_stats"])
+      p = losses.probability_of_label(logits, yi[None])[0]
+      loss = method.fn(jnp.clip(p, ogc_jax.MIN_PROB, ogc_jax.MAX_PROB))
+      return loss, (p, new_vars.get("batch_stats", {}))
 
-  def logits_fn(params, batch_stats, x):
-    if not has_batch_stats:
-      return model.apply({"params": params}, x, train=True), batch_stats
-    logits, new = model.apply({"params": params, "batch_stats": batch_stats},
-                              x, train=True, mutable=["batch_stats"])
-    return logits, new["batch_stats"]
-
-  tx = optax.chain(optax.clip_by_global_norm(MAX_GLOBAL_NORM),
-                   optax.sgd(LEARNING_RATE, momentum=MOMENTUM))
-
-  def ce_step(state, x, y):
-    def loss_fn(p):
-      logits, batch_stats = logits_fn(p, state.batch_stats, x)
-      log_probs = jax.nn.log_softmax(logits)
-      return (-jnp.mean(jnp.take_along_axis(log_probs, y[:, None], 1)),
-              batch_stats)
-    grads, batch_stats = jax.grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    return TrainState(optax.apply_updates(state.params, updates), batch_stats,
-                      opt_state)
-
-  weighting = ogc_weights(losses.cross_entropy, LEARNING_RATE,
-                          update_period=update_period, queue_size=queue_size)
-
-  def fused_step(state, x, y):
-    def loss_fn(p):
-      logits, batch_stats = logits_fn(p, state.batch_stats, x)
-      probs = _probability_of_label(logits, y)
-      weights, ogc_state = weighting.update(probs, state.ogc_state)
-      loss = weighted_base_loss(losses.cross_entropy, probs, weights)
-      return loss, (batch_stats, ogc_state)
-    grads, (batch_stats, ogc_state) = jax.grad(loss_fn, has_aux=True)(
-        state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    return TrainState(optax.apply_updates(state.params, updates), batch_stats,
-                      opt_state, ogc_state)
-
-  tx_per_example = optax.chain(
-      ogc(losses.cross_entropy, LEARNING_RATE, update_period=update_period,
-          queue_size=queue_size),
-      optax.clip_by_global_norm(MAX_GLOBAL_NORM),
-      optax.sgd(LEARNING_RATE, momentum=MOMENTUM))
-
-  def per_example_step(state, x, y):
-    def example_loss(p, xi, yi):
-      logits, batch_stats = logits_fn(p, state.batch_stats, xi[None])
-      prob = _probability_of_label(logits, yi[None])[0]
-      return losses.cross_entropy(prob), (prob, batch_stats)
     grads, (probs, batch_stats) = jax.vmap(
         jax.grad(example_loss, has_aux=True), in_axes=(None, 0, 0))(
-            state.params, x, y)
+            state.params, x, given_all[idx])
     batch_stats = jax.tree_util.tree_map(lambda s: jnp.mean(s, 0), batch_stats)
-    updates, opt_state = tx_per_example.update(
-        grads, state.opt_state, state.params, probs=probs)
-    return TrainState(optax.apply_updates(state.params, updates), batch_stats,
-                      opt_state)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params,
+                                   probs=probs)
+    return state.replace(
+        step=state.step + 1, params=optax.apply_updates(state.params, updates),
+        batch_stats=batch_stats, opt_state=opt_state), sums
 
-  params = variables["params"]
-  batch_stats = variables.get("batch_stats", {})
-  per_example_opt = tx_per_example.init(params)
-  per_example_opt = (_full_queue(per_example_opt[0], queue_size),
-                     *per_example_opt[1:])
-  states = {
-      "CE": TrainState(params, batch_stats, tx.init(params)),
-      "OGC fused": TrainState(params, batch_stats, tx.init(params),
-                              _full_queue(weighting.init(), queue_size)),
-      "OGC per-example": TrainState(params, batch_stats, per_example_opt),
-  }
-  # The variants start from the same parameter arrays and their states are
-  # donated: every state gets buffers of its own.
-  states = {name: jax.tree_util.tree_map(jnp.array, s)
-            for name, s in states.items()}
-  steps = {
-      "CE": jax.jit(ce_step, donate_argnums=0),
-      "OGC fused": jax.jit(fused_step, donate_argnums=0),
-      "OGC per-example": jax.jit(per_example_step, donate_argnums=0),
-  }
-  return steps, states
+  return step
 
 
-def num_refits(name, state):
+def build(config, *, num_classes=10, image_shape=(32, 32, 3), num_batches=4):
+  """The three variants' jitted steps on one device, and their states.
+
+  Args:
+    config: an experiment config (`experiments/configs`); its ``method`` is
+      set per variant, its model, dtype, batch size, optimizer, augmentation
+      and OGC settings are used as they are.
+    num_classes: classes of the random labels and of the model's output.
+    image_shape: shape of one random uint8 image.
+    num_batches: the random dataset holds this many batches; the steps cycle
+      through them in a fixed random order.
+
+  Returns:
+    `Variants`. Every variant starts from the same initial parameters, each
+    in buffers of its own (the steps donate them).
+  """
+  batch_size = config.batch_size
+  num_train = batch_size * num_batches
+  mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
+  replicated = NamedSharding(mesh, P())
+  data_sharding = NamedSharding(mesh, P("data"))
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (num_train,) + tuple(image_shape), np.uint8)
+  given = rng.integers(0, num_classes, num_train).astype(np.int32)
+  true = np.where(rng.random(num_train) < 0.4, (given + 1) % num_classes, given)
+  data = tuple(jax.device_put(a, replicated) for a in (images, given, true))
+  perm = jax.device_put(rng.permutation(num_train).astype(np.int32), replicated)
+  mean = np.full(image_shape[-1], _MEAN, np.float32)
+  std = np.full(image_shape[-1], _STD, np.float32)
+
+  model = models.create_model(config.model, num_classes,
+                              dtype=jnp.dtype(config.dtype))
+  variables = model.init(jax.random.key(config.seed),
+                         jnp.zeros((1,) + tuple(image_shape)), train=False)
+  schedule = train.learning_rate_schedule(config, num_batches)
+  tx = train.create_optimizer(config, schedule)
+  steps, carries, weighting = {}, {}, None
+  for name in VARIANTS:
+    config.method = _METHOD[name]
+    method = train.Method(config)
+    params = variables["params"]
+    state = train.TrainState(
+        step=jnp.zeros([], jnp.int32), params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params), ogc_state={})
+    if name == "OGC fused":
+      weighting = _weighting(config, method, schedule)
+      step, _ = train.make_steps(config, model, method, weighting, tx, mean,
+                                 std, data_sharding, num_train)
+      state = state.replace(ogc_state=_full_queue(weighting.init()))
+    elif name == "OGC per-example":
+      tx_per_example = optax.chain(
+          ogc_jax.ogc(method.fn, schedule, epsilon=config.ogc.epsilon,
+                      update_period=config.ogc.update_period,
+                      queue_size=config.ogc.queue_size), tx)
+      opt_state = tx_per_example.init(params)
+      state = state.replace(opt_state=(_full_queue(opt_state[0]),
+                                       *opt_state[1:]))
+      step = _per_example_step(config, model, method, tx_per_example, mean,
+                               std, num_train)
+    else:
+      step, _ = train.make_steps(config, model, method, None, tx, mean, std,
+                                 data_sharding, num_train)
+    # Buffers of its own for every variant: the steps donate them.
+    carries[name] = jax.device_put(
+        jax.tree_util.tree_map(jnp.array, (state, train.zero_sums(
+            method.is_ogc and name == "OGC fused"))), replicated)
+    steps[name] = jax.jit(step, donate_argnums=(0, 1),
+                          out_shardings=(replicated, replicated))
+  return Variants(steps, carries, (data, perm, jax.random.key(1)), weighting)
+
+
+def num_refits(name, carry):
   """Threshold refits so far of a variant's state (0 for CE)."""
+  state = carry[0]
   if name == "OGC fused":
     return int(state.ogc_state.num_threshold_updates)
   if name == "OGC per-example":
@@ -159,30 +198,43 @@ def num_refits(name, state):
   return 0
 
 
-def check_fused_step(step, state, x, y):
+def check_fused_step(variants):
   """Runs the fused step under a transfer guard and looks for host callbacks.
 
-  Prints the two findings and returns the advanced state.
+  Prints the two findings and advances the fused variant's carry.
   """
-  callbacks = step.lower(state, x, y).as_text().lower().count("callback")
+  name = "OGC fused"
+  step, carry = variants.steps[name], variants.carries[name]
+  callbacks = step.lower(*carry, *variants.inputs).as_text().lower().count(
+      "callback")
   try:
     with jax.transfer_guard("disallow"):
-      state = jax.block_until_ready(step(state, x, y))
+      variants.carries[name] = jax.block_until_ready(
+          step(*carry, *variants.inputs))
     guard = "ran, no host transfer"
   except Exception as e:  # pylint: disable=broad-except
     guard = f"FAILED: {type(e).__name__}: {str(e).splitlines()[0]}"
   print(f"- fused step under `jax.transfer_guard('disallow')`: {guard}")
   print(f"- 'callback' in the lowered fused step: {callbacks} occurrence(s) "
         f"({'no host callback' if callbacks == 0 else 'HOST CALLBACK FOUND'})")
-  return state
 
 
-def time_variants(steps, states, x, y, blocks, repeats, granularity="block"):
-  """Times blocks of steps of each variant, interleaved; updates ``states``.
+def warm_up(variants):
+  """Compiles and runs each step once; returns variant -> seconds taken."""
+  seconds = {}
+  for name, step in variants.steps.items():
+    start = time.perf_counter()
+    variants.carries[name] = jax.block_until_ready(
+        step(*variants.carries[name], *variants.inputs))
+    seconds[name] = time.perf_counter() - start
+  return seconds
+
+
+def time_variants(variants, blocks, repeats, granularity="block"):
+  """Times blocks of steps of each variant, interleaved; advances the carries.
 
   Args:
-    steps, states: from `build`, already compiled and warmed up.
-    x, y: one batch on the device, reused at every step.
+    variants: from `build`, already compiled and warmed up (`warm_up`).
     blocks: variant -> number of steps per repeat.
     repeats: number of repeats.
     granularity: ``"block"``: each repeat runs each variant's block of steps
@@ -197,14 +249,15 @@ def time_variants(steps, states, x, y, blocks, repeats, granularity="block"):
     ``(seconds_per_step, refits)``: variant -> array of ``repeats`` mean times
     per step, one per repeat, and variant -> refits during the timed steps.
   """
-  before = {name: num_refits(name, s) for name, s in states.items()}
+  steps, carries, inputs = variants.steps, variants.carries, variants.inputs
+  before = {name: num_refits(name, c) for name, c in carries.items()}
   if granularity == "block":
     def run_block(name):
       def run():
-        state = states[name]
+        carry = carries[name]
         for _ in range(blocks[name]):
-          state = steps[name](state, x, y)
-        states[name] = jax.block_until_ready(state)
+          carry = steps[name](*carry, *inputs)
+        carries[name] = jax.block_until_ready(carry)
       return run
     times = common.interleaved_times({name: run_block(name) for name in steps},
                                      repeats)
@@ -217,30 +270,35 @@ def time_variants(steps, states, x, y, blocks, repeats, granularity="block"):
         shift = i % len(names)
         for name in names[shift:] + names[:shift]:
           start = time.perf_counter()
-          states[name] = jax.block_until_ready(steps[name](states[name], x, y))
+          carries[name] = jax.block_until_ready(
+              steps[name](*carries[name], *inputs))
           total[name] += time.perf_counter() - start
       for name in steps:
         times[name].append(total[name])
   else:
     raise ValueError(f"granularity must be 'block' or 'step', got {granularity!r}")
-  refits = {name: num_refits(name, s) - before[name]
-            for name, s in states.items()}
+  refits = {name: num_refits(name, c) - before[name]
+            for name, c in carries.items()}
   return {name: np.asarray(t) / blocks[name] for name, t in times.items()}, refits
 
 
-def ogc_update_cost(queue_size, update_period, batch, repeats=200):
+def ogc_update_cost(weighting, update_period, batch, repeats=200):
   """Milliseconds of `ogc_weights` ``update`` alone, without and with a refit.
 
   The OGC work of the fused route measured apart from the network: the jitted
   ``update(probs, state)`` on a full queue, at a step where no refit is due
   and at one where it is. The median of ``repeats`` interleaved calls each.
 
+  Args:
+    weighting: the fused route's `ogc_jax.ogc_weights` (`Variants.weighting`).
+    update_period: its refit period.
+    batch: the number of probabilities per update.
+    repeats: timed calls of each.
+
   Returns:
     ``(ms_without_refit, ms_with_refit)``.
   """
-  weighting = ogc_weights(losses.cross_entropy, LEARNING_RATE,
-                          update_period=update_period, queue_size=queue_size)
-  full = _full_queue(weighting.init(), queue_size)
+  full = _full_queue(weighting.init())
   no_refit = full._replace(count=jnp.asarray(0, jnp.int32))
   refit = full._replace(count=jnp.asarray(update_period - 1, jnp.int32))
   probs = jax.device_put(np.random.default_rng(0).uniform(
@@ -255,4 +313,3 @@ def ogc_update_cost(queue_size, update_period, batch, repeats=200):
       "refit": lambda: jax.block_until_ready(update(probs, refit)),
   }, repeats)
   return common.median_ms(times["no refit"]), common.median_ms(times["refit"])
-

@@ -27,7 +27,6 @@ noise (`experiments/configs/digits.py`) into ``runs/digits_default``.
 
 import dataclasses
 import functools
-import inspect
 import json
 import os
 import sys
@@ -47,21 +46,12 @@ import optax
 import orbax.checkpoint as ocp
 
 import ogc_jax
+from ogc_jax import baselines
 from ogc_jax import losses
 from experiments import augment
 from experiments import data as data_lib
 from experiments import models
 from experiments import workdir as workdir_lib
-
-# Base losses of p that OGC can clip, by the suffix of the method name.
-OGC_BASE_LOSSES = {
-    'ce': losses.cross_entropy,
-    'fl': losses.focal,
-    'focal': losses.focal,
-    'gce': losses.generalized_cross_entropy,
-    'mae': losses.mae,
-    'taylor_ce': losses.taylor_cross_entropy,
-}
 
 # Datasets whose asymmetric-noise mapping is known (ogc_jax.noise).
 _MAPPING_OF_DATASET = {
@@ -94,18 +84,18 @@ class Method:
     self.is_ogc = name.startswith('ogc_')
     if self.is_ogc:
       base = name[len('ogc_'):]
-      if base not in OGC_BASE_LOSSES:
+      if base not in losses.BASE_LOSSES:
         raise ValueError(
             f'Unknown OGC base loss {base!r} in method {name!r}; expected '
-            f'ogc_ + one of {sorted(OGC_BASE_LOSSES)}.')
-      fn = OGC_BASE_LOSSES[base]
-    elif name in losses.LOSSES:
-      fn = losses.LOSSES[name]
+            f'ogc_ + one of {sorted(losses.BASE_LOSSES)}.')
+      fn = losses.BASE_LOSSES[base]
+    elif name in baselines.LOSSES:
+      fn = baselines.LOSSES[name]
     else:
       raise ValueError(
-          f'Unknown method {name!r}; expected one of {sorted(losses.LOSSES)}'
-          f' or ogc_<base> with <base> in {sorted(OGC_BASE_LOSSES)}.')
-    accepted = set(inspect.signature(fn).parameters) - {'p', 'logits', 'labels'}
+          f'Unknown method {name!r}; expected one of {sorted(baselines.LOSSES)}'
+          f' or ogc_<base> with <base> in {sorted(losses.BASE_LOSSES)}.')
+    accepted = set(losses.hyperparameters(fn))
     unknown = set(hparams) - accepted
     if unknown:
       raise ValueError(

@@ -5,6 +5,7 @@ predicted probability of the given label at a threshold chosen during training
 from a two-component Gaussian mixture over recent losses.
 """
 
+from ogc_jax import baselines
 from ogc_jax import losses
 from ogc_jax import noise
 from ogc_jax.gmm import GMM, fit_gmm
@@ -17,7 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "GMM", "MAX_PROB", "MIN_PROB", "OGCState", "OGCWeights",
-    "derivative_magnitude", "fit_gmm", "losses", "noise",
+    "baselines", "derivative_magnitude", "fit_gmm", "losses", "noise",
     "noise_to_clean_ratio", "ogc", "ogc_weights", "solve_threshold",
     "weighted_base_loss",
 ]

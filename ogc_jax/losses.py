@@ -1,19 +1,19 @@
-"""Losses for learning with noisy labels.
+"""Base losses of p, which OGC clips, and p itself.
 
-Base losses are elementwise functions of ``p``, the predicted probability of the
-given (possibly wrong) label. OGC clips their derivative ``|dl/dp|``, which it
-obtains by automatic differentiation, so any differentiable ``jnp`` function of
-``p`` is a valid base loss.
+A base loss is an elementwise function of ``p``, the predicted probability of
+the given (possibly wrong) label. OGC clips its derivative ``|dl/dp|``, which
+it obtains by automatic differentiation, so any differentiable ``jnp``
+function of ``p`` is a valid base loss; `BASE_LOSSES` names those the
+experiments offer (method ``ogc_<name>``). `probability_of_label` computes
+``p`` from logits, and `hyperparameters` reads a loss's keyword
+hyperparameters and defaults from its signature.
 
-Every baseline of the paper's comparison is also a per-example loss of logits
-and integer labels, ``<name>_loss(logits, labels, **hparams)`` with shape
-[batch], computed from ``log_softmax`` so that it stays finite, with finite
-gradients, for extreme logits. `LOSSES` maps their short names to them and
-`DEFAULTS` holds their default hyperparameters: each paper's CIFAR-10 setting.
+The robust-loss baselines, losses of logits and labels, are in
+`ogc_jax.baselines`.
 """
 
-import math
-from typing import Callable
+import inspect
+from typing import Any, Callable
 
 import chex
 import jax
@@ -197,10 +197,42 @@ def phuber_generalized_cross_entropy(p, q=0.7, tau=10.0):
                    generalized_cross_entropy(jnp.maximum(p, threshold), q))
 
 
-# Losses of logits and integer labels. Each returns the per-example loss, shape
-# [batch]; average it (or weight it) in the training step. They work from
-# log p = log_softmax(logits)[label] wherever a loss or its gradient would
-# otherwise meet log 0 or 0**negative when p underflows.
+# Base losses of p that OGC clips, by the name that follows ``ogc_`` in a
+# method name; each one's keyword defaults are the CIFAR-10 settings.
+BASE_LOSSES: dict[str, Callable[..., jax.Array]] = {
+    'ce': cross_entropy,
+    'fl': focal,
+    'gce': generalized_cross_entropy,
+    'mae': mae,
+    'taylor_ce': taylor_cross_entropy,
+}
+
+
+def hyperparameters(loss_fn: Callable[..., Any]) -> dict[str, Any]:
+  """The keyword hyperparameters of a loss and their defaults.
+
+  Read from the signature, so that the defaults have one home: the function.
+
+  Args:
+    loss_fn: a base loss of ``p`` or a loss of ``(logits, labels)``, such as
+      `focal` or `ogc_jax.baselines.sce_loss`.
+
+  Returns:
+    A dict from each parameter with a default to that default, in order.
+
+  Example:
+    >>> from ogc_jax import losses
+    >>> losses.hyperparameters(losses.phuber_generalized_cross_entropy)
+    {'q': 0.7, 'tau': 10.0}
+    >>> losses.hyperparameters(losses.cross_entropy)
+    {}
+  """
+  return {name: param.default
+          for name, param in inspect.signature(loss_fn).parameters.items()
+          if param.default is not inspect.Parameter.empty}
+
+
+# From logits to p; `ogc_jax.baselines` shares these helpers.
 
 
 def _check_inputs(logits, labels):
@@ -243,450 +275,3 @@ def probability_of_label(logits, labels):
     Array([0.25, 0.25], dtype=float32)
   """
   return jnp.exp(_log_probabilities(logits, labels)[1])
-
-
-def logit_loss_from_base(base_loss):
-  """Turns a base loss of p into a per-example loss of logits and labels.
-
-  Args:
-    base_loss: an elementwise function of ``p`` with keyword hyperparameters,
-      such as `mae` or `phuber_cross_entropy`.
-
-  Returns:
-    ``loss_fn(logits, labels, **hparams) = base_loss(p, **hparams)`` with
-    ``p = probability_of_label(logits, labels)``, shape [batch].
-
-  .. warning::
-    The route goes through ``p``, which underflows to 0 for very wrong
-    predictions: a base loss that is infinite at ``p = 0`` (`cross_entropy`) is
-    then infinite, and one whose ``dl/dp`` is infinite there (`focal`,
-    `generalized_cross_entropy`) has a NaN gradient. `ce_loss`, `focal_loss`
-    and `gce_loss` compute those losses from ``log p`` instead. Base losses
-    with bounded ``dl/dp`` (`mae`, `taylor_cross_entropy`, the PHuber losses)
-    are exact and stable by this route.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from ogc_jax import losses
-    >>> loss_fn = losses.logit_loss_from_base(losses.mae)
-    >>> loss_fn(jnp.zeros((1, 4)), jnp.array([2]))
-    Array([0.75], dtype=float32)
-  """
-
-  def loss_fn(logits, labels, **hparams):
-    return base_loss(probability_of_label(logits, labels), **hparams)
-
-  loss_fn.__name__ = f'{base_loss.__name__}_of_logits'
-  loss_fn.__doc__ = (f'`{base_loss.__name__}` of ``p = '
-                     f'probability_of_label(logits, labels)``.')
-  return loss_fn
-
-
-def _one_minus_p(log_p):
-  # 1 - p, accurate also where p is close to 1.
-  return -jnp.expm1(log_p)
-
-
-def _normalized_cross_entropy(log_probs, log_p):
-  # NCE = -log p_y / sum_k (-log p_k) (Ma et al., 2020, Eq. 4).
-  return log_p / jnp.sum(log_probs, axis=-1)
-
-
-def _reverse_cross_entropy(log_p, log_zero):
-  # RCE = -sum_k p_k log q_k with q the one-hot label and log 0 := A
-  # (Wang et al., 2019, Eq. 5): the label's term is log 1 = 0, the others sum
-  # to -A (1 - p_y).
-  return -log_zero * _one_minus_p(log_p)
-
-
-def ce_loss(logits, labels):
-  """Softmax cross-entropy, ``-log p``, per example.
-
-  Args:
-    logits: float array, shape [batch, num_classes].
-    labels: int array, shape [batch].
-
-  Returns:
-    The loss of each example, shape [batch].
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from ogc_jax import losses
-    >>> losses.ce_loss(jnp.zeros((1, 4)), jnp.array([0]))  # log 4
-    Array([1.3862944], dtype=float32)
-  """
-  return -_log_probabilities(logits, labels)[1]
-
-
-def focal_loss(logits, labels, gamma=0.5):
-  """Focal loss, ``-(1 - p)**gamma * log p``, per example.
-
-  Args:
-    logits: float array, shape [batch, num_classes].
-    labels: int array, shape [batch].
-    gamma: focusing parameter; ``gamma = 0`` is cross-entropy. The default 0.5
-      is the CIFAR-10 setting of the robust-loss benchmarks (Ma et al., 2020).
-
-  Returns:
-    The loss of each example, shape [batch].
-
-  References:
-    Lin et al., `Focal Loss for Dense Object Detection
-    <https://arxiv.org/abs/1708.02002>`_, ICCV 2017.
-  """
-  log_p = _log_probabilities(logits, labels)[1]
-  one_minus_p = _one_minus_p(log_p)
-  # (1 - p)**gamma has an infinite slope at p = 1 for gamma < 1, where it
-  # multiplies -log p = 0; the double `where` gives the product its limiting
-  # gradient 0 there instead of 0 * inf = NaN.
-  positive = one_minus_p > 0
-  weight = jnp.where(positive,
-                     jnp.where(positive, one_minus_p, 1.0)**gamma, 0.0)
-  return -weight * log_p
-
-
-def mae_loss(logits, labels):
-  """Mean absolute error, ``1 - p``, per example; see `mae`.
-
-  Args:
-    logits: float array, shape [batch, num_classes].
-    labels: int array, shape [batch].
-
-  Returns:
-    The loss of each example, shape [batch].
-
-  References:
-    Ghosh et al., `Robust Loss Functions under Label Noise for Deep Neural
-    Networks <https://arxiv.org/abs/1712.09482>`_, AAAI 2017.
-  """
-  return mae(probability_of_label(logits, labels))
-
-
-def gce_loss(logits, labels, q=0.7):
-  """Generalized cross-entropy, ``(1 - p**q) / q``, per example.
-
-  Args:
-    logits: float array, shape [batch, num_classes].
-    labels: int array, shape [batch].
-    q: in (0, 1]; 0.7 is the paper's CIFAR setting.
-
-  Returns:
-    The loss of each example, shape [batch].
-
-  References:
-    Zhang & Sabuncu, `Generalized Cross Entropy Loss for Training Deep Neural
-    Networks with Noisy Labels <https://arxiv.org/abs/1805.07836>`_,
-    NeurIPS 2018.
-  """
-  log_p = _log_probabilities(logits, labels)[1]
-  # p**q = exp(q log p), whose gradient stays finite where p underflows.
-  return -jnp.expm1(q * log_p) / q
-
-
-def taylor_ce_loss(logits, labels, order=2):
-  """Taylor cross-entropy, per example; see `taylor_cross_entropy`.
-
-  Args:
-    logits: float array, shape [batch, num_classes].
-    labels: int array, shape [batch].
-    order: the order ``t`` of the Taylor series, a positive Python int.
-
-  Returns:
-    The loss of each example, shape [batch].
-
-  References:
-    Feng et al., `Can Cross Entropy Loss Be Robust to Label Noise?
-    <https://doi.org/10.24963/ijcai.2020/305>`_, IJCAI 2020.
-  """
-  return taylor_cross_entropy(probability_of_label(logits, labels), order)
-
-
-def sce_loss(logits, labels, alpha=0.1, beta=1.0, log_zero=math.log(1e-4)):
-  """Symmetric cross-entropy, ``alpha * CE + beta * RCE``, per example.
-
-  The reverse cross-entropy ``RCE = -sum_k p_k log q_k`` swaps prediction and
-  one-hot label ``q``; its ``log 0`` is the constant ``A``, here
-  ``log 1e-4`` as in the authors' code (which clamps the one-hot label at
-  1e-4), so that ``RCE = -A (1 - p)``. The code's extra clamp of ``p_k`` at
-  1e-7 is not applied.
-
-  Args:
-    logits: float array, shape [batch, num_classes].
-    labels: int array, shape [batch].
-    alpha: weight of the cross-entropy; 0.1 for CIFAR-10.
-    beta: weight of the reverse cross-entropy; 1.0 for CIFAR-10.
-    log_zero: ``A``, the value taken for ``log 0``.
-
-  Returns:
-    The loss of each example, shape [batch].
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from ogc_jax import losses
-    >>> losses.sce_loss(jnp.zeros((1, 2)), jnp.array([0]), alpha=0.0,
-    ...                 beta=1.0, log_zero=-4.0)  # -A * (1 - 1/2)
-    Array([2.], dtype=float32)
-
-  References:
-    Wang et al., `Symmetric Cross Entropy for Robust Learning with Noisy
-    Labels <https://arxiv.org/abs/1908.06112>`_, ICCV 2019.
-  """
-  log_p = _log_probabilities(logits, labels)[1]
-  return alpha * -log_p + beta * _reverse_cross_entropy(log_p, log_zero)
-
-
-def nce_rce_loss(logits, labels, alpha=1.0, beta=1.0,
-                 log_zero=math.log(1e-4)):
-  """Active passive loss NCE+RCE, ``alpha * NCE + beta * RCE``, per example.
-
-  ``NCE = -log p_y / sum_k (-log p_k)`` is the normalized cross-entropy and
-  ``RCE = -A (1 - p_y)`` the reverse cross-entropy of `sce_loss`.
-
-  Args:
-    logits: float array, shape [batch, num_classes].
-    labels: int array, shape [batch].
-    alpha: weight of NCE; 1.0 for CIFAR-10.
-    beta: weight of RCE; 1.0 for CIFAR-10.
-    log_zero: ``A``, the value taken for ``log 0`` in RCE.
-
-  Returns:
-    The loss of each example, shape [batch].
-
-  References:
-    Ma et al., `Normalized Loss Functions for Deep Learning with Noisy Labels
-    <https://arxiv.org/abs/2006.13554>`_, ICML 2020.
-  """
-  log_probs, log_p = _log_probabilities(logits, labels)
-  return (alpha * _normalized_cross_entropy(log_probs, log_p)
-          + beta * _reverse_cross_entropy(log_p, log_zero))
-
-
-def nce_agce_loss(logits, labels, alpha=1.0, beta=4.0, a=6.0, q=1.5):
-  """NCE plus asymmetric GCE, ``alpha * NCE + beta * AGCE``, per example.
-
-  ``AGCE = ((a + 1)**q - (a + p)**q) / q``, an asymmetric loss for ``a > 0``,
-  ``q > 0``.
-
-  Args:
-    logits: float array, shape [batch, num_classes].
-    labels: int array, shape [batch].
-    alpha: weight of NCE; 1.0 for CIFAR-10.
-    beta: weight of AGCE; 4.0 for CIFAR-10.
-    a: AGCE offset; 6.0 for CIFAR-10.
-    q: AGCE exponent; 1.5 for CIFAR-10.
-
-  Returns:
-    The loss of each example, shape [batch].
-
-  References:
-    Zhou et al., `Asymmetric Loss Functions for Learning with Noisy Labels
-    <https://arxiv.org/abs/2106.03110>`_, ICML 2021.
-  """
-  log_probs, log_p = _log_probabilities(logits, labels)
-  agce = ((a + 1.0)**q - (a + jnp.exp(log_p))**q) / q
-  return alpha * _normalized_cross_entropy(log_probs, log_p) + beta * agce
-
-
-def js_loss(logits, labels, pi1=0.7):
-  """Jensen-Shannon divergence loss, per example.
-
-  ``L = D_JS(e_y, p) / Z`` with the weighted divergence
-  ``D_JS = pi1 KL(e_y || m) + (1 - pi1) KL(softmax || m)``,
-  ``m = pi1 e_y + (1 - pi1) softmax``, and ``Z = -(1 - pi1) log(1 - pi1)``.
-  It approaches cross-entropy as ``pi1 -> 0`` and (a multiple of) MAE as
-  ``pi1 -> 1``. Every class but the label has ``log(softmax_k / m_k) =
-  -log(1 - pi1)``, so the loss depends on ``p = softmax[label]`` alone:
-  ``D_JS = -pi1 log m_y + (1 - pi1) (p log(p / m_y) - (1 - p) log(1 - pi1))``.
-
-  Args:
-    logits: float array, shape [batch, num_classes].
-    labels: int array, shape [batch].
-    pi1: weight of the label distribution, in (0, 1). The authors tune it per
-      noise setting; on CIFAR-10 they use 0.7 for 20% and 40% symmetric noise
-      (0.1 without noise, 0.9 for 60% and 80%, 0.3 for asymmetric noise). The
-      default is 0.7.
-
-  Returns:
-    The loss of each example, shape [batch].
-
-  References:
-    Englesson & Azizpour, `Generalized Jensen-Shannon Divergence Loss for
-    Learning with Noisy Labels <https://arxiv.org/abs/2105.04522>`_,
-    NeurIPS 2021.
-  """
-  log_p = _log_probabilities(logits, labels)[1]
-  p = jnp.exp(log_p)
-  log_m = jnp.log(pi1 + (1.0 - pi1) * p)
-  log_1m_pi1 = jnp.log1p(-pi1)
-  divergence = -pi1 * log_m + (1.0 - pi1) * (
-      p * (log_p - log_m) - _one_minus_p(log_p) * log_1m_pi1)
-  return divergence / (-(1.0 - pi1) * log_1m_pi1)
-
-
-def logit_clip_ce_loss(logits, labels, norm_bound=1.5, norm_order=2):
-  """Cross-entropy of clipped logits (LogitClip), per example.
-
-  The logit vector ``z`` is rescaled to ``z * min(1, bound / ||z||_r)``, so
-  that its ``r``-norm is at most ``bound``, before the cross-entropy. The
-  clipping is continuous in ``z`` and differentiable through.
-
-  Args:
-    logits: float array, shape [batch, num_classes].
-    labels: int array, shape [batch].
-    norm_bound: the upper bound on the logit norm, ``1 / tau`` in the paper
-      (the official code's ``--temp``), tuned there in {0.1, 0.5, ..., 5}; the
-      default 1.5 is the value of the official CIFAR-10 example.
-    norm_order: ``r >= 1`` of the norm; the paper uses 2.
-
-  Returns:
-    The loss of each example, shape [batch].
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from ogc_jax import losses
-    >>> # ||(3, 4)|| = 5 is clipped to 1.5: CE of (0.9, 1.2)
-    >>> losses.logit_clip_ce_loss(jnp.array([[3.0, 4.0]]), jnp.array([1]))
-    Array([0.55435526], dtype=float32)
-
-  References:
-    Wei et al., `Mitigating Memorization of Noisy Labels by Clipping the Model
-    Prediction <https://arxiv.org/abs/2212.04055>`_, ICML 2023.
-  """
-  logits = _check_inputs(logits, labels)
-  norm_to_the_r = jnp.sum(jnp.abs(logits)**norm_order, axis=-1, keepdims=True)
-  # Floored so that the norm's gradient is finite at z = 0.
-  norm = jnp.maximum(norm_to_the_r, jnp.finfo(logits.dtype).tiny)**(
-      1.0 / norm_order)
-  clipped = logits * (norm_bound / jnp.maximum(norm, norm_bound))
-  return ce_loss(clipped, labels)
-
-
-def anl_ce_loss(logits, labels, alpha=5.0, beta=5.0, min_prob=1e-7):
-  """Active negative loss ANL-CE, ``alpha * NCE + beta * NNCE``, per example.
-
-  With ``A = -log(min_prob)`` and ``l_k = A + log max(p_k, min_prob)`` (the
-  cross-entropy of class ``k`` clamped at ``A``, subtracted from ``A``), the
-  normalized negative cross-entropy is ``NNCE = 1 - l_y / sum_k l_k``.
-
-  The paper trains ANL-CE with an L1 penalty ``delta * ||theta||_1`` on the
-  weights (``delta = 5e-5`` for CIFAR-10). It is a regulariser, not part of
-  this loss: add it to the objective (or the optimiser) separately.
-
-  Args:
-    logits: float array, shape [batch, num_classes].
-    labels: int array, shape [batch].
-    alpha: weight of NCE; 5.0 for CIFAR-10.
-    beta: weight of NNCE; 5.0 for CIFAR-10.
-    min_prob: the probability at which ``p_k`` is clamped, in (0, 1 / C).
-
-  Returns:
-    The loss of each example, shape [batch].
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from ogc_jax import losses
-    >>> # uniform prediction: NCE = 1/C, NNCE = 1 - 1/C
-    >>> losses.anl_ce_loss(jnp.zeros((1, 4)), jnp.array([0]), alpha=1.0,
-    ...                    beta=1.0)
-    Array([1.], dtype=float32)
-
-  References:
-    Ye et al., `Active Negative Loss Functions for Learning with Noisy Labels
-    <https://arxiv.org/abs/2310.03590>`_, NeurIPS 2023.
-  """
-  log_probs, log_p = _log_probabilities(logits, labels)
-  log_min_prob = math.log(min_prob)
-  negative = jnp.maximum(log_probs, log_min_prob) - log_min_prob
-  nnce = 1.0 - _gather(negative, labels) / jnp.sum(negative, axis=-1)
-  return alpha * _normalized_cross_entropy(log_probs, log_p) + beta * nnce
-
-
-def phuber_ce_loss(logits, labels, tau=10.0):
-  """PHuber-CE, per example; see `phuber_cross_entropy`.
-
-  Args:
-    logits: float array, shape [batch, num_classes].
-    labels: int array, shape [batch].
-    tau: the fixed gradient clipping threshold. The paper picks it from
-      {2, 10} on a noisy validation set; 10 is the common CIFAR-10 choice.
-
-  Returns:
-    The loss of each example, shape [batch].
-
-  References:
-    Menon et al., `Can Gradient Clipping Mitigate Label Noise?
-    <https://openreview.net/forum?id=rklB76EKPr>`_, ICLR 2020.
-  """
-  return phuber_cross_entropy(probability_of_label(logits, labels), tau)
-
-
-def phuber_gce_loss(logits, labels, q=0.7, tau=10.0):
-  """PHuber-GCE, per example; see `phuber_generalized_cross_entropy`.
-
-  Args:
-    logits: float array, shape [batch, num_classes].
-    labels: int array, shape [batch].
-    q: the GCE exponent, in (0, 1).
-    tau: the fixed gradient clipping threshold; see `phuber_ce_loss`.
-
-  Returns:
-    The loss of each example, shape [batch].
-
-  References:
-    Menon et al., `Can Gradient Clipping Mitigate Label Noise?
-    <https://openreview.net/forum?id=rklB76EKPr>`_, ICLR 2020.
-  """
-  return phuber_generalized_cross_entropy(
-      probability_of_label(logits, labels), q, tau)
-
-
-# Every baseline as loss_fn(logits, labels, **hparams) -> per-example loss.
-LOSSES: dict[str, Callable[..., jax.Array]] = {
-    'ce': ce_loss,
-    'focal': focal_loss,
-    'mae': mae_loss,
-    'gce': gce_loss,
-    'taylor_ce': taylor_ce_loss,
-    'sce': sce_loss,
-    'nce_rce': nce_rce_loss,
-    'nce_agce': nce_agce_loss,
-    'js': js_loss,
-    'logit_clip_ce': logit_clip_ce_loss,
-    'anl_ce': anl_ce_loss,
-    'phuber_ce': phuber_ce_loss,
-    'phuber_gce': phuber_gce_loss,
-}
-
-# The keyword defaults of each loss in `LOSSES`: the papers' CIFAR-10 settings.
-DEFAULTS: dict[str, dict] = {
-    'ce': {},
-    'focal': {'gamma': 0.5},
-    'mae': {},
-    'gce': {'q': 0.7},
-    'taylor_ce': {'order': 2},
-    'sce': {'alpha': 0.1, 'beta': 1.0, 'log_zero': math.log(1e-4)},
-    'nce_rce': {'alpha': 1.0, 'beta': 1.0, 'log_zero': math.log(1e-4)},
-    'nce_agce': {'alpha': 1.0, 'beta': 4.0, 'a': 6.0, 'q': 1.5},
-    'js': {'pi1': 0.7},
-    'logit_clip_ce': {'norm_bound': 1.5, 'norm_order': 2},
-    'anl_ce': {'alpha': 5.0, 'beta': 5.0, 'min_prob': 1e-7},
-    'phuber_ce': {'tau': 10.0},
-    'phuber_gce': {'q': 0.7, 'tau': 10.0},
-}
-
-# The paper of each loss in `LOSSES`.
-REFERENCES: dict[str, str] = {
-    'ce': 'cross-entropy',
-    'focal': 'Lin et al., ICCV 2017',
-    'mae': 'Ghosh et al., AAAI 2017',
-    'gce': 'Zhang & Sabuncu, NeurIPS 2018',
-    'taylor_ce': 'Feng et al., IJCAI 2020',
-    'sce': 'Wang et al., ICCV 2019',
-    'nce_rce': 'Ma et al., ICML 2020',
-    'nce_agce': 'Zhou et al., ICML 2021',
-    'js': 'Englesson & Azizpour, NeurIPS 2021',
-    'logit_clip_ce': 'Wei et al., ICML 2023',
-    'anl_ce': 'Ye et al., NeurIPS 2023',
-    'phuber_ce': 'Menon et al., ICLR 2020',
-    'phuber_gce': 'Menon et al., ICLR 2020',
-}

@@ -7,31 +7,11 @@ import numpy as np
 import pytest
 from absl.testing import absltest
 from absl.testing import parameterized
-from sklearn.mixture import GaussianMixture
 
 import ogc_jax
 from ogc_jax import losses
 from ogc_jax.gmm import GMM, fit_gmm
-
-
-def realistic_queue(noise_rate, seed, n=4096):
-  """H of a training queue: clean losses skewed near 0, noisy spread over 1.5-6."""
-  rng = np.random.default_rng(seed)
-  n_noisy = int(round(noise_rate * n))
-  clean = rng.gamma(shape=1.0, scale=0.15, size=n - n_noisy)
-  noisy = rng.uniform(1.5, 6.0, size=n_noisy)
-  return np.concatenate([clean, noisy]).astype(np.float32)
-
-
-def sklearn_fit(h, reg_covar=1e-3):
-  gm = GaussianMixture(2, reg_covar=reg_covar, tol=1e-10, max_iter=5000,
-                       n_init=5, random_state=0).fit(np.asarray(h, np.float64)[:, None])
-  order = np.argsort(gm.means_.ravel())
-  return GMM(mean_clean=gm.means_.ravel()[order[0]],
-             var_clean=gm.covariances_.ravel()[order[0]],
-             mean_noisy=gm.means_.ravel()[order[1]],
-             var_noisy=gm.covariances_.ravel()[order[1]],
-             weight_noisy=gm.weights_[order[1]])
+from ogc_jax.testing import realistic_queue, sklearn_fit
 
 
 class FitGMMTest(chex.TestCase, parameterized.TestCase):

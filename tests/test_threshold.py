@@ -15,13 +15,11 @@ from ogc_jax import losses
 from ogc_jax.gmm import GMM
 from ogc_jax.threshold import (MAX_PROB, MIN_PROB, derivative_magnitude,
                                noise_to_clean_ratio, solve_threshold)
-from tests import reference as ref
+from ogc_jax import testing as ref
 
-BASE_LOSSES = {
-    "ce": (losses.cross_entropy, ref.ce_derivative),
-    "focal": (losses.focal, ref.focal_derivative),
-    "gce": (losses.generalized_cross_entropy, ref.gce_derivative),
-}
+# (base loss, its float64 |l'(p)|) by the names of losses.BASE_LOSSES.
+BASE_LOSSES = {name: (losses.BASE_LOSSES[name], derivative)
+               for name, derivative in ref.DERIVATIVES.items()}
 
 # From well separated to overlapping.
 MIXTURES = [

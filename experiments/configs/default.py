@@ -36,7 +36,8 @@ def get_config():
   # Seed of the noise; None: the run's seed ('ours'), 0 ('authors', theirs).
   config.noise.seed = config_dict.placeholder(int)
 
-  # Method: a baseline loss (ogc_jax.losses.LOSSES) or 'ogc_<base loss>'.
+  # Method: a baseline (ogc_jax.baselines.LOSSES) or 'ogc_' + a base loss of
+  # ogc_jax.losses.BASE_LOSSES.
   config.method = 'ogc_ce'
   # Loss hyperparameters; None keeps the paper's default.
   config.loss_hparams = ml_collections.ConfigDict()

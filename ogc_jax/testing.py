@@ -1,0 +1,250 @@
+"""Float64 references and realistic inputs for testing and benchmarking OGC.
+
+What the tests and the benchmarks both check OGC against, kept in one module
+both import (as optax keeps ``optax._src.test_utils``), independent of the
+``jnp`` code it checks:
+
+* the base losses' derivatives ``|l'(p)|`` written by hand (`DERIVATIVES`, by
+  the names of `ogc_jax.losses.BASE_LOSSES`);
+* the noise-to-clean ratio and the clipping threshold in float64: SciPy's
+  adaptive quadrature over ``scipy.stats.truncnorm`` and Brent's root finder
+  (`ratio`, `threshold`);
+* a converged scikit-learn mixture fit (`sklearn_fit`) and realistic queues of
+  losses (`realistic_queue`);
+* the authors' original pipeline, for comparison: scikit-learn's
+  ``GaussianMixture`` with its defaults, a 1000-point grid and 10 bisection
+  steps (`authors_fit`, `authors_threshold`, `authors_pipeline`).
+
+It needs SciPy and scikit-learn (the ``test`` extra: ``pip install
+ogc-jax[test]``) and is not imported by ``import ogc_jax``.
+"""
+
+import math
+import warnings
+
+import numpy as np
+from scipy import integrate, optimize, stats
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture
+
+from ogc_jax.gmm import GMM
+
+# The probability range of OGC, restated here so that the references do not
+# depend on the code they check.
+MIN_PROB = 1e-7
+MAX_PROB = 1 - 1e-7
+MIN_H = -math.log1p(-1e-7)
+MAX_H = -math.log(1e-7)
+
+
+def ce_derivative(p):
+  """``|d/dp -log p| = 1 / p``."""
+  return 1.0 / p
+
+
+def focal_derivative(p, gamma=0.5):
+  """``|d/dp -(1 - p)**gamma log p|``."""
+  return np.abs(gamma * np.log(p) * (1 - p) ** (gamma - 1) - (1 - p) ** gamma / p)
+
+
+def gce_derivative(p, q=0.7):
+  """``|d/dp (1 - p**q) / q| = p**(q - 1)``."""
+  return p ** (q - 1)
+
+
+# Hand-written |l'(p)| of base losses in `ogc_jax.losses.BASE_LOSSES`, by the
+# same names and with the same default hyperparameters.
+DERIVATIVES = {
+    "ce": ce_derivative,
+    "fl": focal_derivative,
+    "gce": gce_derivative,
+}
+
+
+def ratio(gmm, derivative, p_threshold):
+  """The noise-to-clean ratio R at a probability threshold, in float64.
+
+  Args:
+    gmm: a mapping with ``mean_clean``, ``var_clean``, ``mean_noisy`` and
+      ``var_noisy`` (a `GMM` or a dict), components over H = -log p truncated
+      to [MIN_H, MAX_H].
+    derivative: ``|l'(p)|`` of the base loss, e.g. `ce_derivative`.
+    p_threshold: the probability at which ``|l'|`` is clipped.
+
+  Returns:
+    ``E_noisy[min(|l'|, tau)] / E_clean[min(|l'|, tau)]`` with
+    ``tau = |l'(p_threshold)|``, a float.
+  """
+  tau = derivative(p_threshold)
+  h_t = -math.log(p_threshold)
+
+  def expect(mean, var):
+    clipped = lambda h: min(derivative(math.exp(-h)), tau)
+    std = math.sqrt(var)
+    dist = stats.truncnorm((MIN_H - mean) / std, (MAX_H - mean) / std, mean, std)
+    lo = max(MIN_H, mean - 15 * std)
+    hi = min(MAX_H, mean + 15 * std)
+    total = 0.0
+    for a, b in ((lo, min(max(h_t, lo), hi)), (min(max(h_t, lo), hi), hi)):
+      if b > a:
+        total += integrate.quad(lambda h: clipped(h) * dist.pdf(h), a, b,
+                                limit=2000, epsabs=0, epsrel=1e-11)[0]
+    mass = integrate.quad(dist.pdf, lo, hi, limit=2000, epsabs=0, epsrel=1e-11)[0]
+    return total / mass
+
+  return (expect(gmm["mean_noisy"], gmm["var_noisy"])
+          / expect(gmm["mean_clean"], gmm["var_clean"]))
+
+
+def threshold(gmm, derivative, learning_rate, epsilon=20.0):
+  """The clipping threshold in float64: Brent's method on R in log p.
+
+  Args:
+    gmm: the mixture, as for `ratio`.
+    derivative: ``|l'(p)|`` of the base loss.
+    learning_rate: the current learning rate eta.
+    epsilon: OGC's epsilon; the target ratio is ``1 + eta * epsilon``.
+
+  Returns:
+    ``(p_threshold, tau)``: ``MIN_PROB`` (no clipping) when R meets the target
+    without clipping, ``MAX_PROB`` when even full clipping does not.
+
+  Example:
+    >>> from ogc_jax import testing
+    >>> gmm = dict(mean_clean=0.05, var_clean=0.002, mean_noisy=4.0,
+    ...            var_noisy=1.5)
+    >>> p, tau = testing.threshold(gmm, testing.ce_derivative, 0.01)
+    >>> round(tau, 4)
+    1.2764
+  """
+  target = 1 + learning_rate * epsilon
+  f = lambda h: ratio(gmm, derivative, math.exp(-h)) - target
+  if f(MAX_H) <= 0:
+    p = MIN_PROB
+  elif f(MIN_H) > 0:
+    p = MAX_PROB
+  else:
+    p = math.exp(-optimize.brentq(f, MIN_H, MAX_H, xtol=1e-13, rtol=1e-13))
+  return p, float(derivative(p))
+
+
+def realistic_queue(noise_rate, seed, n=4096):
+  """H = -log p of a training queue: clean losses near 0, noisy ones spread.
+
+  Clean H is Gamma(1, 0.15) (skewed towards 0), noisy H uniform on [1.5, 6].
+
+  Args:
+    noise_rate: fraction of noisy values.
+    seed: NumPy seed.
+    n: queue length.
+
+  Returns:
+    float32 array of shape [n], the clean values first.
+  """
+  rng = np.random.default_rng(seed)
+  n_noisy = int(round(noise_rate * n))
+  clean = rng.gamma(shape=1.0, scale=0.15, size=n - n_noisy)
+  noisy = rng.uniform(1.5, 6.0, size=n_noisy)
+  return np.concatenate([clean, noisy]).astype(np.float32)
+
+
+def sklearn_fit(h, reg_covar=1e-3):
+  """A converged float64 scikit-learn fit of the two-component mixture.
+
+  ``GaussianMixture`` with 5 initialisations, tol 1e-10, up to 5000
+  iterations: the answer `ogc_jax.fit_gmm` should reach.
+
+  Args:
+    h: 1-D array of H values.
+    reg_covar: added to each variance, as ``fit_gmm``'s ``reg_covar``.
+
+  Returns:
+    A `GMM` of float64 NumPy scalars, the lower-mean component as clean.
+  """
+  gm = GaussianMixture(2, reg_covar=reg_covar, tol=1e-10, max_iter=5000,
+                       n_init=5, random_state=0).fit(np.asarray(h, np.float64)[:, None])
+  order = np.argsort(gm.means_.ravel())
+  return GMM(mean_clean=gm.means_.ravel()[order[0]],
+             var_clean=gm.covariances_.ravel()[order[0]],
+             mean_noisy=gm.means_.ravel()[order[1]],
+             var_noisy=gm.covariances_.ravel()[order[1]],
+             weight_noisy=gm.weights_[order[1]])
+
+
+def authors_fit(h, reg_covar=1e-3):
+  """The authors' mixture fit: scikit-learn's ``GaussianMixture`` defaults.
+
+  One k-means initialisation, tol 1e-3, at most 100 iterations, on float64.
+
+  Args:
+    h: 1-D array of H values.
+    reg_covar: added to each variance (the authors' 1e-3).
+
+  Returns:
+    A dict with the fields of `GMM`, the lower-mean component as clean.
+  """
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", ConvergenceWarning)
+    gm = GaussianMixture(n_components=2, reg_covar=reg_covar,
+                         random_state=0).fit(np.asarray(h, np.float64)[:, None])
+  means, variances = gm.means_.ravel(), gm.covariances_.ravel()
+  clean, noisy = np.argsort(means)
+  return dict(mean_clean=means[clean], var_clean=variances[clean],
+              mean_noisy=means[noisy], var_noisy=variances[noisy],
+              weight_noisy=gm.weights_[noisy])
+
+
+def authors_threshold(gmm, derivative, learning_rate, epsilon=20.0,
+                      grid=1000, steps=10):
+  """The authors' threshold numerics: a grid in H and bisection in p.
+
+  The expectations are means over a ``grid``-point grid of H, and p is found
+  by ``steps`` bisection steps on [MIN_PROB, MAX_PROB] (their
+  ``binary_search``, which stops early when R is within 1e-4 of the target).
+
+  Args:
+    gmm: the mixture, as for `ratio`.
+    derivative: ``|l'(p)|`` of the base loss, vectorised over NumPy arrays.
+    learning_rate: the current learning rate eta.
+    epsilon: OGC's epsilon.
+    grid: number of grid points in H.
+    steps: number of bisection steps.
+
+  Returns:
+    ``(p_threshold, tau)``.
+  """
+  sample_h = np.linspace(MIN_H, MAX_H, grid)
+  g = np.abs(derivative(np.exp(-sample_h)))
+  dens = {}
+  for name in ("clean", "noisy"):
+    m, s = gmm["mean_" + name], math.sqrt(gmm["var_" + name])
+    dens[name] = stats.truncnorm.pdf(sample_h, (MIN_H - m) / s, (MAX_H - m) / s, m, s)
+
+  def r(p):
+    tau = abs(derivative(p))
+    c = np.minimum(g, tau)
+    return ((dens["noisy"] * c).mean() / (dens["clean"] * c).mean()
+            * dens["clean"].mean() / dens["noisy"].mean())
+
+  target = 1 + learning_rate * epsilon
+  left, right = MIN_PROB, MAX_PROB
+  for _ in range(steps):  # their binary_search with tol 1e-4 on R
+    mid = (left + right) / 2
+    val = r(mid)
+    if abs(val - target) < 1e-4:
+      return mid, float(derivative(mid))
+    if val > target:
+      left = mid
+    else:
+      right = mid
+  mid = (left + right) / 2
+  return mid, float(derivative(mid))
+
+
+def authors_pipeline(h, derivative, learning_rate, reg_covar=1e-3):
+  """One refit as the authors do it: `authors_fit`, then `authors_threshold`.
+
+  Returns:
+    ``(p_threshold, tau)``.
+  """
+  return authors_threshold(authors_fit(h, reg_covar), derivative, learning_rate)
