@@ -99,7 +99,7 @@ def _processes(args, dtype, root):
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--quick', action='store_true',
-                      help='digits MLP, 3 epochs, 2 runs, float32: a CPU smoke run')
+                      help='digits MLP, 2 epochs, 2 runs, float32: a CPU smoke run')
   parser.add_argument('--dtypes', default=None,
                       help='comma-separated (default bfloat16,float32; '
                            'quick: float32)')
@@ -113,7 +113,7 @@ def main(argv=None):
   parser.add_argument('--modes', default='per-step,epoch,packed,processes')
   args = parser.parse_args(argv)
   args.pack = args.pack or (2 if args.quick else 4)
-  args.epochs = args.epochs or 3
+  args.epochs = args.epochs or (2 if args.quick else 3)
   dtypes = (args.dtypes or ('float32' if args.quick else 'bfloat16,float32')
             ).split(',')
   modes = args.modes.split(',')

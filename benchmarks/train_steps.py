@@ -36,7 +36,7 @@ from benchmarks import common
 import ogc_jax
 from ogc_jax import losses
 from ogc_jax.testing import realistic_queue
-from experiments import input_pipeline
+from experiments import augment
 from experiments import models
 from experiments import train
 
@@ -62,14 +62,6 @@ class Variants(NamedTuple):
   weighting: Any
 
 
-def _weighting(config, method, schedule):
-  # As experiments.train.train_and_evaluate builds it.
-  return ogc_jax.ogc_weights(
-      method.fn, schedule, epsilon=config.ogc.epsilon,
-      update_period=config.ogc.update_period,
-      queue_size=config.ogc.queue_size)
-
-
 def _full_queue(ogc_state):
   """The OGC state with a full queue of realistic H values (40% noise)."""
   queue_size = ogc_state.queue.shape[0]
@@ -89,11 +81,11 @@ def _per_example_step(config, model, method, tx, mean, std, num_train):
     idx = jax.lax.dynamic_slice(perm, (start,), (batch_size,))
     x = images_all[idx].astype(jnp.float32)
     if aug.crop_padding or aug.flip or aug.rotation_degrees:
-      x = input_pipeline.augment(
+      x = augment.augment(
           jax.random.fold_in(rng, state.step), x,
           crop_padding=aug.crop_padding, flip=aug.flip,
           rotation_degrees=aug.rotation_degrees)
-    x = input_pipeline.normalize(x, mean, std)
+    x = augment.normalize(x, mean, std)
 
     def example_loss(params, xi, yi):
       logits, new_vars = model.apply(
@@ -162,7 +154,7 @@ def build(config, *, num_classes=10, image_shape=(32, 32, 3), num_batches=4):
         batch_stats=variables.get("batch_stats", {}),
         opt_state=tx.init(params), ogc_state={})
     if name == "OGC fused":
-      weighting = _weighting(config, method, schedule)
+      weighting = train.make_weighting(config, method, schedule)
       step, _ = train.make_steps(config, model, method, weighting, tx, mean,
                                  std, data_sharding, num_train)
       state = state.replace(ogc_state=_full_queue(weighting.init()))

@@ -113,6 +113,16 @@ def learning_rate_schedule(config, steps_per_epoch):
   return optax.piecewise_constant_schedule(config.learning_rate, boundaries)
 
 
+def make_weighting(config, method, schedule):
+  """The fused OGC route of an OGC method (None for a baseline)."""
+  if not method.is_ogc:
+    return None
+  return ogc_jax.ogc_weights(
+      method.fn, schedule, epsilon=config.ogc.epsilon,
+      update_period=config.ogc.update_period,
+      queue_size=config.ogc.queue_size)
+
+
 def create_optimizer(config, schedule):
   """Global-norm clip, then coupled weight decay and SGD momentum (PyTorch)."""
   return optax.chain(
@@ -452,10 +462,7 @@ def _train_runs(configs, workdirs) -> list:
                               dtype=jnp.dtype(config.dtype))
   schedule = learning_rate_schedule(config, steps_per_epoch)
   tx = create_optimizer(config, schedule)
-  weighting = (ogc_jax.ogc_weights(
-      method.fn, schedule, epsilon=config.ogc.epsilon,
-      update_period=config.ogc.update_period,
-      queue_size=config.ogc.queue_size) if method.is_ogc else None)
+  weighting = make_weighting(config, method, schedule)
   train_step, eval_step = make_steps(config, model, method, weighting, tx,
                                      mean, std, data_sharding, num_train)
   if packed:  # the images are shared; labels, states and keys are per run
