@@ -1,4 +1,4 @@
-"""Training on noisily labelled data with OGC or a baseline loss.
+r"""Training on noisily labelled data with OGC or a baseline loss.
 
 ``train_and_evaluate(config, workdir)`` runs one experiment: it loads the
 data, corrupts the training labels (`ogc_jax.noise`), trains data-parallel
@@ -23,13 +23,21 @@ Command line (Flax-examples style)::
 
 Without flags it trains OGC-CE on scikit-learn's digits with 60% symmetric
 noise (`experiments/configs/digits.py`) into ``runs/digits_default``.
+``--help`` lists every key of the config with its value and meaning. A bad
+key or value, or a workdir that cannot hold the run, is reported in one line,
+before any file is written and, but for a batch larger than the data, before
+any data is loaded (`validate_config`).
 """
 
 import dataclasses
+import difflib
 import functools
 import json
 import os
+import re
 import sys
+import tempfile
+import textwrap
 import time
 from typing import Any
 
@@ -40,6 +48,7 @@ import flax
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import ml_collections
 from ml_collections import config_flags
 import numpy as np
 import optax
@@ -52,6 +61,7 @@ from experiments import augment
 from experiments import data as data_lib
 from experiments import models
 from experiments import workdir as workdir_lib
+from experiments.configs import default as default_config
 
 # Datasets whose asymmetric-noise mapping is known (ogc_jax.noise).
 _MAPPING_OF_DATASET = {
@@ -74,6 +84,14 @@ class TrainState:
 # Configuration
 
 
+class ConfigError(ValueError):
+  """A configuration or workdir that cannot give a run; the message says why.
+
+  `train_and_evaluate` raises it before it writes a file; the command line
+  prints it as one line, without a traceback.
+  """
+
+
 class Method:
   """The loss of a config: a baseline loss or OGC with a base loss of p."""
 
@@ -85,24 +103,210 @@ class Method:
     if self.is_ogc:
       base = name[len('ogc_'):]
       if base not in losses.BASE_LOSSES:
-        raise ValueError(
-            f'Unknown OGC base loss {base!r} in method {name!r}; expected '
-            f'ogc_ + one of {sorted(losses.BASE_LOSSES)}.')
+        raise ConfigError(
+            f'Unknown OGC base loss {base!r} in config.method={name!r}; '
+            f'expected ogc_ + one of {sorted(losses.BASE_LOSSES)}.')
       fn = losses.BASE_LOSSES[base]
     elif name in baselines.LOSSES:
       fn = baselines.LOSSES[name]
     else:
-      raise ValueError(
-          f'Unknown method {name!r}; expected one of {sorted(baselines.LOSSES)}'
-          f' or ogc_<base> with <base> in {sorted(losses.BASE_LOSSES)}.')
+      raise ConfigError(
+          f'Unknown method config.method={name!r}; expected one of '
+          f'{sorted(baselines.LOSSES)} or ogc_<base> with <base> in '
+          f'{sorted(losses.BASE_LOSSES)}.')
     accepted = set(losses.hyperparameters(fn))
     unknown = set(hparams) - accepted
     if unknown:
-      raise ValueError(
+      raise ConfigError(
           f'config.loss_hparams sets {sorted(unknown)}, which method {name!r} '
           f'does not take (it takes {sorted(accepted) or "none"}).')
     self.hparams = hparams
     self.fn = functools.partial(fn, **hparams)
+
+
+# Keys that must be integers >= 1, and >= 0.
+_POSITIVE_KEYS = ('num_epochs', 'batch_size', 'eval_batch_size', 'final_epochs',
+                  'checkpoint_every')
+_NON_NEGATIVE_KEYS = ('train_subset', 'test_subset', 'num_devices',
+                      'steps_per_dispatch')
+DTYPES = ('float32', 'bfloat16')
+# The datasets `experiments.data.load_dataset` knows by name.
+_OWN_DATASETS = ('digits', 'cifar10_jpeg')
+_DATASET_CHOICES = (
+    "'digits', 'cifar10_jpeg' (the shared CIFAR-10 copy), 'folder:PATH' (an "
+    'image folder: PATH/train/<class>/*.jpg and PATH/test/<class>/*.jpg) or a '
+    "TFDS name such as 'cifar10', 'cifar100', 'mnist', 'cifar10_n' (prepared "
+    'by `tfds build NAME --data_dir=DIR --file_format=array_record`, then '
+    '--config.data_dir=DIR)')
+
+
+def _flat_items(config, prefix=''):
+  """``('noise.rate', 0.5)``-style pairs of every leaf of a ConfigDict."""
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from _flat_items(value, f'{prefix}{key}.')
+    else:
+      yield prefix + key, value
+
+
+def _did_you_mean(name, choices):
+  """`` (did you mean 'a', 'b' or 'c'?)`` for the choices close to ``name``."""
+  close = [repr(c) for c in difflib.get_close_matches(name, choices, n=3)]
+  if not close:
+    return ''
+  if len(close) > 1:
+    close = [', '.join(close[:-1]), close[-1]]
+  return f' (did you mean {" or ".join(close)}?)'
+
+
+def _check_dataset(config):
+  """The dataset's name, its label options and its noise, without loading it."""
+  name, label_key, labels_csv = (config.dataset, config.label_key,
+                                 config.labels_csv)
+  folder = None
+  if name.startswith('folder:'):
+    folder = name[len('folder:'):]
+  elif os.sep in name and os.path.isdir(name):
+    folder = name
+  tfds_base = None
+  if name not in _OWN_DATASETS and folder is None:
+    # TFDS: 'cifar10', 'cifar10_n:1.0.4', 'imagenet2012/subset'. Its registry
+    # is a cheap lookup; a name it lacks may still be prepared in data_dir.
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    tfds_base = name.split(':')[0].split('/')[0]
+    registered = tfds.list_builders(with_community_datasets=False)
+    if tfds_base not in registered and not (
+        config.data_dir and os.path.isdir(os.path.join(config.data_dir,
+                                                       tfds_base))):
+      hint = _did_you_mean(name, list(_OWN_DATASETS) + list(registered))
+      raise ConfigError(f'Unknown dataset config.dataset={name!r}{hint}; '
+                        f'expected {_DATASET_CHOICES}.')
+  if folder is not None and not os.path.isdir(folder):
+    raise ConfigError(f'config.dataset={name!r}: {folder!r} is not a folder; '
+                      f'expected {_DATASET_CHOICES}.')
+  if label_key is not None and tfds_base is None:
+    raise ConfigError(f'config.label_key={label_key!r} applies to TFDS '
+                      f'datasets, not to config.dataset={name!r}.')
+  label_keys = data_lib.CIFAR_N_LABEL_KEYS.get(tfds_base)
+  if label_key is not None and label_keys and label_key not in label_keys:
+    raise ConfigError(f'config.label_key={label_key!r} is not a label key of '
+                      f'{name!r}; expected one of {label_keys}.')
+  if labels_csv is not None:
+    if folder is None and name != 'cifar10_jpeg':
+      raise ConfigError(f'config.labels_csv={labels_csv!r} applies to image '
+                        f'folders, not to config.dataset={name!r}.')
+    if not os.path.isfile(labels_csv):
+      raise ConfigError(f'config.labels_csv={labels_csv!r} is not a file.')
+  if (label_keys or labels_csv is not None) and (
+      config.noise.kind != 'none' or config.noise.rate != 0):
+    source = ' with config.labels_csv' if labels_csv is not None else ''
+    raise ConfigError(
+        f'config.dataset={name!r}{source} brings its own noisy labels, so '
+        f'config.noise.kind={config.noise.kind!r} with rate '
+        f'{config.noise.rate!r} would add more; set --config.noise.kind=none '
+        '--config.noise.rate=0.')
+
+
+def _check_noise(config):
+  kind, rate = config.noise.kind, config.noise.rate
+  if kind not in ogc_jax.noise.KINDS:
+    raise ConfigError(f'Unknown noise config.noise.kind={kind!r}; expected one '
+                      f'of {ogc_jax.noise.KINDS}.')
+  if not 0 <= rate < 1:
+    raise ConfigError(f'config.noise.rate={rate!r} is not a noise rate; '
+                      'expected a number in [0, 1).')
+  if kind == 'none' and rate != 0:
+    raise ConfigError(f'config.noise.rate={rate!r} with config.noise.kind='
+                      "'none'; set the rate to 0 or a kind of "
+                      f'{ogc_jax.noise.KINDS[1:]}.')
+  if config.noise.protocol not in ogc_jax.noise.PROTOCOLS:
+    raise ConfigError(
+        f'Unknown config.noise.protocol={config.noise.protocol!r}; expected '
+        f'one of {ogc_jax.noise.PROTOCOLS}.')
+  if config.noise.seed is not None and config.noise.seed < 0:
+    raise ConfigError(f'config.noise.seed={config.noise.seed!r} is negative; '
+                      'expected None (the run\'s seed) or an integer >= 0.')
+  mappings = sorted(ogc_jax.noise.ASYMMETRIC_MAPPINGS)
+  mapping = config.noise.mapping
+  if mapping is not None and mapping not in mappings:
+    raise ConfigError(f'Unknown config.noise.mapping={mapping!r}; expected '
+                      f'one of {mappings}.')
+  if (kind == 'asymmetric' and mapping is None
+      and config.dataset not in _MAPPING_OF_DATASET):
+    raise ConfigError(
+        f'config.noise.kind=\'asymmetric\' has no mapping for '
+        f'config.dataset={config.dataset!r}; set config.noise.mapping to one '
+        f'of {mappings}.')
+
+
+def validate_config(config) -> None:
+  """Checks a configuration without loading data or writing a file.
+
+  Finds, in seconds, what would otherwise fail after the data is loaded: a
+  key that `experiments.configs.default.HELP` lacks, an unknown method, loss
+  hyperparameter, noise, dataset or model, and numbers out of range. Only the
+  batch against the dataset's size waits for the data (`train_and_evaluate`
+  checks it right after loading, before writing anything).
+
+  Args:
+    config: an ``ml_collections.ConfigDict`` like `configs/default.py`.
+
+  Raises:
+    ConfigError: a ``ValueError`` naming the key, the bad value and the valid
+      choices.
+
+  Example:
+    >>> from experiments.configs import digits
+    >>> config = digits.get_config()
+    >>> config.noise.kind = 'symetric'
+    >>> validate_config(config)
+    Traceback (most recent call last):
+    ...
+    experiments.train.ConfigError: Unknown noise config.noise.kind='symetric'; expected one of ('none', 'symmetric', 'asymmetric', 'instance').
+  """
+  values = dict(_flat_items(config))
+  keys = list(default_config.HELP)
+  names = keys + sorted({key.split('.')[0] for key in keys if '.' in key})
+  for key in values:
+    if key not in default_config.HELP:
+      raise ConfigError(
+          f'Unknown configuration key {key!r}{_did_you_mean(key, names)}; '
+          '`python -m experiments.train --help` lists the keys.')
+  missing = [key for key in keys if key not in values]
+  if missing:
+    raise ConfigError(f'The configuration lacks the keys {missing} (see '
+                      'experiments/configs/default.py).')
+  method = Method(config)
+  _check_noise(config)
+  _check_dataset(config)
+  try:
+    models.create_model(config.model, num_classes=2)
+  except ValueError as e:
+    raise ConfigError(f'config.model: {e}') from None
+  if config.dtype not in DTYPES:
+    raise ConfigError(f'Unknown config.dtype={config.dtype!r}; expected one '
+                      f'of {DTYPES}.')
+  for key in _POSITIVE_KEYS + _NON_NEGATIVE_KEYS:
+    smallest = 1 if key in _POSITIVE_KEYS else 0
+    if values[key] < smallest:
+      raise ConfigError(f'config.{key}={values[key]!r}; expected an integer '
+                        f'>= {smallest}.')
+  if not config.learning_rate > 0:
+    raise ConfigError(f'config.learning_rate={config.learning_rate!r}; '
+                      'expected a number > 0.')
+  if config.train_subset and config.batch_size > config.train_subset:
+    raise ConfigError(
+        f'config.batch_size={config.batch_size} exceeds config.train_subset='
+        f'{config.train_subset}, the training images; expected at most '
+        f'{config.train_subset}.')
+  if method.is_ogc:
+    try:  # OGC checks its own arguments
+      ogc_jax.ogc_weights(method.fn, config.learning_rate,
+                          epsilon=config.ogc.epsilon,
+                          update_period=config.ogc.update_period,
+                          queue_size=config.ogc.queue_size)
+    except ValueError as e:
+      raise ConfigError(f'config.ogc: {e}') from None
 
 
 def learning_rate_schedule(config, steps_per_epoch):
@@ -310,6 +514,66 @@ def _gmm_dict(gmm):
   return {k: float(v) for k, v in gmm.items()}
 
 
+def _prepare_workdir(workdir) -> str:
+  """Creates ``workdir`` (absolute); one that cannot hold a run is an error."""
+  workdir = os.path.abspath(workdir)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f'workdir {workdir} is a file, not a folder.')
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=workdir):  # can we write there?
+      pass
+  except OSError as e:
+    raise ConfigError(f'workdir {workdir} cannot be written: {e.strerror} '
+                      f'({e.filename}).') from None
+  return workdir
+
+
+# ---------------------------------------------------------------------------
+# Progress
+
+
+class ProgressBar:
+  """A tqdm bar of train steps on stderr whose ETA leaves out compilation.
+
+  The first epoch a process runs also compiles the train steps and the
+  evaluation, which can take longer than many epochs: timed with it, the bar
+  would promise hours. So during that epoch the bar shows no rate or ETA, and
+  at its end (its first `set_postfix`, after the evaluation) the bar's clock
+  starts again: the rate and ETA come from compiled epochs only.
+
+  It takes tqdm's ``update(n)``, ``set_postfix(**kwargs)`` and ``close()``.
+  """
+
+  _WARM_UP_FORMAT = ('{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<?, the '
+                     'first epoch compiles{postfix}]')
+
+  def __init__(self, total: int, done: int = 0):
+    self._total = total
+    self._warming_up = True
+    self._bar = self._new_bar(done, bar_format=self._WARM_UP_FORMAT,
+                              leave=False)
+
+  def _new_bar(self, done, **kwargs):
+    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+    return tqdm(total=self._total, initial=done, unit='step',
+                dynamic_ncols=True, file=sys.stderr, **kwargs)
+
+  def update(self, num_steps: int) -> None:
+    self._bar.update(num_steps)
+
+  def set_postfix(self, **kwargs) -> None:
+    if self._warming_up:  # the first epoch is done: time the bar from here
+      done = self._bar.n
+      self._bar.close()
+      self._bar = self._new_bar(done)
+      self._warming_up = False
+    self._bar.set_postfix(**kwargs)
+
+  def close(self) -> None:
+    self._bar.close()
+
+
 # ---------------------------------------------------------------------------
 # Main loop
 
@@ -337,6 +601,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   Returns:
     The contents of ``result.json``.
+
+  Raises:
+    ConfigError: the configuration or the workdir cannot give this run
+      (`validate_config`; a workdir that is a file, not writable, or holds
+      another run; a batch larger than the data or not divisible by the
+      devices). It is raised before any file is written, so the corrected
+      call works in the same workdir.
   """
   return train_and_evaluate_runs([config], [workdir])[0]
 
@@ -376,13 +647,22 @@ def train_and_evaluate_runs(configs, workdirs) -> list:
       raise ValueError(
           f'Packed runs may differ only in {list(PACKABLE_KEYS)}; these differ '
           f'in {differ}.')
+  for config in configs:
+    validate_config(config)
   if configs[0].distributed:
     jax.distributed.initialize()
+  workdirs = [_prepare_workdir(w) for w in workdirs]
   results = [None] * len(configs)
   todo = []
   for i, (config, workdir) in enumerate(zip(configs, workdirs)):
-    os.makedirs(workdir, exist_ok=True)
-    workdir_lib.check_config(workdir, _config_dict(config))
+    # A workdir holds one run: another run's is refused before the data is
+    # loaded, and this run claims it (writes config.json) only once the data
+    # has passed its checks (`_train_runs`).
+    if workdir_lib.config_path(workdir).exists():
+      try:
+        workdir_lib.check_config(workdir, _config_dict(config))
+      except ValueError as e:
+        raise ConfigError(str(e)) from None
     results[i] = workdir_lib.read_result(workdir)
     if results[i] is None:
       todo.append(i)
@@ -405,6 +685,8 @@ def _checkpoint_manager(workdir):
 
 
 def _latest_checkpoint(workdir) -> int:
+  if not workdir_lib.checkpoints_dir(workdir).exists():
+    return 0
   return _checkpoint_manager(workdir).latest_step() or 0
 
 
@@ -425,8 +707,10 @@ def _train_runs(configs, workdirs) -> list:
   num_train = len(loaded[0][2])
   steps_per_epoch = num_train // config.batch_size
   if steps_per_epoch < 1:
-    raise ValueError(f'batch_size {config.batch_size} exceeds the {num_train} '
-                     'training images.')
+    raise ConfigError(
+        f'config.batch_size={config.batch_size} exceeds the {num_train} '
+        f'training images of {config.dataset!r}; expected at most '
+        f'{num_train}.')
 
   def host_stack(values):
     """Per-run host values: stacked on a leading run axis when packed."""
@@ -436,11 +720,17 @@ def _train_runs(configs, workdirs) -> list:
   true = host_stack([l[3] for l in loaded])
 
   devices = jax.devices()
+  if config.num_devices > len(devices):
+    raise ConfigError(f'config.num_devices={config.num_devices}, but JAX '
+                      f'sees {len(devices)} device(s); expected at most '
+                      f'{len(devices)} (0: all).')
   if config.num_devices:
     devices = devices[:config.num_devices]
   if config.batch_size % len(devices):
-    raise ValueError(f'batch_size {config.batch_size} is not divisible by the '
-                     f'{len(devices)} devices.')
+    raise ConfigError(f'config.batch_size={config.batch_size} is not '
+                      f'divisible by the {len(devices)} devices.')
+  for c, workdir in zip(configs, workdirs):  # the runs claim their workdirs
+    workdir_lib.check_config(workdir, _config_dict(c))
   mesh = Mesh(np.array(devices), ('data',))
   replicated = NamedSharding(mesh, P())
   data_sharding = NamedSharding(mesh, P('data'))
@@ -541,10 +831,8 @@ def _train_runs(configs, workdirs) -> list:
 
   progress = None
   if config.progress and is_main:
-    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-    progress = tqdm(total=config.num_epochs * steps_per_epoch,
-                    initial=start_epoch * steps_per_epoch, unit='step',
-                    dynamic_ncols=True, file=sys.stderr)
+    progress = ProgressBar(total=config.num_epochs * steps_per_epoch,
+                           done=start_epoch * steps_per_epoch)
 
   for epoch in range(start_epoch + 1, config.num_epochs + 1):
     epoch_start = time.time()
@@ -667,23 +955,112 @@ def _save_queue(workdir, epoch, ogc_state):
   workdir_lib.save_queue(workdir, epoch, queue)
 
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', os.path.join(os.path.dirname(__file__), 'configs', 'digits.py'),
-    'Training configuration (a Python file with get_config()).',
-    lock_config=True)
-_WORKDIR = flags.DEFINE_string(
-    'workdir', 'runs/digits_default', 'Where metrics, checkpoints and the '
-    'result go; rerunning the same command resumes.')
+# ---------------------------------------------------------------------------
+# Command line
+
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), 'configs',
+                               'digits.py')
+_HELP_FLAGS = re.compile(r'--?(\?|help|helpshort|helpfull)(=.*)?')
+
+
+def _define_flags(flag_values=flags.FLAGS):
+  """--config and --workdir.
+
+  Defining --config loads its default file with the ``--config.KEY=VALUE``
+  overrides of ``sys.argv``, so a key the file lacks fails here.
+  """
+  config_flags.DEFINE_config_file(
+      'config', _DEFAULT_CONFIG,
+      'Training configuration (a Python file with get_config()); '
+      '--config.KEY=VALUE sets one of the keys listed above.',
+      flag_values=flag_values, lock_config=True)
+  flags.DEFINE_string(
+      'workdir', 'runs/digits_default', 'Where metrics, checkpoints and the '
+      'result go; rerunning the same command resumes.',
+      flag_values=flag_values)
+
+
+def _format_value(value):
+  return repr(tuple(value) if isinstance(value, list) else value)
+
+
+def _usage_text(argv) -> str:
+  """The module docstring and every configuration key, for ``--help``.
+
+  Each key is listed with its value in the config ``argv`` names (with its
+  overrides) and its line of `experiments.configs.default.HELP`.
+  """
+  flag_values = flags.FlagValues()
+  _define_flags(flag_values)
+  flag_values(argv, known_only=True)
+  values = dict(_flat_items(flag_values.config))
+  config_file = flag_values['config'].config_filename
+  lines = [__doc__.rstrip(), '', textwrap.fill(
+      f'Configuration keys, with their values in {config_file} and the '
+      'overrides given; --config.KEY=VALUE sets one:', width=80)]
+  for key in list(default_config.HELP) + sorted(set(values) -
+                                                set(default_config.HELP)):
+    lines.append(textwrap.fill(
+        f'--config.{key}: {default_config.HELP.get(key, "")}', width=80,
+        initial_indent='  ', subsequent_indent='    '))
+    lines.append(f'    (default: {_format_value(values.get(key))})')
+  return '\n'.join(lines) + '\n'
+
+
+def _override_error(error, argv) -> str:
+  """One line for a ``--config.KEY=VALUE`` whose KEY the config lacks."""
+  while error.args and isinstance(error.args[0], BaseException):
+    error = error.args[0]  # ml_collections wraps its KeyError
+  text = str(error.args[0]) if error.args else str(error)
+  first, _, hint = text.partition('\n')
+  if not re.fullmatch(r"'[^']*'", first):
+    return ' '.join(text.split())
+  # ml_collections: "'nosie'\nDid you mean "noise" instead of "nosie"?"
+  name = first[1:-1]
+  flag = [arg.split('=')[0] for arg in argv
+          if arg.lstrip('-').startswith('config.')
+          and name in arg.split('=')[0].split('.')[1:]]
+  where = f'{flag[-1]}: ' if flag else ''
+  return (f'{where}the configuration has no key {name!r}. '
+          f'{hint or "--help lists the keys."}')
+
+
+def _parse_flags(argv):
+  """Defines and parses the flags; a bad --config or key is one line."""
+  if any(_HELP_FLAGS.fullmatch(arg) for arg in argv[1:]):
+    text = __doc__
+    try:
+      text = _usage_text(argv)
+    except Exception:  # pylint: disable=broad-except
+      pass  # a bad --config or override: the docstring alone
+    # absl prints __main__'s docstring with %-formatting: escape the %.
+    sys.modules['__main__'].__doc__ = text.replace('%', '%%')
+  try:
+    _define_flags()
+    argv = app.parse_flags_with_usage(argv)
+    if not isinstance(flags.FLAGS.config, ml_collections.ConfigDict):
+      flags.FLAGS.config.lock()  # raises why config_flags could not load it
+  except OSError as e:  # the --config file cannot be loaded
+    sys.exit(f'error: --config: {str(e).splitlines()[-1].strip()}')
+  except (KeyError, AttributeError) as e:
+    if not any(arg.lstrip('-').startswith('config.') for arg in argv):
+      raise  # not an override: a bug worth its traceback
+    sys.exit(f'error: {_override_error(e, argv)}')
+  return argv
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    sys.exit(f'error: unexpected arguments {argv[1:]}; the flags are '
+             '--config, --workdir and --config.KEY=VALUE (see --help).')
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
-  result = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    result = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+  except ConfigError as e:
+    sys.exit(f'error: {e}')
   print(json.dumps({k: result[k] for k in (
       'final_test_accuracy', 'best_test_accuracy', 'wall_time_s')}, indent=2))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -1,0 +1,208 @@
+"""The command line as a user meets it: errors in one line, --help, progress.
+
+Errors are checked where the user sees them, by running
+``python -m experiments.train`` as a subprocess: a non-zero exit, at most two
+lines on stderr, no traceback, the key, the bad value and a valid choice in
+the message, and nothing loaded (no data cache) or written (no config.json).
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from experiments import train
+from experiments.configs import cifar10
+from experiments.configs import cifar100
+from experiments.configs import cifar10_cpu
+from experiments.configs import default
+from experiments.configs import digits
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, XLA_FLAGS='')  # one device, as a user's laptop
+
+
+def run_train(*args):
+  return subprocess.run([sys.executable, '-m', 'experiments.train', *args],
+                        cwd=REPO, env=ENV, capture_output=True, text=True,
+                        timeout=300)
+
+
+def assert_one_line_error(proc, *expected):
+  """A non-zero exit with at most two lines on stderr holding ``expected``."""
+  lines = proc.stderr.strip().splitlines()
+  assert proc.returncode != 0, proc.stdout
+  assert 'Traceback' not in proc.stderr, proc.stderr
+  assert 1 <= len(lines) <= 2, proc.stderr
+  for text in expected:
+    assert text in proc.stderr, (text, proc.stderr)
+
+
+def normalized(text):
+  return ' '.join(text.split())
+
+
+# (override, what the message must name: the key, the bad value, a choice).
+BAD_CONFIGS = [
+    ('--config.nosie.rate=0.3',
+     ['--config.nosie.rate', "'nosie'", 'Did you mean "noise"']),
+    ('--config.noise.rat=0.3', ["'rat'", 'Did you mean "rate"']),
+    ('--config.method=nope', ['config.method', "'nope'", "'gce'", 'ogc_']),
+    ('--config.method=ogc_nope', ['config.method', "'ogc_nope'", "'gce'"]),
+    ('--config.noise.kind=symetric',
+     ['config.noise.kind', "'symetric'", "'symmetric'"]),
+    ('--config.noise.rate=1.5', ['config.noise.rate', '1.5', '[0, 1)']),
+    ('--config.noise.protocol=theirs',
+     ['config.noise.protocol', "'theirs'", "'authors'"]),
+    ('--config.noise.seed=-1', ['config.noise.seed', '-1', '>= 0']),
+    ('--config.dataset=cifar11',
+     ['config.dataset', "'cifar11'", "'digits'", "'cifar10_jpeg'",
+      'folder:PATH', 'tfds build', 'data_dir']),
+    ('--config.model=vgg', ['config.model', "'vgg'", "'resnet18'"]),
+]
+
+
+@pytest.mark.parametrize('override,expected', BAD_CONFIGS,
+                         ids=[c[0] for c in BAD_CONFIGS])
+def test_bad_config_is_one_line_before_loading_or_writing(tmp_path, override,
+                                                          expected):
+  workdir, cache = tmp_path / 'run', tmp_path / 'cache'
+  proc = run_train(f'--workdir={workdir}', f'--config.cache_dir={cache}',
+                   override)
+  assert_one_line_error(proc, *expected)
+  assert not cache.exists(), 'the data was loaded'
+  assert not (workdir / 'config.json').exists()
+
+
+def test_batch_larger_than_data_leaves_the_workdir_to_the_corrected_run(
+    tmp_path):
+  # Digits has 1,437 training images; the size is known once it is loaded,
+  # and the check comes before any file of the run is written.
+  workdir, cache = tmp_path / 'run', tmp_path / 'cache'
+  args = [f'--workdir={workdir}', f'--config.cache_dir={cache}',
+          '--config.num_epochs=1', '--config.method=ce',
+          '--config.progress=False']
+  proc = run_train(*args, '--config.batch_size=5000')
+  assert_one_line_error(proc, 'config.batch_size=5000', '1437', 'at most')
+  assert not (workdir / 'config.json').exists()
+  # The corrected command trains in the same workdir.
+  proc = run_train(*args)
+  assert proc.returncode == 0, proc.stderr
+  assert (workdir / 'result.json').exists()
+
+
+@pytest.mark.parametrize('config,match', [
+    ({'noise.mapping': 'cifar11'}, r"config\.noise\.mapping='cifar11'.*'mnist'"),
+    ({'noise.kind': 'none'}, r"config\.noise\.rate=0\.6.*'none'"),
+    ({'noise.kind': 'asymmetric', 'dataset': 'folder:' + REPO},
+     r"'asymmetric'.*config\.noise\.mapping.*'cifar10'"),
+    ({'dataset': 'folder:/nonexistent/images'}, r"'/nonexistent/images' is"),
+    ({'dataset': 'cifar10_n', 'noise.kind': 'none', 'noise.rate': 0.0,
+      'label_key': 'worst_label'}, r"'worst_label'.*'worse_label'"),
+    ({'dataset': 'cifar10_n'}, r'own noisy labels.*noise\.kind=none'),
+    ({'labels_csv': '/x.csv'}, r"labels_csv='/x\.csv' applies to image"),
+    ({'dtype': 'float64'}, r"config\.dtype='float64'.*'bfloat16'"),
+    ({'learning_rate': -0.1}, r'config\.learning_rate=-0\.1'),
+    ({'num_epochs': 0}, r'config\.num_epochs=0.*>= 1'),
+    ({'train_subset': 100}, r'batch_size=128 exceeds config\.train_subset=100'),
+    ({'ogc.update_period': 0}, r'config\.ogc.*update_period'),
+    ({'loss_hparams.tau': 2.0}, r"\['tau'\].*'ogc_ce'"),
+])
+def test_validate_config_names_key_value_and_choices(config, match):
+  c = digits.get_config()
+  for key, value in config.items():
+    *path, last = key.split('.')
+    target = c
+    for part in path:
+      target = target[part]
+    target[last] = value
+  with pytest.raises(train.ConfigError, match=match):
+    train.validate_config(c)
+
+
+def test_a_key_the_library_call_adds_is_refused_with_a_hint(tmp_path):
+  config = digits.get_config()
+  config.num_epoch = 3  # a ConfigDict takes new keys: a typo trains 100 epochs
+  with pytest.raises(ValueError, match=r"'num_epoch' \(did you mean "
+                     r"'num_epochs'"):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+
+
+def test_every_shipped_config_passes_and_every_key_has_help():
+  flat = dict(train._flat_items(default.get_config()))  # pylint: disable=protected-access
+  assert list(flat) and set(flat) == set(default.HELP)
+  assert all(text.strip() for text in default.HELP.values())
+  for module in (digits, cifar10, cifar100, cifar10_cpu, default):
+    train.validate_config(module.get_config())
+
+
+def test_unwritable_workdir_is_one_line(tmp_path):
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('')
+  proc = run_train(f'--workdir={a_file}')
+  assert_one_line_error(proc, str(a_file), 'is a file')
+  proc = run_train(f'--workdir={a_file}/run')
+  assert_one_line_error(proc, f'{a_file}/run', 'cannot be written',
+                        'Not a directory')
+  # A folder this process cannot write. Root writes through permission bits,
+  # so as root use sysfs, which refuses new folders to everyone.
+  if os.geteuid() != 0:
+    read_only = tmp_path / 'read_only'
+    read_only.mkdir(mode=0o555)
+    unwritable = read_only / 'run'
+  elif os.path.ismount('/sys'):
+    unwritable = '/sys/ogc_jax_test_run'
+  else:
+    pytest.skip('no folder here that root cannot write')
+  proc = run_train(f'--workdir={unwritable}')
+  assert_one_line_error(proc, f'{unwritable}', 'cannot be written')
+
+
+def test_unknown_config_file_and_stray_argument_are_one_line(tmp_path):
+  proc = run_train(f'--workdir={tmp_path}', '--config=no/such/config.py',
+                   '--config.noise.rate=0.1')
+  assert_one_line_error(proc, '--config', 'no/such/config.py')
+  proc = run_train(f'--workdir={tmp_path}', 'experiments/configs/digits.py')
+  assert_one_line_error(proc, 'unexpected arguments', '--config')
+
+
+def test_help_shows_the_docstring_and_every_key_with_value_and_help():
+  proc = run_train('--help')
+  out = normalized(proc.stdout)
+  assert 'Traceback' not in proc.stderr
+  # The docstring as written: absl %-formats it, which turned "60% symmetric"
+  # into "60/.../train.pyymmetric".
+  assert normalized(train.__doc__) in out
+  assert '60% symmetric' in out and 'train.pyymmetric' not in out
+  values = dict(train._flat_items(digits.get_config()))  # pylint: disable=protected-access
+  for key, text in default.HELP.items():
+    entry = normalized(f'--config.{key}: {text} (default: {values[key]!r})')
+    assert entry in out, entry
+  # The values are those of the config named, with its overrides.
+  proc = run_train('--config', 'experiments/configs/cifar10.py',
+                   '--config.noise.rate=0.3', '--help')
+  out = normalized(proc.stdout)
+  assert "(default: 'resnet18')" in out and '(default: 0.3)' in out
+
+
+def test_progress_bar_shows_no_eta_until_the_compiled_steps_are_timed(
+    tmp_path, capsys):
+  # The first epoch compiles the train steps and the evaluation: an ETA from
+  # it promised hours. Digits: 11 steps an epoch, 33 in all.
+  config = digits.get_config()
+  config.cache_dir = str(tmp_path / 'cache')
+  config.num_epochs = 3
+  config.num_devices = 1
+  config.method = 'ce'
+  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  bars = re.split(r'[\r\n]', capsys.readouterr().err)
+  first_epoch = [b for b in bars if ' 11/33 [' in b]
+  assert first_epoch, bars
+  for bar in first_epoch:  # no rate, no ETA: '[00:05<?, ...'
+    assert re.search(r'\[\d\d:\d\d<\?', bar), bar
+  # From the second epoch on, the ETA is timed on compiled epochs alone.
+  assert any(re.search(r' 22/33 \[\d\d:\d\d<\d\d:\d\d, [\d.]+step/s', b)
+             for b in bars), bars
