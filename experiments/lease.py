@@ -54,8 +54,10 @@ from experiments import workdir as workdir_lib
 ARCHIVE_FILE = 'records.tar.gz'
 SUMMARY_FILE = 'lease.json'  # also the manifest inside the archive
 SUMMARY_MARKDOWN_FILE = 'lease.md'
-# A run's log is packed only as its last bytes (the error, if any).
+# A run's log is packed only as its last bytes (the error, if any); the
+# summary keeps less of a failed or stopped run's log.
 LOG_TAIL_BYTES = 4096
+FAILED_LOG_TAIL_BYTES = 1500
 # The only names an archive may hold in a run's directory.
 PACKED_FILES = workdir_lib.RECORD_FILES + (workdir_lib.LOG_FILE,)
 
@@ -160,15 +162,16 @@ def _relative(run: grid.Run, root) -> str:
   return run.workdir.relative_to(root).as_posix()
 
 
-def _log_tail(workdir) -> Optional[bytes]:
+def _log_tail(workdir, size: int = LOG_TAIL_BYTES) -> Optional[bytes]:
+  """The last ``size`` bytes of a run's log; None where it has none."""
   path = workdir_lib.log_path(workdir)
   if not path.is_file():
     return None
   data = path.read_bytes()
-  if len(data) <= LOG_TAIL_BYTES:
+  if len(data) <= size:
     return data
-  return (f'[... the first {len(data) - LOG_TAIL_BYTES} bytes of the log are '
-          'not kept]\n').encode() + data[-LOG_TAIL_BYTES:]
+  return (f'[... the first {len(data) - size} bytes of the log are not '
+          'kept]\n').encode() + data[-size:]
 
 
 def pack_records(path, root, runs: Sequence[grid.Run], manifest: dict
@@ -423,6 +426,9 @@ def run_lease(sweep: sweep_lib.Sweep, spec_path, *, budget_s: float,
         result = workdir_lib.read_result(run.workdir)
         row.update(final_test_accuracy=result['final_test_accuracy'],
                    wall_time_s=result['wall_time_s'])
+      elif row['status'] in ('failed', 'stopped'):  # why, from over there
+        tail = _log_tail(run.workdir, FAILED_LOG_TAIL_BYTES)
+        row['log_tail'] = tail.decode(errors='replace') if tail else None
       rows.append(row)
     summary.update(runs=rows, note=note, elapsed_s=time.monotonic() - began,
                    counts={s: sum(r['status'] == s for r in rows) for s in (
@@ -448,7 +454,8 @@ def run_lease(sweep: sweep_lib.Sweep, spec_path, *, budget_s: float,
       try:
         prepared = subprocess.run(
             [sys.executable, '-m', 'experiments.lease', 'prepare', '--spec',
-             str(spec_path)], cwd=sweep_lib.REPO_ROOT, check=False,
+             str(pathlib.Path(spec_path).resolve())],
+            cwd=sweep_lib.REPO_ROOT, check=False,
             env=dict(env, JAX_PLATFORMS='cpu'), timeout=max(left, 1))
         prepare_failed = prepared.returncode != 0
       except subprocess.TimeoutExpired:
@@ -463,13 +470,15 @@ def run_lease(sweep: sweep_lib.Sweep, spec_path, *, budget_s: float,
         runs, sweep.config, jobs=jobs, env=env, out=out, deadline=deadline,
         estimate=lambda run: estimate(), on_done=on_done,
         status_every_s=status_every_s)
-  except KeyboardInterrupt:
+  except KeyboardInterrupt:  # while preparing: no run started
+    outcome = None
+  seconds.update(outcome.seconds if outcome else {})
+  if outcome is None or outcome.interrupted:
     write_outputs('Interrupted: the runs going were stopped and dropped.',
                   final=True)
     print(f'lease interrupted; {len(done)} finished runs are in '
           f'{out_dir / ARCHIVE_FILE}', file=out, flush=True)
     return 130
-  seconds.update(outcome.seconds)
   write_outputs('Finished.', final=True)
   counts = summary['counts']
   print(f'lease: {counts["done"]} done, {counts["stopped"]} stopped at the '

@@ -214,8 +214,11 @@ class Outcome(NamedTuple):
     skipped: runs that had finished before.
     failed: runs that exited without a valid ``result.json``.
     stopped: runs stopped at the deadline, unfinished.
-    not_started: runs that would not have finished before the deadline.
+    not_started: runs that would not have finished before the deadline, or
+      were not reached before an interruption.
     seconds: wall-clock seconds of each run started, by ``Run.index``.
+    interrupted: a KeyboardInterrupt (Ctrl-C, or a SIGTERM its caller turns
+      into one) stopped the runs going, which are in ``stopped``.
   """
   done: list
   skipped: list
@@ -223,6 +226,7 @@ class Outcome(NamedTuple):
   stopped: list
   not_started: list
   seconds: dict
+  interrupted: bool = False
 
 
 def execute(runs: Sequence[grid.Run], config_path: str, *, jobs: int, env,
@@ -254,7 +258,8 @@ def execute(runs: Sequence[grid.Run], config_path: str, *, jobs: int, env,
       with its last finished epoch and test accuracy.
 
   Returns:
-    The `Outcome`.
+    The `Outcome`. On a KeyboardInterrupt the runs going are stopped and the
+    `Outcome` so far is returned, marked ``interrupted``.
   """
   if deadline is not None and estimate is None:
     raise ValueError('execute: a deadline needs an estimate of run times')
@@ -335,6 +340,18 @@ def execute(runs: Sequence[grid.Run], config_path: str, *, jobs: int, env,
                else 'no epoch finished yet')
       say(run, f'{epoch}, {time.monotonic() - started:.0f} s')
 
+  def stop_all(why):
+    for proc in [p for p in running if p.poll() is not None]:
+      finish(proc, *running.pop(proc))
+    for proc, (run, started, log) in running.items():
+      stop_process_group(proc)
+      log.close()
+      outcome.stopped.append(run)
+      outcome.seconds[run.index] = time.monotonic() - started
+      say(run, f'stopped unfinished {why} after '
+          f'{outcome.seconds[run.index]:.0f} s; dropped')
+    running.clear()
+
   next_status = (time.monotonic() + status_every_s if status_every_s
                  else float('inf'))
   try:
@@ -348,16 +365,7 @@ def execute(runs: Sequence[grid.Run], config_path: str, *, jobs: int, env,
         break  # all done, or nothing left fits before the deadline
       now = time.monotonic()
       if deadline is not None and now >= deadline:
-        for proc in [p for p in running if p.poll() is not None]:
-          finish(proc, *running.pop(proc))
-        for proc, (run, started, log) in running.items():
-          stop_process_group(proc)
-          log.close()
-          outcome.stopped.append(run)
-          outcome.seconds[run.index] = time.monotonic() - started
-          say(run, f'stopped unfinished at the deadline after '
-              f'{outcome.seconds[run.index]:.0f} s; dropped')
-        running.clear()
+        stop_all('at the deadline')
         break
       # Until a run ends (one running: block on it), the next status line
       # or the deadline.
@@ -376,12 +384,9 @@ def execute(runs: Sequence[grid.Run], config_path: str, *, jobs: int, env,
         status()
         next_status = time.monotonic() + status_every_s
   except KeyboardInterrupt:
-    for proc, (run, _, log) in running.items():
-      stop_process_group(proc, grace_s=30)
-      log.close()
-    print('interrupted; run the same command again to continue', file=out,
-          flush=True)
-    raise
+    stop_all('by an interruption')
+    outcome.not_started.extend(pending)
+    return outcome._replace(interrupted=True)
   outcome.not_started.extend(pending)
   for run in pending:
     say(run, f'not started: it needs about {estimate(run):.0f} s')
@@ -642,6 +647,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if not args.aggregate_only:
     env = child_env(sweep.root, args.jobs)
     outcome = execute(runs, sweep.config, jobs=args.jobs, env=env)
+    if outcome.interrupted:
+      print('interrupted; run the same command again to continue',
+            flush=True)
+      return 130
     failed = outcome.failed
     print(f'{len(runs)} runs: {len(outcome.done)} done, '
           f'{len(outcome.skipped)} skipped (finished), {len(failed)} failed',

@@ -45,6 +45,9 @@ _FAKE_TRAIN = textwrap.dedent('''
         {'method': overrides['method'], 'num_epochs': 2}))
     (workdir / 'metrics.jsonl').write_text(
         '{"epoch": 1, "test_accuracy": 0.25}\\n')
+    if overrides['method'] == 'fails':
+      print('Traceback: boom', file=sys.stderr)
+      sys.exit(3)
     if overrides['method'] == 'slow':
       child = subprocess.Popen([sys.executable, '-c',
                                 'import time; time.sleep(600)'])
@@ -120,6 +123,7 @@ def test_lease_stops_a_run_at_the_deadline_and_packs_only_finished_ones(
       ('slow symmetric:0.4 seed 0', 'stopped'),
       ('fast symmetric:0.4 seed 0', 'done')]
   assert summary['counts']['done'] == 1
+  assert '$ ' in summary['runs'][0]['log_tail']  # the stopped run's command
   assert '| fast symmetric:0.4 seed 0 | done |' in (out / 'lease.md').read_text()
   # The stopped run's process group is gone, the process it started too.
   slow = grid.run_dir(root, grid.parse_method('slow'), NOISE, 0)
@@ -175,6 +179,25 @@ def test_run_time_estimate_comes_from_finished_records(tmp_path, monkeypatch,
   assert 'a run expected to take 65 s (the longest finished run' in text
   assert '[1/2] fast symmetric:0.4 seed 0: skipped (finished)' in text
   assert '[2/2] slow symmetric:0.4 seed 0: not started' in text
+
+
+def test_a_failed_run_is_reported_with_its_log_and_not_packed(
+    tmp_path, monkeypatch, capsys, fake_config):
+  pytest.importorskip('ml_collections')
+  monkeypatch.setattr(sweep, 'train_command', _fake_train_command)
+  spec = _write_spec(tmp_path / 'spec.json', tmp_path / 'runs',
+                     ['fails', 'fast'], fake_config)
+  out = tmp_path / 'out'
+  assert lease.main(['run', '--spec', str(spec), '--budget-s', '100',
+                     '--out', str(out), '--run-seconds', '1',
+                     '--no-prepare']) == 1
+  assert '[1/2] fails symmetric:0.4 seed 0: FAILED (exit code 3)' in (
+      capsys.readouterr().out)
+  summary = json.loads((out / 'lease.json').read_text())
+  assert [r['status'] for r in summary['runs']] == ['failed', 'done']
+  assert 'Traceback: boom' in summary['runs'][0]['log_tail']
+  assert not any(name.startswith('fails/') for name in
+                 _archive_members(out / 'records.tar.gz'))
 
 
 @pytest.mark.parametrize('argv, message', [
@@ -369,3 +392,41 @@ def test_gpu_lease_script_runs_what_fits_then_merge_and_a_second_lease(
   assert '[2/2] ogc_ce symmetric:0.4 seed 0: not started' in text
   assert _archive_members(tmp_path / 'out2' / 'records.tar.gz') == [
       'lease.json']
+
+
+def _processes_mentioning(text):
+  found = []
+  for cmdline in pathlib.Path('/proc').glob('[0-9]*/cmdline'):
+    try:
+      if text in cmdline.read_bytes().decode(errors='replace'):
+        found.append(cmdline.parent.name)
+    except OSError:
+      pass
+  return found
+
+
+def test_sigterm_stops_the_runs_and_leaves_the_summary(tmp_path):
+  pytest.importorskip('ml_collections')
+  spec = _write_spec(
+      tmp_path / 'spec.json', tmp_path / 'runs', ['ce'],
+      sweep.REPO_ROOT / 'experiments/configs/digits.py',
+      set=['num_epochs=500', 'progress=False', f'cache_dir={tmp_path}'])
+  out = tmp_path / 'out'
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'experiments.lease', 'run', '--spec', str(spec),
+       '--budget-s', '600', '--out', str(out), '--run-seconds', '60',
+       '--no-prepare'], cwd=sweep.REPO_ROOT, stdout=subprocess.PIPE,
+      text=True, env=dict(os.environ, XLA_FLAGS=''))
+  for line in proc.stdout:
+    if ': started' in line:
+      break
+  proc.terminate()
+  rest = proc.stdout.read()
+  assert proc.wait(timeout=60) == 130
+  assert 'lease interrupted; 0 finished runs' in rest
+  summary = json.loads((out / 'lease.json').read_text())
+  assert summary['note'].startswith('Interrupted')
+  assert [r['status'] for r in summary['runs']] == ['stopped']
+  assert 'stopped unfinished by an interruption' in rest
+  workdir = grid.run_dir(tmp_path / 'runs', grid.parse_method('ce'), NOISE, 0)
+  assert _processes_mentioning(str(workdir)) == []
