@@ -6,8 +6,9 @@ specification (`experiments.sweep`, ``experiments/sweeps/*.json``) is
 therefore run in slices, one per lease::
 
   # there, on the lent machine (experiments/gpu_lease.sh does this):
-  python -m experiments.lease run --spec experiments/sweeps/cifar10_resnet18.json \
-    --budget-s 520 --out $OUT --jobs 4 --run-seconds 480
+  python -m experiments.lease run \
+    --spec experiments/sweeps/cifar10_resnet18.json \
+    --budget-s 500 --out $OUT --jobs 4 --run-seconds 450
   # here, with the files that came back:
   python -m experiments.lease merge OUT/records.tar.gz
   python -m experiments.sweep --spec experiments/sweeps/cifar10_resnet18.json \
@@ -17,9 +18,12 @@ therefore run in slices, one per lease::
 the spec's root, loads the data once (``prepare``, so that runs started
 together do not each unpack and decode it), and starts the others in the
 spec's order, ``--jobs`` at a time, each only if it is expected to end
-before the budget runs out (`RunTimeEstimate`). A run still going at the
-deadline is stopped, with every process it started, and dropped: nothing of
-it is packed, and a later lease redoes it. Each finished run's record
+before the budget runs out (`RunTimeEstimate`). Every 30 s the runs going
+are projected to their end from their epoch times; if one would end after
+the deadline, the last of them is stopped so that the others get its share
+of the machine. A run still going at the deadline is stopped, with every
+process it started, and dropped: nothing of a stopped run is packed, and a
+later lease redoes it. Each finished run's record
 (``workdir.RECORD_FILES`` and the tail of its log; never checkpoints or
 queues) goes into ``OUT/records.tar.gz`` as soon as the run ends, with a
 summary in ``OUT/lease.json`` and ``OUT/lease.md``, so what finished is in
@@ -374,7 +378,8 @@ def _summary_markdown(summary: dict) -> str:
 def run_lease(sweep: sweep_lib.Sweep, spec_path, *, budget_s: float,
               out_dir, jobs: int, run_seconds: Optional[float],
               startup_s: float, reserve_s: float, do_prepare: bool,
-              status_every_s: Optional[float], out=None) -> int:
+              status_every_s: Optional[float],
+              stop_late_every_s: Optional[float], out=None) -> int:
   """Runs what fits of a sweep in ``budget_s`` seconds; see the module doc.
 
   Returns:
@@ -469,7 +474,7 @@ def run_lease(sweep: sweep_lib.Sweep, spec_path, *, budget_s: float,
     outcome = sweep_lib.execute(
         runs, sweep.config, jobs=jobs, env=env, out=out, deadline=deadline,
         estimate=lambda run: estimate(), on_done=on_done,
-        status_every_s=status_every_s)
+        status_every_s=status_every_s, stop_late_every_s=stop_late_every_s)
   except KeyboardInterrupt:  # while preparing: no run started
     outcome = None
   seconds.update(outcome.seconds if outcome else {})
@@ -521,6 +526,10 @@ def build_parser() -> argparse.ArgumentParser:
   run.add_argument('--status-every-s', type=float, default=60.0,
                    help='seconds between progress lines of running runs '
                    '(default 60; 0: none)')
+  run.add_argument('--stop-late-every-s', type=float, default=30.0,
+                   help='how often to check whether the runs going would end '
+                   'after the deadline; if so the last of them is stopped so '
+                   'that the others finish (default 30; 0: never)')
   run.add_argument('--no-prepare', dest='prepare', action='store_false',
                    help='do not load the data once before the runs start')
   merge_parser = commands.add_parser(
@@ -547,7 +556,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sweep = sweep_lib.load_spec(spec_path)
     if args.command == 'run':
       for name in ('budget_s', 'run_seconds', 'startup_s', 'reserve_s',
-                   'status_every_s'):
+                   'status_every_s', 'stop_late_every_s'):
         value = getattr(args, name)
         if value is not None and not value >= 0:
           raise ValueError(f'--{name.replace("_", "-")} must be >= 0, not '
@@ -590,7 +599,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         jobs=args.jobs, run_seconds=args.run_seconds,
         startup_s=args.startup_s, reserve_s=args.reserve_s,
         do_prepare=args.prepare,
-        status_every_s=args.status_every_s or None)
+        status_every_s=args.status_every_s or None,
+        stop_late_every_s=args.stop_late_every_s or None)
   finally:
     signal.signal(signal.SIGTERM, previous)
 

@@ -206,6 +206,39 @@ def stop_process_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
   proc.wait()
 
 
+def projected_seconds_left(workdir, min_epochs: int = 3) -> Optional[float]:
+  """Seconds a running run still needs, from the times of its recent epochs.
+
+  The median ``epoch_time_s`` of its last five epochs (leaving out the first,
+  which compiles) times the epochs left.
+
+  Args:
+    workdir: the run's directory.
+    min_epochs: the fewest finished epochs to project from.
+
+  Returns:
+    The projection; None before ``min_epochs`` epochs or without a config.
+
+  Example:
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as workdir:
+    ...   workdir_lib.write_json(workdir_lib.config_path(workdir),
+    ...                          {'num_epochs': 10})
+    ...   workdir_lib.write_metrics(workdir, [
+    ...       {'epoch': e, 'epoch_time_s': t}
+    ...       for e, t in [(1, 30.0), (2, 2.0), (3, 3.0), (4, 2.5)]])
+    ...   projected_seconds_left(workdir)
+    15.0
+  """
+  rows = workdir_lib.read_metrics(workdir)
+  num_epochs = workdir_lib.read_config(workdir).get('num_epochs')
+  times = sorted(r['epoch_time_s'] for r in rows[1:][-5:]
+                 if r.get('epoch_time_s') is not None)
+  if len(rows) < min_epochs or not num_epochs or not times:
+    return None
+  return (num_epochs - rows[-1]['epoch']) * times[len(times) // 2]
+
+
 class Outcome(NamedTuple):
   """What `execute` did with each run it was given.
 
@@ -233,7 +266,8 @@ def execute(runs: Sequence[grid.Run], config_path: str, *, jobs: int, env,
             out=None, deadline: Optional[float] = None,
             estimate: Optional[Callable[[grid.Run], float]] = None,
             on_done: Optional[Callable[[grid.Run, float], None]] = None,
-            status_every_s: Optional[float] = None) -> Outcome:
+            status_every_s: Optional[float] = None,
+            stop_late_every_s: Optional[float] = None) -> Outcome:
   """Runs the unfinished runs, ``jobs`` at a time, printing one line per event.
 
   Each run is a process in its own process group, writing to
@@ -244,6 +278,12 @@ def execute(runs: Sequence[grid.Run], config_path: str, *, jobs: int, env,
   that fits may start first), and the runs still going at the deadline are
   stopped (`stop_process_group`). Their workdirs stay as they are: the same
   command on the same machine resumes them from their last checkpoint.
+
+  Runs that share a machine share its speed, and an estimate can be wrong:
+  with ``stop_late_every_s``, every so many seconds the runs going are
+  projected to their end (`projected_seconds_left`); if one would end after
+  the deadline, the run last in order is stopped, so that the others get its
+  share of the machine, and no other run starts.
 
   Args:
     runs: the planned runs (`grid.plan_runs`).
@@ -256,6 +296,8 @@ def execute(runs: Sequence[grid.Run], config_path: str, *, jobs: int, env,
     on_done: called as ``on_done(run, seconds)`` after each run finishes.
     status_every_s: if given, every so many seconds one line per running run
       with its last finished epoch and test accuracy.
+    stop_late_every_s: with a deadline, how often to check for runs
+      projected to end after it (see above); None: never.
 
   Returns:
     The `Outcome`. On a KeyboardInterrupt the runs going are stopped and the
@@ -269,6 +311,7 @@ def execute(runs: Sequence[grid.Run], config_path: str, *, jobs: int, env,
   pending = list(runs)
   running = {}  # Popen -> (run, start time, log file)
   outcome = Outcome([], [], [], [], [], {})
+  starting = True  # False once a run was stopped to let the others finish
 
   def say(run, text):
     print(f'[{run.index}/{total}] {run.name}: {text}', file=out, flush=True)
@@ -303,6 +346,8 @@ def execute(runs: Sequence[grid.Run], config_path: str, *, jobs: int, env,
   def next_run():
     """The first pending run that is unfinished and fits before the deadline;
     finished ones met on the way are skipped."""
+    if not starting:
+      return None
     for run in list(pending):
       if workdir_lib.result_path(run.workdir).exists():
         pending.remove(run)
@@ -352,8 +397,31 @@ def execute(runs: Sequence[grid.Run], config_path: str, *, jobs: int, env,
           f'{outcome.seconds[run.index]:.0f} s; dropped')
     running.clear()
 
+  def stop_last_if_late():
+    nonlocal starting
+    now = time.monotonic()
+    late = []
+    for run, _, _ in running.values():
+      left = projected_seconds_left(run.workdir)
+      if left is not None and now + left > deadline:
+        late.append(f'{run.name} by {now + left - deadline:.0f} s')
+    if not late:
+      return
+    proc = max(running, key=lambda p: running[p][0].index)
+    run, started, log = running.pop(proc)
+    stop_process_group(proc)
+    log.close()
+    outcome.stopped.append(run)
+    outcome.seconds[run.index] = time.monotonic() - started
+    starting = False
+    say(run, f'stopped early after {outcome.seconds[run.index]:.0f} s, so '
+        'that the others get its share of the machine: projected past the '
+        f'deadline: {", ".join(late)}; dropped')
+
   next_status = (time.monotonic() + status_every_s if status_every_s
                  else float('inf'))
+  check_late = stop_late_every_s and deadline is not None
+  next_late_check = time.monotonic() + (stop_late_every_s or 0)
   try:
     while True:
       while len(running) < jobs:
@@ -383,6 +451,10 @@ def execute(runs: Sequence[grid.Run], config_path: str, *, jobs: int, env,
       if time.monotonic() >= next_status:
         status()
         next_status = time.monotonic() + status_every_s
+      if (check_late and len(running) > 1
+          and time.monotonic() >= next_late_check):
+        stop_last_if_late()
+        next_late_check = time.monotonic() + stop_late_every_s
   except KeyboardInterrupt:
     stop_all('by an interruption')
     outcome.not_started.extend(pending)
@@ -464,7 +536,8 @@ def load_spec(path) -> Sweep:
       invalid; the message names the file and the key.
 
   Example:
-    >>> sweep = load_spec(REPO_ROOT / 'experiments/sweeps/cifar10_resnet18.json')
+    >>> sweep = load_spec(
+    ...     REPO_ROOT / 'experiments/sweeps/cifar10_resnet18.json')
     >>> [m.label for m in sweep.methods][:3]
     ['CE', 'GCE', 'PHuber-CE tau=2']
     >>> len(sweep.runs())
@@ -489,7 +562,8 @@ def load_spec(path) -> Sweep:
     raise ValueError(f'spec {path}: lacks {", ".join(missing)}')
 
   kinds = {
-      'text': ('a non-empty string', lambda v: isinstance(v, str) and v.strip()),
+      'text': ('a non-empty string',
+               lambda v: isinstance(v, str) and v.strip()),
       'texts': ('a list of strings', lambda v: isinstance(v, list) and all(
           isinstance(x, str) for x in v)),
       'ints': ('a list of integers', lambda v: isinstance(v, list) and all(
@@ -507,7 +581,8 @@ def load_spec(path) -> Sweep:
 
   config, methods = expect('config', 'text'), expect('methods', 'texts')
   noises, root = expect('noise', 'texts'), expect('root', 'text')
-  seeds, set_overrides = expect('seeds', 'ints', [0]), expect('set', 'texts', [])
+  seeds = expect('seeds', 'ints', [0])
+  set_overrides = expect('set', 'texts', [])
   table, title = expect('table', 'text'), expect('title', 'text')
   if len(set(seeds)) != len(seeds):
     raise ValueError(f'spec {path}: seeds {seeds} repeat a seed')

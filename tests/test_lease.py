@@ -35,7 +35,8 @@ def _archive_members(path):
 
 # ----------------------------------------------------------------------------
 # The schedule, with a stand-in for experiments.train: `fast` finishes at
-# once; `slow` writes one epoch, starts a process of its own and sleeps.
+# once; `fails` fails; `slow` writes one epoch, starts a process of its own
+# and sleeps; `paced*` takes 20 epochs of 0.2 s.
 
 _FAKE_TRAIN = textwrap.dedent('''
     import json, pathlib, subprocess, sys, time
@@ -48,6 +49,14 @@ _FAKE_TRAIN = textwrap.dedent('''
     if overrides['method'] == 'fails':
       print('Traceback: boom', file=sys.stderr)
       sys.exit(3)
+    if overrides['method'].startswith('paced'):  # 20 epochs of 0.2 s
+      (workdir / 'config.json').write_text(json.dumps({'num_epochs': 20}))
+      lines = ''
+      for epoch in range(1, 21):
+        time.sleep(0.2)
+        lines += json.dumps({'epoch': epoch, 'test_accuracy': 0.5,
+                             'epoch_time_s': 0.2}) + '\\n'
+        (workdir / 'metrics.jsonl').write_text(lines)
     if overrides['method'] == 'slow':
       child = subprocess.Popen([sys.executable, '-c',
                                 'import time; time.sleep(600)'])
@@ -101,7 +110,8 @@ def test_lease_stops_a_run_at_the_deadline_and_packs_only_finished_ones(
                        '--status-every-s', '1.5'])
   assert status == 0
   text = capsys.readouterr().out
-  assert '[1/2] slow symmetric:0.4 seed 0: started, expected to take 1 s' in text
+  assert ('[1/2] slow symmetric:0.4 seed 0: started, expected to take 1 s'
+          in text)
   assert '[2/2] fast symmetric:0.4 seed 0: done in' in text
   assert '[1/2] slow symmetric:0.4 seed 0: epoch 1/2, test 25.0%' in text
   assert ('[1/2] slow symmetric:0.4 seed 0: stopped unfinished at the deadline'
@@ -123,8 +133,10 @@ def test_lease_stops_a_run_at_the_deadline_and_packs_only_finished_ones(
       ('slow symmetric:0.4 seed 0', 'stopped'),
       ('fast symmetric:0.4 seed 0', 'done')]
   assert summary['counts']['done'] == 1
-  assert '$ ' in summary['runs'][0]['log_tail']  # the stopped run's command
-  assert '| fast symmetric:0.4 seed 0 | done |' in (out / 'lease.md').read_text()
+  # The stopped run's log ends with its command line.
+  assert '--config.method=slow' in summary['runs'][0]['log_tail']
+  assert ('| fast symmetric:0.4 seed 0 | done |'
+          in (out / 'lease.md').read_text())
   # The stopped run's process group is gone, the process it started too.
   slow = grid.run_dir(root, grid.parse_method('slow'), NOISE, 0)
   child = int((slow / 'child.pid').read_text())
@@ -179,6 +191,30 @@ def test_run_time_estimate_comes_from_finished_records(tmp_path, monkeypatch,
   assert 'a run expected to take 65 s (the longest finished run' in text
   assert '[1/2] fast symmetric:0.4 seed 0: skipped (finished)' in text
   assert '[2/2] slow symmetric:0.4 seed 0: not started' in text
+
+
+def test_runs_projected_past_the_deadline_give_way(tmp_path, monkeypatch,
+                                                  capsys, fake_config):
+  pytest.importorskip('ml_collections')
+  monkeypatch.setattr(sweep, 'train_command', _fake_train_command)
+  spec = _write_spec(tmp_path / 'spec.json', tmp_path / 'runs',
+                     ['paced', 'paced2', 'fast'], fake_config)
+  # Both paced runs need 4 s and the deadline is at 3 s: once they have run
+  # 3 epochs, the later one is stopped and no other run starts after it.
+  assert lease.main(['run', '--spec', str(spec), '--budget-s', '4',
+                     '--reserve-s', '1', '--out', str(tmp_path / 'out'),
+                     '--jobs', '2', '--run-seconds', '1', '--no-prepare',
+                     '--stop-late-every-s', '0.3']) == 0
+  text = capsys.readouterr().out
+  assert ('[2/3] paced2 symmetric:0.4 seed 0: stopped early after' in text
+          and 'projected past the deadline: paced symmetric:0.4 seed 0 by'
+          in text)
+  assert ('[1/3] paced symmetric:0.4 seed 0: stopped unfinished at the '
+          'deadline' in text)
+  assert '[3/3] fast symmetric:0.4 seed 0: not started' in text
+  summary = json.loads((tmp_path / 'out' / 'lease.json').read_text())
+  assert [r['status'] for r in summary['runs']] == [
+      'stopped', 'stopped', 'not started']
 
 
 def test_a_failed_run_is_reported_with_its_log_and_not_packed(

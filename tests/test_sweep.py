@@ -142,7 +142,8 @@ def test_spec_names_the_same_sweep_as_the_flags(tmp_path, capsys):
   assert (from_spec.table, from_spec.title) == (from_flags.table,
                                                 from_flags.title)
   # The config path is relative to the repository root, wherever we are.
-  assert from_spec.config == str(sweep.REPO_ROOT / 'experiments/configs/none.py')
+  assert from_spec.config == str(
+      sweep.REPO_ROOT / 'experiments/configs/none.py')
   assert sweep.config_for_record(from_spec.config) == (
       'experiments/configs/none.py')
 
