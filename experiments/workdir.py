@@ -33,6 +33,10 @@ CHECKPOINTS_DIR = 'checkpoints'
 # different settings (its finished runs would otherwise be silently reused).
 SWEEP_ARGS_FILE = 'sweep_args.json'
 LOG_FILE = 'log.txt'
+# A finished run's record: small, the evidence behind a table, and all that
+# comes back from a GPU lease (`experiments.lease`); checkpoints and queues
+# stay behind.
+RECORD_FILES = (CONFIG_FILE, METRICS_FILE, RESULT_FILE, SWEEP_ARGS_FILE)
 
 # Configuration keys that do not change a run's results: a workdir may be
 # resumed with other values of them.

@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import re
 import sys
 import textwrap
 import time
@@ -56,11 +57,24 @@ def test_check_override_keys():
 def test_child_env(tmp_path, monkeypatch):
   monkeypatch.setenv('XLA_FLAGS', '--foo')
   monkeypatch.delenv('JAX_COMPILATION_CACHE_DIR', raising=False)
+  for name in ('XLA_PYTHON_CLIENT_MEM_FRACTION',
+               'XLA_PYTHON_CLIENT_PREALLOCATE'):
+    monkeypatch.delenv(name, raising=False)
   env = sweep.child_env(tmp_path, jobs=1)
   assert env['XLA_FLAGS'] == '--foo'
   assert env['JAX_COMPILATION_CACHE_DIR'] == str(tmp_path / '.jax_cache')
+  assert 'XLA_PYTHON_CLIENT_MEM_FRACTION' not in env  # JAX's default, 75%
   env = sweep.child_env(tmp_path, jobs=2)
   assert env['XLA_FLAGS'] == '--foo ' + sweep.SINGLE_THREAD_XLA_FLAGS
+  # Runs sharing a GPU split 90% of its memory.
+  assert env['XLA_PYTHON_CLIENT_MEM_FRACTION'] == '0.450'
+  assert sweep.child_env(tmp_path, jobs=4)[
+      'XLA_PYTHON_CLIENT_MEM_FRACTION'] == '0.225'
+  # A setting of the user's own is kept.
+  monkeypatch.setenv('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
+  env = sweep.child_env(tmp_path, jobs=4)
+  assert 'XLA_PYTHON_CLIENT_MEM_FRACTION' not in env
+  assert env['XLA_PYTHON_CLIENT_PREALLOCATE'] == 'false'
 
 
 def test_aggregate_only_writes_table_with_its_command(tmp_path, capsys):
@@ -97,11 +111,156 @@ def test_main_rejects_bad_arguments(tmp_path, capsys):
   assert 'which the sweep sets' in capsys.readouterr().err
 
 
+# ----------------------------------------------------------------------------
+# Specification files.
+
+
+def _write_spec(path, **spec):
+  path.write_text(json.dumps(spec))
+  return path
+
+
+def test_spec_names_the_same_sweep_as_the_flags(tmp_path, capsys):
+  _write_grid(tmp_path / 'runs')
+  spec = _write_spec(
+      tmp_path / 'spec.json', config='experiments/configs/none.py',
+      methods=['ce', 'ogc_ce@ogc.epsilon=5:OGC-CE'],
+      noise=['symmetric:0.2', 'asymmetric:0.4', 'instance:0.4'],
+      seeds=[0, 1, 2], set=['num_epochs=5'], root=str(tmp_path / 'runs'),
+      table=str(tmp_path / 'out' / 'digits.md'), title='Digits sweep')
+  from_spec = sweep.load_spec(spec)
+  args = sweep.build_parser().parse_args([
+      '--config', 'experiments/configs/none.py',
+      '--methods', 'ce,ogc_ce@ogc.epsilon=5:OGC-CE',
+      '--noise', 'symmetric:0.2,asymmetric:0.4,instance:0.4',
+      '--seeds', '0,1,2', '--set', 'num_epochs=5',
+      '--root', str(tmp_path / 'runs'),
+      '--table', str(tmp_path / 'out' / 'digits.md'),
+      '--title', 'Digits sweep'])
+  from_flags = sweep.sweep_from_args(args)
+  assert from_spec.runs() == from_flags.runs()
+  assert (from_spec.table, from_spec.title) == (from_flags.table,
+                                                from_flags.title)
+  # The config path is relative to the repository root, wherever we are.
+  assert from_spec.config == str(
+      sweep.REPO_ROOT / 'experiments/configs/none.py')
+  assert sweep.config_for_record(from_spec.config) == (
+      'experiments/configs/none.py')
+
+  assert sweep.main(['--spec', str(spec), '--aggregate-only']) == 0
+  text = (tmp_path / 'out' / 'digits.md').read_text()
+  assert f'python -m experiments.sweep --spec {spec}' in text.splitlines()
+  assert _table_rows(text)['ce'][0] == '82.0 ± 2.0'
+  assert '12/18 runs finished' in capsys.readouterr().out
+
+
+def test_spec_relative_paths_are_from_the_repository_root(tmp_path):
+  spec = _write_spec(tmp_path / 's.json', config='experiments/configs/d.py',
+                     methods=['ce'], noise=['none'], root='runs/x')
+  loaded = sweep.load_spec(spec)
+  assert loaded.root == sweep.REPO_ROOT / 'runs' / 'x'
+  assert loaded.table == sweep.REPO_ROOT / 'runs' / 'x' / 'results.md'
+  assert loaded.seeds == (0,)
+  assert loaded.title == 'Sweep of experiments/configs/d.py'
+
+
+@pytest.mark.parametrize('spec, message', [
+    ({'methods': ['ce'], 'noise': ['none'], 'root': 'r'}, 'lacks config'),
+    ({'config': 'c.py', 'methods': ['ce'], 'noise': ['none'], 'root': 'r',
+      'seed': [0]}, "unknown key 'seed' \\(did you mean 'seeds'\\?\\); valid "
+     'keys: config, methods, noise, seeds, set, root, table, title'),
+    ({'config': 'c.py', 'methods': 'ce,gce', 'noise': ['none'], 'root': 'r'},
+     "'methods' must be a list of strings, not \"ce,gce\""),
+    ({'config': 'c.py', 'methods': ['ce'], 'noise': ['none'], 'root': 'r',
+      'seeds': [0, True]}, "'seeds' must be a list of integers"),
+    ({'config': 'c.py', 'methods': ['ce'], 'noise': ['none'], 'root': 'r',
+      'seeds': [1, 1]}, 'repeat a seed'),
+    ({'config': 'c.py', 'methods': ['ce'], 'noise': ['gaussian:0.2'],
+      'root': 'r'}, "unknown kind 'gaussian'"),
+    ({'config': 'c.py', 'methods': ['ce'], 'noise': ['none'], 'root': 'r',
+      'set': ['seed=1']}, 'which the sweep sets'),
+    ([1, 2], 'expected a JSON object'),
+])
+def test_bad_spec_is_an_error_naming_file_and_key(tmp_path, spec, message):
+  path = tmp_path / 'spec.json'
+  path.write_text(json.dumps(spec))
+  with pytest.raises(ValueError, match=f'spec {re.escape(str(path))}: .*'
+                     f'{message}'):
+    sweep.load_spec(path)
+  (tmp_path / 'broken.json').write_text('{"config": ')
+  with pytest.raises(ValueError, match='broken.json is not valid JSON'):
+    sweep.load_spec(tmp_path / 'broken.json')
+
+
+def test_spec_with_a_flag_that_names_the_sweep_is_an_error(tmp_path, capsys):
+  spec = _write_spec(tmp_path / 's.json', config='c.py', methods=['ce'],
+                     noise=['none'], root=str(tmp_path / 'r'))
+  for flags in (['--root', 'other'], ['--set', 'num_epochs=3'],
+                ['--seeds', '1']):
+    with pytest.raises(SystemExit):
+      sweep.main(['--spec', str(spec), '--aggregate-only'] + flags)
+    assert (f'--spec names the whole sweep; {flags[0]} cannot be given'
+            in capsys.readouterr().err)
+  with pytest.raises(SystemExit):
+    sweep.main(['--methods', 'ce', '--noise', 'none'])
+  assert '--config, --root required (or --spec FILE)' in capsys.readouterr().err
+  # --jobs and --aggregate-only go with --spec.
+  assert sweep.main(['--spec', str(spec), '--aggregate-only', '--jobs',
+                     '2']) == 0
+
+
+@pytest.mark.parametrize('name', ['cifar10_resnet18', 'cifar10_resnet18_seeds',
+                                  'digits_rehearsal'])
+def test_shipped_specs_name_valid_sweeps(name):
+  pytest.importorskip('ml_collections')
+  from experiments import train  # pylint: disable=g-import-not-at-top
+  loaded = sweep.load_spec(
+      sweep.REPO_ROOT / 'experiments' / 'sweeps' / f'{name}.json')
+  sweep.check_sweep_config(loaded)
+  config = sweep.load_config(loaded.config)
+  for method in loaded.methods:
+    config.method = method.name
+    for key, value in method.overrides:
+      config.loss_hparams[key.split('.')[1]] = float(value)
+    train.Method(config)  # an unknown method or hyperparameter raises
+    config.loss_hparams.tau = None
+
+
+def test_cifar10_spec_is_the_issue_table():
+  loaded = sweep.load_spec(
+      sweep.REPO_ROOT / 'experiments/sweeps/cifar10_resnet18.json')
+  assert [m.label for m in loaded.methods] == [
+      'CE', 'GCE', 'PHuber-CE tau=2', 'OGC-CE', 'OGC-GCE', 'Focal', 'OGC-FL',
+      'SCE', 'NCE+RCE', 'PHuber-CE tau=10']
+  assert [n.spec for n in loaded.noises] == [
+      'symmetric:0.2', 'symmetric:0.5', 'symmetric:0.8', 'asymmetric:0.4',
+      'instance:0.4']
+  assert loaded.seeds == (0,)
+  assert {k: loaded.set_overrides[k] for k in (
+      'dataset', 'num_epochs', 'dtype', 'noise.protocol')} == {
+          'dataset': 'cifar10_jpeg', 'num_epochs': '150', 'dtype': 'bfloat16',
+          'noise.protocol': 'authors'}
+  assert sweep.repo_relative(loaded.root) == (
+      'experiments/results/records/cifar10_resnet18')
+  assert sweep.repo_relative(loaded.table) == (
+      'experiments/results/cifar10_resnet18.md')
+  # The 25 core cells come first.
+  assert {r.method.label for r in loaded.runs()[:25]} == {
+      'CE', 'GCE', 'PHuber-CE tau=2', 'OGC-CE', 'OGC-GCE'}
+  seeds = sweep.load_spec(
+      sweep.REPO_ROOT / 'experiments/sweeps/cifar10_resnet18_seeds.json')
+  # Seed 0 of CE and OGC-CE is the same run in both specs.
+  shared = {r.workdir: r.overrides for r in loaded.runs()}
+  for run in seeds.runs():
+    if run.seed == 0:
+      assert shared[run.workdir] == run.overrides
+
+
 def test_recorded_settings_conflict_is_an_error(tmp_path):
   runs = grid.plan_runs(tmp_path, [METHODS[0]], [NOISES[0]], [0],
                         {'num_epochs': '5'})
   runs[0].workdir.mkdir(parents=True)
-  record = {'config': sweep._config_for_record('experiments/configs/d.py'),
+  record = {'config': sweep.config_for_record('experiments/configs/d.py'),
             'overrides': runs[0].overrides}
   (runs[0].workdir / workdir_lib.SWEEP_ARGS_FILE).write_text(json.dumps(record))
   sweep.check_recorded_settings(runs, 'experiments/configs/d.py')
