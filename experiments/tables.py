@@ -25,6 +25,7 @@ class RunResult(NamedTuple):
   best_test_accuracy: float
   wall_time_s: float
   num_epochs: int
+  true_noise_rate: float  # realised: the fraction of given labels that are wrong
 
 
 def collect_results(root, methods: Sequence[grid.Method],
@@ -55,7 +56,8 @@ def collect_results(root, methods: Sequence[grid.Method],
             method, noise, seed, workdir,
             float(result['final_test_accuracy']),
             float(result['best_test_accuracy']),
-            float(result['wall_time_s']), int(result['num_epochs'])))
+            float(result['wall_time_s']), int(result['num_epochs']),
+            float(result['true_noise_rate'])))
   return results
 
 
@@ -84,7 +86,11 @@ def render_table(results: Sequence[RunResult],
   one decimal. A cell with fewer finished seeds than requested shows the count,
   e.g. ``91.2 ± 0.3 (2/3)``; with one seed there is no std, with none the cell
   is ``–``. In each column the best mean (as shown, to one decimal; ties all)
-  is in bold.
+  is in bold. Above the table a line gives each column's realised noise
+  rate (the fraction of training labels that differ from the true ones, as
+  the runs record it; a range where runs differ), which can be below the
+  nominal rate (asymmetric noise of classes without a mapping, the authors'
+  integer counts).
 
   Args:
     results: finished runs, as from `collect_results`.
@@ -119,6 +125,21 @@ def render_table(results: Sequence[RunResult],
       'mean ± sample standard deviation (ddof=1) over '
       f'{seed_text}. Best mean per column in **bold**; (k/n): only k of the '
       'n seeds finished; –: no finished run.', '']
+  realised = collections.defaultdict(list)
+  for r in results:
+    realised[r.noise.dirname].append(100.0 * r.true_noise_rate)
+  rates = []
+  for noise in noises:
+    values = realised.get(noise.dirname)
+    if not values:
+      continue
+    low, high = min(values), max(values)
+    rates.append(f'{noise.column} {low:.2f}%' if high - low < 0.005
+                 else f'{noise.column} {low:.2f}–{high:.2f}%')
+  if rates:
+    lines += ['Realised noise rates (the fraction of training labels that '
+              'differ from the true ones, as the runs record it): '
+              + '; '.join(rates) + '.', '']
   lines.append('| Method | ' + ' | '.join(n.column for n in noises) + ' |')
   lines.append('| --- |' + ' ---: |' * len(noises))
   for method in methods:
@@ -142,7 +163,7 @@ def render_table(results: Sequence[RunResult],
 
 CSV_FIELDS = ('method', 'label', 'noise_kind', 'noise_rate', 'seed',
               'final_test_accuracy', 'best_test_accuracy', 'wall_time_s',
-              'num_epochs', 'workdir')
+              'num_epochs', 'true_noise_rate', 'workdir')
 
 
 def write_csv(results: Sequence[RunResult], path) -> None:
@@ -154,4 +175,5 @@ def write_csv(results: Sequence[RunResult], path) -> None:
       writer.writerow([
           r.method.entry, r.method.label, r.noise.kind, f'{r.noise.rate:g}',
           r.seed, repr(r.final_test_accuracy), repr(r.best_test_accuracy),
-          f'{r.wall_time_s:.3f}', r.num_epochs, r.workdir.as_posix()])
+          f'{r.wall_time_s:.3f}', r.num_epochs, repr(r.true_noise_rate),
+          r.workdir.as_posix()])

@@ -43,7 +43,7 @@ RECORD_FILES = (CONFIG_FILE, METRICS_FILE, RESULT_FILE, SWEEP_ARGS_FILE)
 RESULT_NEUTRAL_KEYS = ('progress',)
 # Fields every result.json has.
 RESULT_KEYS = ('final_test_accuracy', 'best_test_accuracy', 'wall_time_s',
-               'num_epochs')
+               'num_epochs', 'true_noise_rate')
 
 _QUEUE_NAME = 'epoch_{:04d}.npy'
 _QUEUE_PATTERN = re.compile(r'epoch_(\d+)\.npy')

@@ -64,7 +64,7 @@ _FAKE_TRAIN = textwrap.dedent('''
       time.sleep(600)
     (workdir / 'result.json').write_text(json.dumps({
         'final_test_accuracy': 0.5, 'best_test_accuracy': 0.6,
-        'wall_time_s': 0.25, 'num_epochs': 2}))
+        'wall_time_s': 0.25, 'num_epochs': 2, 'true_noise_rate': 0.2}))
 ''')
 
 
@@ -182,7 +182,7 @@ def test_run_time_estimate_comes_from_finished_records(tmp_path, monkeypatch,
   workdir.mkdir(parents=True)
   workdir_lib.write_result(workdir, {
       'final_test_accuracy': 0.5, 'best_test_accuracy': 0.5,
-      'wall_time_s': 40.0, 'num_epochs': 2})
+      'wall_time_s': 40.0, 'num_epochs': 2, 'true_noise_rate': 0.2})
   # The slow run is expected to take 40 s + 25 s of start-up; 60 s are left.
   assert lease.main(['run', '--spec', str(spec), '--budget-s', '70',
                      '--reserve-s', '10', '--startup-s', '25', '--out',
@@ -269,7 +269,7 @@ def _finished_run(root, method, final=0.5):
       'overrides': run.overrides})
   workdir_lib.write_result(run.workdir, {
       'final_test_accuracy': final, 'best_test_accuracy': final,
-      'wall_time_s': 1.0, 'num_epochs': 1})
+      'wall_time_s': 1.0, 'num_epochs': 1, 'true_noise_rate': 0.2})
   (run.workdir / 'checkpoints').mkdir()
   (run.workdir / 'checkpoints' / 'big').write_bytes(b'0' * 1000)
   return run

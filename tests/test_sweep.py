@@ -289,7 +289,7 @@ _FAKE_TRAIN = textwrap.dedent('''
     (workdir / 'result.json').write_text(json.dumps({
         'final_test_accuracy': 0.5 + int(overrides['seed']) / 100,
         'best_test_accuracy': 0.6, 'wall_time_s': 0.1,
-        'num_epochs': int(overrides['num_epochs']),
+        'num_epochs': int(overrides['num_epochs']), 'true_noise_rate': 0.2,
         'env': {k: os.environ.get(k) for k in
                 ('XLA_FLAGS', 'JAX_COMPILATION_CACHE_DIR')}}))
 ''')

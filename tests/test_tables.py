@@ -33,7 +33,8 @@ def _write_grid(root):
       workdir.mkdir(parents=True)
       (workdir / 'result.json').write_text(json.dumps({
           'final_test_accuracy': final, 'best_test_accuracy': final + 0.01,
-          'wall_time_s': 10.0 + seed, 'num_epochs': 5, 'config': {}}))
+          'wall_time_s': 10.0 + seed, 'num_epochs': 5, 'config': {},
+          'true_noise_rate': by_spec[spec].rate - 0.001 * seed}))
   # An unfinished run (no result.json) and a run outside the grid.
   unfinished = grid.run_dir(root, by_entry['ce'], by_spec['instance:0.4'], 0)
   unfinished.mkdir(parents=True)
@@ -42,7 +43,7 @@ def _write_grid(root):
   outside.mkdir(parents=True)
   (outside / 'result.json').write_text(json.dumps({
       'final_test_accuracy': 0.99, 'best_test_accuracy': 0.99,
-      'wall_time_s': 1.0, 'num_epochs': 5}))
+      'wall_time_s': 1.0, 'num_epochs': 5, 'true_noise_rate': 0.4}))
 
 
 def _table_rows(table):
@@ -80,6 +81,11 @@ def test_render_table_cells_bold_and_partial_counts(tmp_path):
   # OGC sym 0.2 = 85, 86, 87 -> 86 ± 1, the best of its column.
   # ce asym 0.4 = 70, 74 (2 of 3) -> 72 ± sqrt(8) = 2.83, best of its column.
   # OGC asym 0.4 = 71 (1 of 3): no std. OGC instance = 60 x 3 -> 60 ± 0.
+  # Realised noise: the runs record rate - 0.001 * seed, a range over seeds.
+  assert ('Realised noise rates (the fraction of training labels that differ'
+          ' from the true ones, as the runs record it): symmetric 20% '
+          '19.80–20.00%; asymmetric 40% 39.90–40.00%; instance 40% '
+          '39.80–40.00%.') in lines
   assert _table_rows(table) == {
       'ce': ['82.0 ± 2.0', '**72.0 ± 2.8** (2/3)', '–'],
       'OGC-CE': ['**86.0 ± 1.0**', '71.0 (1/3)', '**60.0 ± 0.0**'],
@@ -90,9 +96,9 @@ def test_render_table_bolds_ties_at_the_shown_precision(tmp_path):
   methods = [grid.parse_method(m) for m in ('ce', 'gce', 'sce')]
   noise = grid.parse_noise('symmetric:0.4')
   results = [
-      tables.RunResult(methods[0], noise, 0, tmp_path, 0.91234, 0.92, 1.0, 2),
-      tables.RunResult(methods[1], noise, 0, tmp_path, 0.91199, 0.92, 1.0, 2),
-      tables.RunResult(methods[2], noise, 0, tmp_path, 0.9114, 0.92, 1.0, 2)]
+      tables.RunResult(methods[0], noise, 0, tmp_path, 0.91234, 0.92, 1.0, 2, 0.4),
+      tables.RunResult(methods[1], noise, 0, tmp_path, 0.91199, 0.92, 1.0, 2, 0.4),
+      tables.RunResult(methods[2], noise, 0, tmp_path, 0.9114, 0.92, 1.0, 2, 0.4)]
   rows = _table_rows(tables.render_table(results, methods, [noise], [0]))
   assert rows == {'ce': ['**91.2**'], 'gce': ['**91.2**'], 'sce': ['91.1']}
 
@@ -110,7 +116,7 @@ def test_write_csv_rows(tmp_path):
       'method': 'ogc_ce@ogc.epsilon=5', 'label': 'OGC-CE',
       'noise_kind': 'instance', 'noise_rate': '0.4', 'seed': '1',
       'final_test_accuracy': '0.6', 'best_test_accuracy': '0.61',
-      'wall_time_s': '11.000', 'num_epochs': '5'}
+      'wall_time_s': '11.000', 'num_epochs': '5', 'true_noise_rate': '0.399'}
   assert row['workdir'].endswith('ogc_ce+ogc.epsilon=5/instance_0.4/seed_1')
   finals = sorted(float(r['final_test_accuracy']) for r in rows)
   assert finals == sorted(

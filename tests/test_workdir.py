@@ -42,7 +42,8 @@ def test_read_config_and_read_result(tmp_path):
   assert workdir_lib.read_config(tmp_path) == {}
   assert workdir_lib.read_result(tmp_path) is None
   result = {'final_test_accuracy': 0.5, 'best_test_accuracy': 0.6,
-            'wall_time_s': 1.0, 'num_epochs': 2, 'config': {'seed': 0}}
+            'wall_time_s': 1.0, 'num_epochs': 2, 'true_noise_rate': 0.4,
+            'config': {'seed': 0}}
   workdir_lib.write_result(tmp_path, result)
   assert workdir_lib.read_result(tmp_path) == result
   (tmp_path / 'result.json').write_text('{"final_test_accuracy": 0.5')
@@ -51,7 +52,7 @@ def test_read_config_and_read_result(tmp_path):
   (tmp_path / 'result.json').write_text('{"final_test_accuracy": 0.5}')
   with pytest.raises(ValueError, match=(
       r"result.json lacks \['best_test_accuracy', 'wall_time_s', "
-      r"'num_epochs'\]")):
+      r"'num_epochs', 'true_noise_rate'\]")):
     workdir_lib.read_result(tmp_path)
 
 
