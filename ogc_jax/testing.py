@@ -82,8 +82,9 @@ def ratio(gmm, derivative, p_threshold):
     clipped = lambda h: min(derivative(math.exp(-h)), tau)
     std = math.sqrt(var)
     dist = stats.truncnorm((MIN_H - mean) / std, (MAX_H - mean) / std, mean, std)
-    lo = max(MIN_H, mean - 15 * std)
-    hi = min(MAX_H, mean + 15 * std)
+    mode = min(max(mean, MIN_H), MAX_H)  # of the truncated density
+    lo = max(MIN_H, mode - 15 * std)
+    hi = min(MAX_H, mode + 15 * std)
     total = 0.0
     for a, b in ((lo, min(max(h_t, lo), hi)), (min(max(h_t, lo), hi), hi)):
       if b > a:

@@ -71,6 +71,8 @@ def _expected_clipped_gradient(mean, var, base_loss, h_threshold, tau):
   """E[min(|l'(p)|, tau)] for H ~ N(mean, var) truncated to [MIN_H, MAX_H]."""
   dtype = jnp.result_type(mean, var, h_threshold)
   std = jnp.sqrt(var)
+  # The mode of the truncated density: the mean, or the nearest end of the
+  # range when the mean lies outside it; the nodes are laid out around it.
   centre = jnp.clip(mean, MIN_H, MAX_H)
   a = jnp.maximum(centre - _SUPPORT * std, MIN_H)
   b = jnp.minimum(centre + _SUPPORT * std, MAX_H)
@@ -82,8 +84,11 @@ def _expected_clipped_gradient(mean, var, base_loss, h_threshold, tau):
   u_hi = jnp.stack([to_u(c), to_u(b)])[:, None]
   u = u_lo + (u_hi - u_lo) * nodes[None]
   h = MIN_H + u * u
-  # Quadrature weight * dH/du * unnormalised density (relative to its mode).
-  log_density = -0.5 * (h - centre) ** 2 / var + 0.5 * (centre - mean) ** 2 / var
+  # Quadrature weight * dH/du * the density N(h; mean, var) relative to its
+  # value at the mode: (h - mean)^2 - (centre - mean)^2, factored so that no
+  # large squares cancel.
+  offset = h - centre
+  log_density = -0.5 * offset * (offset + 2 * (centre - mean)) / var
   w = weights[None] * (u_hi - u_lo) * 2 * u * jnp.exp(log_density)
   g = jnp.minimum(derivative_magnitude(base_loss, jnp.exp(-h)), tau)
   # Self-normalised: dividing by the quadrature of the density itself.

@@ -12,13 +12,20 @@ Two routes to the same update, sharing one state:
 
 Clipping |dl/dp| at tau scales each example's parameter gradient by
 ``min(1, tau / |l'(p)|)``; that factor is the example's weight.
+
+Whatever the dtype of ``probs`` (bfloat16 or float16 included), the clamp to
+[MIN_PROB, MAX_PROB], the base loss, the weights and the batch mean are
+computed in float32: in bfloat16 MAX_PROB would round to 1, where the
+derivative of some base losses is infinite.
 """
 
+import numbers
 from typing import Any, Callable, NamedTuple, Union
 
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from ogc_jax.gmm import GMM, fit_gmm
@@ -41,10 +48,13 @@ class OGCState(NamedTuple):
     p_threshold: the current probability threshold (tau = |l'(p_threshold)|).
     gmm: the last fitted mixture (all zeros before the first fit).
     noise_to_clean_ratio: R(tau) reached at the last fit.
-    num_threshold_updates: how many times the threshold has been refitted.
+    num_threshold_updates: how many refits have set the threshold.
     clipped_fraction: fraction of the last batch's valid examples clipped.
     num_invalid: non-finite or out-of-range probabilities seen so far; they
       are kept out of the queue and their examples get weight 0.
+    num_rejected_refits: refits whose mixture, threshold or ratio was not
+      finite (e.g. a base loss whose derivative is NaN for some p); each
+      kept the previous tau, p_threshold and mixture.
   """
   count: chex.Array
   queue: chex.Array
@@ -57,6 +67,7 @@ class OGCState(NamedTuple):
   num_threshold_updates: chex.Array
   clipped_fraction: chex.Array
   num_invalid: chex.Array
+  num_rejected_refits: chex.Array
 
 
 class OGCWeights(NamedTuple):
@@ -75,6 +86,34 @@ def _check_probs(probs):
   if not jnp.issubdtype(probs.dtype, jnp.floating):
     raise ValueError(
         f"OGC expects `probs` to be floating point, got dtype {probs.dtype}.")
+
+
+def _check_positive_integer(name, value, minimum):
+  # bool is an int in Python, but update_period=True is a mistake.
+  if (not isinstance(value, (numbers.Integral, np.integer))
+      or isinstance(value, (bool, np.bool_)) or value < minimum):
+    raise ValueError(
+        f"`{name}` must be an integer >= {minimum}, got {value!r}"
+        f" ({type(value).__name__}).")
+
+
+def _check_learning_rate(learning_rate):
+  """A float must be finite and >= 0; a schedule is checked at step 0."""
+  value = learning_rate(0) if callable(learning_rate) else learning_rate
+  if isinstance(value, jax.core.Tracer):
+    return  # built under a trace: nothing to check
+  what = "`learning_rate` (the schedule at step 0)" if callable(
+      learning_rate) else "`learning_rate`"
+  kind = np.asarray(value).dtype if hasattr(value, "dtype") or isinstance(
+      value, numbers.Real) else None
+  if kind is None or np.ndim(value) != 0 or not jnp.issubdtype(kind, jnp.number):
+    raise ValueError(
+        f"{what} must be a finite float >= 0 or an optax schedule of the"
+        f" step count, got {value!r}.")
+  if not (np.isfinite(value) and value >= 0):
+    raise ValueError(
+        f"{what} must be a finite float >= 0 (the target ratio is"
+        f" 1 + learning_rate * epsilon), got {value!r}.")
 
 
 def _valid(probs):
@@ -103,19 +142,30 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
   Use them in the loss with `weighted_base_loss`: the gradient of that loss is
   the OGC update, at the memory cost of plain training.
 
+  A refit whose mixture, threshold or ratio is not finite keeps the previous
+  ones and counts in ``state.num_rejected_refits``, so NaN never enters the
+  state. An empty batch (``probs`` of shape ``[0]``) returns no weights and
+  the state unchanged (``count`` included).
+
   Args:
     base_loss: elementwise, differentiable base loss of p, e.g.
       `ogc_jax.losses.cross_entropy`; |l'(p)| must decrease in p.
-    learning_rate: the optimizer's learning rate, a float or an optax schedule
-      evaluated at the state's ``count``: the target ratio is
-      ``1 + learning_rate * epsilon``.
-    epsilon: the method's epsilon.
-    update_period: refit the threshold every this many steps (s).
-    queue_size: number of recent H values the mixture is fitted to (q).
+    learning_rate: the optimizer's learning rate, a finite float >= 0 or an
+      optax schedule evaluated at the state's ``count`` (checked at step 0):
+      the target ratio is ``1 + learning_rate * epsilon``.
+    epsilon: the method's epsilon, a finite float >= 0.
+    update_period: refit the threshold every this many steps (s), an
+      integer >= 1.
+    queue_size: number of recent H values the mixture is fitted to (q), an
+      integer >= 2.
 
   Returns:
     An `OGCWeights` of pure functions ``init(params=None)`` and
     ``update(probs, state)``.
+
+  Raises:
+    ValueError: for an argument outside the choices above (at construction),
+      and for ``probs`` that are not a 1-D floating array (at trace time).
 
   Example:
     >>> import jax, jax.numpy as jnp, optax
@@ -138,12 +188,12 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
     Ye et al., `Optimized Gradient Clipping for Noisy Label Learning
     <https://arxiv.org/abs/2412.08941>`_, AAAI 2025.
   """
-  if update_period < 1:
-    raise ValueError(f"`update_period` must be >= 1, got {update_period}.")
-  if queue_size < 2:
-    raise ValueError(f"`queue_size` must be >= 2, got {queue_size}.")
-  if epsilon < 0:
-    raise ValueError(f"`epsilon` must be >= 0, got {epsilon}.")
+  _check_positive_integer("update_period", update_period, 1)
+  _check_positive_integer("queue_size", queue_size, 2)
+  if not (isinstance(epsilon, numbers.Real) and np.isfinite(epsilon)
+          and epsilon >= 0):
+    raise ValueError(f"`epsilon` must be a finite float >= 0, got {epsilon!r}.")
+  _check_learning_rate(learning_rate)
 
   def init(params: Any = None) -> OGCState:
     del params
@@ -162,7 +212,8 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
         noise_to_clean_ratio=zero(),
         num_threshold_updates=zero(jnp.int32),
         clipped_fraction=zero(),
-        num_invalid=zero(jnp.int32))
+        num_invalid=zero(jnp.int32),
+        num_rejected_refits=zero(jnp.int32))
 
   def push(state: OGCState, h, valid):
     """Appends the valid H values to the ring buffer, oldest first."""
@@ -182,13 +233,24 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
   def refit(state: OGCState, lr):
     gmm = fit_gmm(state.queue)
     p_threshold, tau = solve_threshold(gmm, base_loss, lr, epsilon)
+    fitted = dict(gmm=gmm, p_threshold=p_threshold, tau=tau,
+                  noise_to_clean_ratio=noise_to_clean_ratio(gmm, base_loss,
+                                                            p_threshold))
+    # A fit or solve that is not finite keeps the previous threshold.
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
+                                for x in jax.tree_util.tree_leaves(fitted)]))
+    previous = {k: getattr(state, k) for k in fitted}
+    kept = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old),
+                                  fitted, previous)
     return state._replace(
-        gmm=gmm, p_threshold=p_threshold, tau=tau,
-        noise_to_clean_ratio=noise_to_clean_ratio(gmm, base_loss, p_threshold),
-        num_threshold_updates=state.num_threshold_updates + 1)
+        **kept,
+        num_threshold_updates=state.num_threshold_updates + finite,
+        num_rejected_refits=state.num_rejected_refits + ~finite)
 
   def update(probs: chex.Array, state: OGCState):
     _check_probs(probs)
+    if probs.shape[0] == 0:  # static: an empty batch changes nothing
+      return jnp.zeros([0], jnp.float32), state
     probs = jax.lax.stop_gradient(probs).astype(jnp.float32)
     valid = _valid(probs)
     p = _feasible(probs, valid)
@@ -215,10 +277,11 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
 def weighted_base_loss(base_loss, probs: chex.Array, weights: chex.Array):
   """The fused OGC objective: mean over the batch of ``weight * l(p)``.
 
-  Probabilities are clamped to the feasible range [1e-7, 1 - 1e-7] (as the
-  method does), and invalid ones (non-finite or outside [0, 1]), whose weight
-  is 0, are replaced before the loss so they contribute neither value nor
-  gradient.
+  Probabilities are cast to float32 and clamped to the feasible range
+  [1e-7, 1 - 1e-7] (as the method does), and invalid ones (non-finite or
+  outside [0, 1]), whose weight is 0, are replaced before the loss so they
+  contribute neither value nor gradient. The loss is float32 whatever the
+  dtype of ``probs``; an empty batch gives a loss of 0 (and zero gradients).
 
   Args:
     base_loss: the elementwise base loss of p.
@@ -226,9 +289,13 @@ def weighted_base_loss(base_loss, probs: chex.Array, weights: chex.Array):
     weights: ``[batch]`` weights from `ogc_weights` (stop-gradient).
 
   Returns:
-    The scalar loss whose gradient is the OGC update.
+    The float32 scalar loss whose gradient is the OGC update.
   """
+  if probs.shape[0] == 0:
+    return jnp.zeros([], jnp.float32)
+  probs = probs.astype(jnp.float32)
   valid = _valid(probs)
+  weights = weights.astype(jnp.float32)
   return jnp.mean(jnp.where(valid, weights * base_loss(_feasible(probs, valid)), 0.0))
 
 
@@ -255,19 +322,26 @@ def ogc(base_loss: Callable[[chex.Array], chex.Array],
   the noise-to-clean ratio of expected clipped gradients equals
   ``1 + learning_rate * epsilon``. Each example's gradient is then scaled by
   ``min(1, tau / |l'(p)|)``. Examples with non-finite or out-of-range
-  probabilities contribute no gradient and stay out of the queue.
+  probabilities contribute no gradient and stay out of the queue. The mean is
+  accumulated in float32 and returned in the dtype of each gradient leaf. An
+  empty batch gives a zero update and leaves the state unchanged.
 
   Args:
     base_loss: elementwise, differentiable base loss of p; the per-example
       gradients must be those of ``base_loss(p)``.
-    learning_rate: float or optax schedule (evaluated at the state's count).
-    epsilon: the method's epsilon.
-    update_period: refit every this many steps (s).
-    queue_size: queue length (q).
+    learning_rate: finite float >= 0 or optax schedule (evaluated at the
+      state's count; checked at step 0).
+    epsilon: the method's epsilon, a finite float >= 0.
+    update_period: refit every this many steps (s), an integer >= 1.
+    queue_size: queue length (q), an integer >= 2.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is `OGCState`;
     ``optax.tree_utils.tree_get(state, "tau")`` finds the threshold.
+
+  Raises:
+    ValueError: as `ogc_weights`, and when ``probs`` is missing or a leaf of
+      ``updates`` has no batch axis of the length of ``probs`` (trace time).
 
   Example:
     >>> import jax, jax.numpy as jnp, optax
@@ -304,14 +378,18 @@ def ogc(base_loss: Callable[[chex.Array], chex.Array],
             "OGC expects `updates` to be per-example gradients with the batch"
             f" ({probs.shape[0]}, the length of `probs`) in the 0th axis; leaf"
             f" {jax.tree_util.keystr(path)} has shape {leaf.shape}.")
-    weights, state = weighting.update(probs, state)
     batch = probs.shape[0]
+    if batch == 0:
+      zeros = lambda g: jnp.zeros(g.shape[1:], g.dtype)
+      return jax.tree_util.tree_map(zeros, updates), state
+    weights, state = weighting.update(probs, state)
     valid = _valid(probs)
 
     def aggregate(g):
       # where, not multiply: an invalid example's gradient may be NaN.
       g = jnp.where(valid.reshape((-1,) + (1,) * (g.ndim - 1)), g, 0)
-      return jnp.tensordot(weights.astype(g.dtype), g, axes=1) / batch
+      mean = jnp.tensordot(weights, g.astype(jnp.float32), axes=1) / batch
+      return mean.astype(g.dtype)
 
     return jax.tree_util.tree_map(aggregate, updates), state
 

@@ -30,6 +30,17 @@ MIXTURES = [
 ]
 
 
+# Component means outside the feasible range [MIN_H, MAX_H] (H < 0 would be
+# p > 1): the public solver accepts any mixture, and truncation then puts the
+# mode at the end of the range.
+OUTSIDE_MIXTURES = [
+    (dict(mean_clean=-0.5, var_clean=0.25, mean_noisy=3.0, var_noisy=1.0), 0.1),
+    (dict(mean_clean=-1.0, var_clean=1.0, mean_noisy=4.0, var_noisy=2.0), 0.01),
+    (dict(mean_clean=-0.3, var_clean=0.0016, mean_noisy=3.0, var_noisy=1.0), 0.01),
+    (dict(mean_clean=0.05, var_clean=0.01, mean_noisy=18.0, var_noisy=4.0), 0.001),
+]
+
+
 def as_gmm(m, weight_noisy=0.4):
   return GMM(**{k: jnp.float32(v) for k, v in m.items()},
              weight_noisy=jnp.float32(weight_noisy))
@@ -48,6 +59,15 @@ class SolveThresholdTest(chex.TestCase, parameterized.TestCase):
       # The method asks for 1%; the quadrature gives about 1e-5.
       np.testing.assert_allclose(tau, ref_tau, rtol=1e-3, err_msg=str(mixture))
       np.testing.assert_allclose(p, ref_p, rtol=1e-3, err_msg=str(mixture))
+
+  @parameterized.product(loss=list(BASE_LOSSES), case=list(range(len(OUTSIDE_MIXTURES))))
+  def test_means_outside_the_feasible_range(self, loss, case):
+    base_loss, derivative = BASE_LOSSES[loss]
+    mixture, lr = OUTSIDE_MIXTURES[case]
+    p, tau = solve_threshold(as_gmm(mixture), base_loss, lr)
+    ref_p, ref_tau = ref.threshold(mixture, derivative, lr)
+    np.testing.assert_allclose(tau, ref_tau, rtol=1e-3, err_msg=str(mixture))
+    np.testing.assert_allclose(p, ref_p, rtol=1e-3, err_msg=str(mixture))
 
   @chex.variants(without_jit=True)
   def test_matches_float64_reference_op_by_op(self):
@@ -108,12 +128,18 @@ class SolveThresholdTest(chex.TestCase, parameterized.TestCase):
 
 
 _solve_jit = jax.jit(solve_threshold, static_argnums=1)
+_ratio_jit = jax.jit(noise_to_clean_ratio, static_argnums=1)
+
+# Means from below H = 0 (p > 1) to above MAX_H = 16.1 (p < 1e-7): the solver
+# must treat a mean outside the feasible range like any other.
+_MEAN_CLEAN = st.floats(-2.0, 2.0)
+_GAP = st.floats(0.0, 18.0)
 
 
 @hypothesis.settings(max_examples=25, deadline=None, derandomize=True)
 @hypothesis.given(
-    mean_clean=st.floats(0.0, 2.0), std_clean=st.floats(0.04, 1.0),
-    gap=st.floats(0.0, 8.0), std_noisy=st.floats(0.04, 3.0),
+    mean_clean=_MEAN_CLEAN, std_clean=st.floats(0.04, 1.0),
+    gap=_GAP, std_noisy=st.floats(0.04, 3.0),
     lr=st.floats(1e-4, 0.5), shrink=st.floats(0.05, 0.9),
     loss=st.sampled_from(list(BASE_LOSSES)))
 def test_tau_finite_bounded_and_monotone_in_learning_rate(
@@ -131,6 +157,24 @@ def test_tau_finite_bounded_and_monotone_in_learning_rate(
   assert MIN_PROB * (1 - 1e-6) <= p <= MAX_PROB
   # A smaller learning rate asks for a ratio closer to 1: clip no less.
   assert tau_small <= tau * (1 + 1e-5)
+
+
+@hypothesis.settings(max_examples=25, deadline=None, derandomize=True)
+@hypothesis.given(
+    mean_clean=_MEAN_CLEAN, std_clean=st.floats(0.04, 1.0),
+    gap=_GAP, std_noisy=st.floats(0.04, 3.0), h_threshold=st.floats(0.0, 16.0),
+    loss=st.sampled_from(list(BASE_LOSSES)))
+def test_ratio_matches_float64_reference(
+    mean_clean, std_clean, gap, std_noisy, h_threshold, loss):
+  base_loss, derivative = BASE_LOSSES[loss]
+  mixture = dict(mean_clean=mean_clean, var_clean=std_clean**2,
+                 mean_noisy=mean_clean + gap, var_noisy=std_noisy**2)
+  # float32 mixture parameters, so both sides integrate the same mixture.
+  mixture = {k: float(np.float32(v)) for k, v in mixture.items()}
+  p_threshold = float(np.float32(np.exp(-h_threshold)))
+  ratio = _ratio_jit(as_gmm(mixture), base_loss, jnp.float32(p_threshold))
+  np.testing.assert_allclose(ratio, ref.ratio(mixture, derivative, p_threshold),
+                             rtol=1e-4, err_msg=str(mixture))
 
 
 if __name__ == "__main__":

@@ -239,6 +239,79 @@ class BadInputTest(parameterized.TestCase):
     with pytest.raises(ValueError, match="queue_size"):
       ogc_jax.ogc(losses.cross_entropy, 0.1, queue_size=1)
 
+  @parameterized.parameters(
+      # 2.5 used to refit every 5 steps, 16.0 to fail inside `init`.
+      (dict(update_period=2.5), r"`update_period` must be an integer >= 1, got 2\.5"),
+      (dict(update_period=True), r"`update_period` must be an integer >= 1, got True"),
+      (dict(queue_size=16.0), r"`queue_size` must be an integer >= 2, got 16\.0"),
+      (dict(queue_size=np.float32(64)), r"`queue_size` must be an integer"),
+      (dict(learning_rate=-0.1), r"`learning_rate` must be a finite float >= 0.*-0\.1"),
+      (dict(learning_rate=float("nan")), r"`learning_rate` must be a finite"),
+      (dict(learning_rate=optax.constant_schedule(-0.01)),
+       r"`learning_rate` \(the schedule at step 0\) must be a finite float >= 0"),
+      (dict(learning_rate="0.1"), r"`learning_rate` must be a finite float"),
+      (dict(epsilon=float("inf")), r"`epsilon` must be a finite float >= 0, got inf"),
+  )
+  def test_argument_errors_name_the_argument_and_value(self, kwargs, message):
+    kwargs = {"learning_rate": 0.1, **kwargs}
+    for make in (ogc_jax.ogc, ogc_jax.ogc_weights):
+      with pytest.raises(ValueError, match=message):
+        make(losses.cross_entropy, **kwargs)
+
+  def test_valid_arguments_of_other_types(self):
+    # NumPy integers, a jnp learning rate and a schedule are all accepted.
+    weighting = ogc_jax.ogc_weights(
+        losses.cross_entropy, jnp.float32(0.1), update_period=np.int64(2),
+        queue_size=np.int32(8))
+    self.assertEqual(weighting.init().queue.shape, (8,))
+    ogc_jax.ogc(losses.cross_entropy, optax.linear_schedule(0.1, 0.0, 100))
+
+  def test_empty_batch_changes_nothing(self):
+    weighting = ogc_jax.ogc_weights(losses.cross_entropy, 0.1, update_period=1,
+                                    queue_size=8)
+    _, state = weighting.update(jnp.linspace(0.1, 0.9, 8), weighting.init())
+    empty = jnp.zeros([0], jnp.float32)
+    for update in (weighting.update, jax.jit(weighting.update)):
+      weights, new_state = update(empty, state)
+      self.assertEqual(weights.shape, (0,))
+      chex.assert_trees_all_equal(new_state, state)
+    loss, grad = jax.value_and_grad(
+        lambda p: ogc_jax.weighted_base_loss(losses.cross_entropy, p, empty))(empty)
+    self.assertEqual(float(loss), 0.0)
+    self.assertEqual(grad.shape, (0,))
+    # The per-example route: a zero update of each parameter's shape.
+    grads = jax.tree_util.tree_map(lambda p: jnp.zeros((0,) + p.shape), self.params)
+    for update in (self.transform.update, jax.jit(self.transform.update)):
+      out, new_state = update(grads, self.state, probs=empty)
+      chex.assert_trees_all_equal(out, jax.tree_util.tree_map(jnp.zeros_like,
+                                                              self.params))
+      chex.assert_trees_all_equal(new_state, self.state)
+
+  def test_rejected_refit_keeps_the_previous_threshold(self):
+    # |l'(p)| is NaN for p > 0.5, where the quadrature of any fit evaluates it.
+    nan_above_half = lambda p: -jnp.log(p) + 0.0 * jnp.sqrt(0.5 - p)
+    weighting = ogc_jax.ogc_weights(nan_above_half, 0.1, update_period=2,
+                                    queue_size=8)
+    good = ogc_jax.GMM(mean_clean=jnp.float32(0.1), var_clean=jnp.float32(0.01),
+                       mean_noisy=jnp.float32(3.0), var_noisy=jnp.float32(1.0),
+                       weight_noisy=jnp.float32(0.4))
+    state = weighting.init()._replace(
+        tau=jnp.float32(4.0), p_threshold=jnp.float32(0.25), gmm=good,
+        noise_to_clean_ratio=jnp.float32(3.0), num_threshold_updates=jnp.int32(1))
+    probs = jnp.linspace(0.01, 0.4, 8)  # |l'| finite on the batch itself
+    update = jax.jit(weighting.update)
+    weights, state = update(probs, state)  # count 1: no refit due
+    weights, state = update(probs, state)  # count 2: the refit is rejected
+    self.assertEqual(int(state.num_rejected_refits), 1)
+    self.assertEqual(int(state.num_threshold_updates), 1)
+    for leaf in jax.tree_util.tree_leaves(state):
+      self.assertTrue(np.all(np.isfinite(leaf)))
+    self.assertEqual(float(state.tau), 4.0)
+    self.assertEqual(float(state.p_threshold), 0.25)
+    chex.assert_trees_all_equal(state.gmm, good)
+    np.testing.assert_allclose(weights, np.minimum(1.0, 4.0 * np.asarray(probs)),
+                               rtol=1e-6)
+
   def test_invalid_probabilities_do_not_poison_the_state(self):
     base_loss = losses.cross_entropy
     transform = ogc_jax.ogc(base_loss, 0.1, update_period=1, queue_size=16)
@@ -286,6 +359,52 @@ class BadInputTest(parameterized.TestCase):
     ordered = np.roll(np.asarray(state.queue), -int(state.queue_index))
     np.testing.assert_allclose(ordered, -np.log(np.asarray(probs[-32:])), rtol=1e-6)
     self.assertEqual(int(state.num_threshold_updates), 1)
+
+
+class LowPrecisionTest(parameterized.TestCase):
+  """bfloat16 and float16 probabilities: clamp, loss and weights in float32."""
+
+  @parameterized.product(dtype=[jnp.bfloat16, jnp.float16],
+                         loss=["cross_entropy", "focal", "generalized_cross_entropy"])
+  def test_fused_route_matches_float32(self, dtype, loss):
+    base_loss = getattr(losses, loss)
+    rng = np.random.default_rng(0)
+    # 0.99999 and 1.0 round to 1 in both dtypes; 1e-9 is below MIN_PROB.
+    probs = np.concatenate([[1.0, 0.99999, 1.0, 1e-9],
+                            rng.uniform(0.001, 0.999, 124)]).astype(np.float32)
+    probs = jnp.asarray(probs, dtype)
+    weights = jnp.asarray(rng.uniform(0.1, 1.0, 128), jnp.float32)
+    objective = lambda p: ogc_jax.weighted_base_loss(base_loss, p, weights)
+    loss_low, grad_low = jax.value_and_grad(objective)(probs)
+    loss_32, grad_32 = jax.value_and_grad(objective)(probs.astype(jnp.float32))
+    self.assertEqual(loss_low.dtype, jnp.float32)
+    self.assertEqual(float(loss_low), float(loss_32))
+    self.assertTrue(np.all(np.isfinite(np.asarray(grad_low, np.float32))))
+    # p = 1 lies above MAX_PROB: no gradient, as in float32 (focal's
+    # derivative is infinite at 1, CE's and GCE's would leak).
+    np.testing.assert_array_equal(np.asarray(grad_low[:3], np.float32), 0.0)
+    # Otherwise the float32 gradient, rounded once to the input dtype.
+    np.testing.assert_allclose(np.asarray(grad_low, np.float32), grad_32,
+                               rtol=float(jnp.finfo(dtype).eps), atol=0)
+
+  @parameterized.parameters(jnp.bfloat16, jnp.float16)
+  def test_per_example_route_reduces_in_float32(self, dtype):
+    # Neighbouring probabilities a < b of the dtype, gradients +1 and -1: the
+    # mean is (a - b) tau / 2, a difference of weights that the dtype itself
+    # rounds away by 25-50%.
+    a = jnp.asarray(0.5, dtype)
+    b = jnp.nextafter(a, jnp.asarray(1.0, dtype))
+    probs = jnp.tile(jnp.stack([a, b]), 32)
+    grads = {"w": jnp.tile(jnp.asarray([[1.0], [-1.0]], dtype), (32, 3))}
+    transform = ogc_jax.ogc(losses.cross_entropy, 0.1)
+    tau = 1.0 / 3.0  # weight min(1, tau / |l'(p)|) = p / 3
+    state = transform.init(None)._replace(tau=jnp.float32(tau))
+    out, _ = jax.jit(lambda g, s, p: transform.update(g, s, probs=p))(
+        grads, state, probs)
+    self.assertEqual(out["w"].dtype, dtype)
+    expected = (float(a) - float(b)) * tau / 2
+    np.testing.assert_allclose(np.asarray(out["w"], np.float64), expected,
+                               rtol=float(jnp.finfo(dtype).eps))
 
 
 class TransferGuardTest(absltest.TestCase):
