@@ -126,6 +126,36 @@ def _feasible(probs, valid):
   return jnp.clip(jnp.where(valid, probs, 1.0), MIN_PROB, MAX_PROB)
 
 
+def _cond_under_vmap(refit):
+  """``lax.cond(due, refit, keep)`` that stays a cond under ``jax.vmap``.
+
+  Under ``vmap`` a cond whose predicate is batched becomes a select that
+  runs both branches, so runs trained together along a vmapped axis (e.g.
+  several seeds in one program) would refit at every step. Such runs fall
+  due on the same steps, so the batched rule refits all of them under one
+  cond when any is due, and keeps the previous state of those that are not.
+  """
+  @jax.custom_batching.custom_vmap
+  def maybe_refit(due, state, lr):
+    return jax.lax.cond(due, refit, lambda s, _: s, state, lr)
+
+  @maybe_refit.def_vmap
+  def batched(axis_size, in_batched, due, state, lr):
+    def broadcast(x, is_batched):
+      return x if is_batched else jnp.broadcast_to(x, (axis_size,) + x.shape)
+    due, state, lr = jax.tree_util.tree_map(broadcast, (due, state, lr),
+                                            tuple(in_batched))
+    fitted = jax.lax.cond(jnp.any(due), jax.vmap(refit), lambda s, _: s,
+                          state, lr)
+    out = jax.tree_util.tree_map(
+        lambda new, old: jnp.where(
+            due.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
+        fitted, state)
+    return out, jax.tree_util.tree_map(lambda _: True, out)
+
+  return maybe_refit
+
+
 def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
                 learning_rate: ScalarOrSchedule,
                 *,
@@ -247,6 +277,8 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
         num_threshold_updates=state.num_threshold_updates + finite,
         num_rejected_refits=state.num_rejected_refits + ~finite)
 
+  maybe_refit = _cond_under_vmap(refit)
+
   def update(probs: chex.Array, state: OGCState):
     _check_probs(probs)
     if probs.shape[0] == 0:  # static: an empty batch changes nothing
@@ -260,7 +292,7 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
     state = push(state, -jnp.log(p), valid)
     count = state.count + 1
     due = (count % update_period == 0) & (state.queue_count == queue_size)
-    state = jax.lax.cond(due, refit, lambda s, _: s, state, lr)
+    state = maybe_refit(due, state, lr)
 
     g = derivative_magnitude(base_loss, p)
     weights = jnp.where(valid, jnp.minimum(1.0, state.tau / g), 0.0)

@@ -102,6 +102,39 @@ class UpdateScheduleTest(parameterized.TestCase):
         self.assertEqual(taus[s], taus[s - 1])
     self.assertLess(taus[8], 1 / MIN_PROB)
 
+  def test_vmap_over_runs_matches_each_run_and_keeps_the_refit_a_cond(self):
+    # Three runs stepped together under vmap (as experiments.train packs
+    # them). Run 2 sees a NaN in its first batch, so its queue fills one
+    # step later and it falls due on other steps than runs 0 and 1.
+    period, queue_size, batch, runs = 4, 64, 8, 3
+    weighting = ogc_jax.ogc_weights(losses.cross_entropy, 0.01,
+                                    update_period=period, queue_size=queue_size)
+    rng = np.random.default_rng(2)
+    probs = np.concatenate([rng.uniform(0.7, 1.0, (20, runs, batch // 2)),
+                            rng.uniform(0.001, 0.2, (20, runs, batch // 2))],
+                           axis=-1).astype(np.float32)
+    probs[0, 2, 0] = np.nan
+    batched = jax.jit(jax.vmap(weighting.update))
+    states = jax.vmap(lambda _: weighting.init())(jnp.arange(runs))
+    alone = [weighting.init() for _ in range(runs)]
+    update = jax.jit(weighting.update)
+    for step in range(20):
+      weights, states = batched(jnp.asarray(probs[step]), states)
+      for r in range(runs):
+        w, alone[r] = update(jnp.asarray(probs[step, r]), alone[r])
+        np.testing.assert_allclose(weights[r], w, rtol=1e-6)
+    for r in range(runs):
+      run = jax.tree_util.tree_map(lambda x: x[r], states)
+      chex.assert_trees_all_close(run, alone[r], rtol=1e-5)
+    self.assertEqual([int(n) for n in states.num_threshold_updates],
+                     [4, 4, 3])
+    # The refit is under a cond in the batched program, not a select that
+    # would run it at every step.
+    jaxpr = jax.make_jaxpr(jax.vmap(weighting.update))(jnp.asarray(probs[0]),
+                                                       states)
+    self.assertTrue('cond[' in str(jaxpr),
+                    'the batched refit is not under a cond')
+
   def test_schedule_sets_the_target_ratio(self):
     schedule = optax.piecewise_constant_schedule(0.1, {12: 0.1})
     weighting = ogc_jax.ogc_weights(losses.cross_entropy, schedule,
