@@ -5,10 +5,13 @@
 #   2. device: names the card, and stops unless JAX sees a GPU (ALLOW_CPU=1: go on);
 #   3. data:   unpacks and decodes the data once (the carried CIFAR-10 archive
 #              in $SHARED_DATA becomes OGC_SHARED_DATA);
-#   4. runs:   `python -m experiments.lease run`: the spec's unfinished runs that
+#   4. bench:  with BENCH=1 only: `benchmarks.train_loop` (per-step loop, epoch
+#              loop, JOBS runs packed by vmap and as processes; bfloat16 and
+#              float32) and `benchmarks.resnet_step` (OGC's cost per step);
+#   5. runs:   `python -m experiments.lease run`: the spec's unfinished runs that
 #              fit in the time left, JOBS at a time; each finished run's record
 #              goes into $OUT/records.tar.gz as soon as it ends;
-#   5. report: what is in $OUT.
+#   6. report: what is in $OUT.
 # The whole script keeps within TOTAL_S seconds; its output is also in
 # $OUT/gpu_lease.log.
 #
@@ -17,7 +20,9 @@
 #   go to `experiments.lease run` and override the script's own.
 # Environment: OUT (required), TOTAL_S (570), JOBS (4), RUN_SECONDS (450: how
 #   long a run takes while no run of the spec has finished), WHEELS (.whl),
-#   SHARED_DATA (.data), ALLOW_CPU (0), PYTHON (python3).
+#   SHARED_DATA (.data), ALLOW_CPU (0), PYTHON (python3), BENCH (0), BENCH_S
+#   (420: the benchmarks' share of TOTAL_S), BENCH_FLAGS (more flags for both
+#   benchmarks, e.g. --quick in a rehearsal).
 # A rehearsal on the CPU:
 #   OUT=/tmp/lease ALLOW_CPU=1 JOBS=2 RUN_SECONDS=60 \
 #     bash experiments/gpu_lease.sh experiments/sweeps/digits_rehearsal.json
@@ -80,6 +85,14 @@ if [[ -f $SHARED_DATA/cifar10-jpeg.tar.gz ]]; then
 fi
 phase data 180 env JAX_PLATFORMS=cpu "$PY" -m experiments.lease prepare \
   --spec "$SPEC" || exit 1
+
+if [[ ${BENCH:-0} == 1 ]]; then
+  bench_end=$((SECONDS + ${BENCH_S:-420}))
+  phase bench-loop $((bench_end - SECONDS - 120)) "$PY" -m benchmarks.train_loop \
+    --pack "$JOBS" ${BENCH_FLAGS:-}
+  phase bench-step $((bench_end - SECONDS)) "$PY" -m benchmarks.resnet_step \
+    --repeats 3 ${BENCH_FLAGS:-}
+fi
 
 # The lease stops its runs at its own deadline; the outer `timeout` is a
 # backstop, and 30 s stay for the report.
