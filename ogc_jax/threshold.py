@@ -15,8 +15,8 @@ The expectations are computed by composite Gauss-Legendre quadrature on each
 truncated component, split at the clipping point (where the integrand has a
 kink) and in the variable u = sqrt(H - H_min), which smooths losses whose
 derivative behaves like sqrt(H) near p = 1 (focal loss). The threshold is
-found by bisection in log p. Both are fixed-size, so the solver compiles to a
-short static loop.
+found by bisection in the same variable. Both are fixed-size, so the solver
+compiles to a short static loop.
 """
 
 import math
