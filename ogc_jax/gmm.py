@@ -256,16 +256,13 @@ def fit_gmm(h: chex.Array,
   step = lambda theta: _em_step(h, theta, reg_covar)
 
   starts = _initial_params(h, reg_covar)
-  theta_0 = starts[jnp.argmax(_mean_logliks(h, starts))]
-  theta_1, loglik_0 = step(theta_0)
-  theta_2, loglik_1 = step(theta_1)
+  theta_start = starts[jnp.argmax(_mean_logliks(h, starts))]
 
-  def squarem_cycle(carry):
-    # theta_1 = EM(theta_0), theta_2 = EM(theta_1); loglik_k of theta_k.
-    theta_0, theta_1, theta_2, _, _, num_steps, max_step = carry
+  def extrapolate(theta_0, theta_1, theta_2, max_step):
+    """SqS3 step of SQUAREM from theta_0, theta_1 = EM(theta_0), theta_2."""
     x0, x1, x2 = (_unconstrained(t) for t in (theta_0, theta_1, theta_2))
     r, v = x1 - x0, x2 - 2 * x1 + x0
-    # Step length |r| / |v| of the SqS3 scheme, within [1, max_step].
+    # Step length |r| / |v|, within [1, max_step]; 1 gives theta_2 itself.
     step_length = jnp.clip(
         jnp.sqrt(jnp.sum(r * r) / jnp.maximum(jnp.sum(v * v),
                                               jnp.finfo(h.dtype).tiny)),
@@ -275,24 +272,28 @@ def fit_gmm(h: chex.Array,
     # Kept if its EM residual beats plain EM's (a NaN residual never does).
     accepted = (jnp.sum((_unconstrained(theta_extrapolated) - x_extrapolated)**2)
                 <= jnp.sum((x2 - x1)**2))
-    theta_0 = jnp.where(accepted, theta_extrapolated, theta_2)
     # The bound on the step length grows while it is reached and kept.
     at_bound = step_length >= max_step
     max_step = jnp.where(at_bound & accepted, 2 * max_step, max_step)
     max_step = jnp.where(at_bound & ~accepted, jnp.maximum(1.0, max_step / 2),
                          max_step)
+    return jnp.where(accepted, theta_extrapolated, theta_2), max_step
+
+  def cycle(carry):
+    theta_0, _, _, num_steps, max_step = carry
     theta_1, loglik_0 = step(theta_0)
     theta_2, loglik_1 = step(theta_1)
-    return theta_0, theta_1, theta_2, loglik_0, loglik_1, num_steps + 3, max_step
-
-  def not_converged(carry):
-    *_, loglik_0, loglik_1, num_steps, _ = carry
     # A change below two units in the last place of the log-likelihood is
     # rounding noise (tol = 1e-7 is about that in float32): no progress.
     threshold = jnp.maximum(tol, 2 * jnp.finfo(h.dtype).eps * jnp.abs(loglik_1))
-    return (num_steps < max_iter) & ~(jnp.abs(loglik_1 - loglik_0) < threshold)
+    done = ((jnp.abs(loglik_1 - loglik_0) < threshold)
+            | (num_steps + 2 >= max_iter))
+    theta_0, max_step = jax.lax.cond(
+        done, lambda *_: (theta_2, max_step), extrapolate,
+        theta_0, theta_1, theta_2, max_step)
+    return theta_0, theta_2, done, num_steps + 3, max_step
 
-  carry = (theta_0, theta_1, theta_2, loglik_0, loglik_1,
-           jnp.asarray(2, jnp.int32), jnp.asarray(1.0, h.dtype))
-  _, _, theta, *_ = jax.lax.while_loop(not_converged, squarem_cycle, carry)
+  carry = (theta_start, theta_start, jnp.asarray(False),
+           jnp.asarray(0, jnp.int32), jnp.asarray(1.0, h.dtype))
+  _, theta, *_ = jax.lax.while_loop(lambda carry: ~carry[2], cycle, carry)
   return _as_gmm(theta)
