@@ -71,12 +71,17 @@ def _two_means_threshold(h: chex.Array, max_iter: int = 50) -> chex.Array:
   to the midpoint of the two cluster means until it stops moving. Sorting is
   avoided on purpose: XLA's CPU sort of 4096 values costs more than EM.
   """
+  total = jnp.sum(h)
+
   def midpoint(threshold):
     upper = h > threshold
-    n_upper = jnp.sum(upper)
+    n_upper = jnp.sum(upper.astype(h.dtype))
     n_lower = h.shape[0] - n_upper
-    mean_upper = jnp.sum(jnp.where(upper, h, 0)) / jnp.maximum(n_upper, 1)
-    mean_lower = jnp.sum(jnp.where(upper, 0, h)) / jnp.maximum(n_lower, 1)
+    sum_upper = jnp.sum(jnp.where(upper, h, 0))
+    # Two sums a step, the lower side by difference: XLA's CPU reductions
+    # cost more than the arithmetic here.
+    mean_upper = sum_upper / jnp.maximum(n_upper, 1)
+    mean_lower = (total - sum_upper) / jnp.maximum(n_lower, 1)
     # An empty side (all values equal) keeps the threshold where it is.
     return jnp.where((n_upper > 0) & (n_lower > 0),
                      0.5 * (mean_lower + mean_upper), threshold)
@@ -89,7 +94,7 @@ def _two_means_threshold(h: chex.Array, max_iter: int = 50) -> chex.Array:
     threshold, previous, it = carry
     return (it < max_iter) & (threshold != previous)
 
-  start = jnp.mean(h)
+  start = total / h.shape[0]
   threshold, *_ = jax.lax.while_loop(
       moving, step, (midpoint(start), start, jnp.asarray(0, jnp.int32)))
   return threshold
