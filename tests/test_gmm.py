@@ -26,9 +26,12 @@ class FitGMMTest(chex.TestCase, parameterized.TestCase):
                         rng.normal(mean, std, n_noisy)]).astype(np.float32)
     ours = self.variant(fit_gmm)(h)
     ref = sklearn_fit(h)
+    # To float32 precision: EM's fixed point, not a point where the
+    # log-likelihood merely stopped changing (plain EM stopped 3e-4 short in
+    # the first case, where it converges slowly).
     for field in ("mean_clean", "var_clean", "mean_noisy", "var_noisy", "weight_noisy"):
       np.testing.assert_allclose(getattr(ours, field), getattr(ref, field),
-                                 rtol=2e-3, atol=2e-4, err_msg=field)
+                                 rtol=2e-5, atol=1e-6, err_msg=field)
 
   @parameterized.parameters(0.15, 0.4, 0.8)
   def test_end_to_end_tau_within_2_percent_of_sklearn(self, noise_rate):
@@ -48,17 +51,6 @@ class FitGMMTest(chex.TestCase, parameterized.TestCase):
     chex.assert_trees_all_equal(a, b)
     shuffled = np.random.default_rng(0).permutation(h)
     chex.assert_trees_all_close(a, fit_gmm(shuffled), rtol=1e-4, atol=1e-5)
-
-  def test_warm_start_reaches_the_same_fit(self):
-    h = realistic_queue(0.3, seed=4)
-    cold = fit_gmm(h)
-    start = GMM(mean_clean=jnp.float32(1.0), var_clean=jnp.float32(1.0),
-                mean_noisy=jnp.float32(2.0), var_noisy=jnp.float32(1.0),
-                weight_noisy=jnp.float32(0.5))
-    chex.assert_trees_all_close(fit_gmm(h, init=start), cold, rtol=1e-3, atol=1e-4)
-    # Started at the answer, EM stays there.
-    chex.assert_trees_all_close(fit_gmm(h, init=cold, max_iter=3), cold,
-                                rtol=1e-4, atol=1e-5)
 
   def test_all_equal_values_give_identical_components(self):
     g = fit_gmm(jnp.full((4096,), 0.7))
@@ -84,6 +76,12 @@ class FitGMMTest(chex.TestCase, parameterized.TestCase):
       fit_gmm(jnp.ones((4, 2)))
     with pytest.raises(ValueError, match="at least 2"):
       fit_gmm(jnp.ones((1,)))
+
+  @parameterized.parameters(0.0, -1e-3, float("nan"))
+  def test_reg_covar_must_be_positive(self, reg_covar):
+    # Without a floor, a queue of equal values has variance 0 and NaN fits.
+    with pytest.raises(ValueError, match="`reg_covar` must be > 0, .*got"):
+      fit_gmm(jnp.full((64,), 0.7), reg_covar=reg_covar)
 
 
 if __name__ == "__main__":
