@@ -15,8 +15,8 @@ The expectations are computed by composite Gauss-Legendre quadrature on each
 truncated component, split at the clipping point (where the integrand has a
 kink) and in the variable u = sqrt(H - H_min), which smooths losses whose
 derivative behaves like sqrt(H) near p = 1 (focal loss). The threshold is
-found by bisection in the same variable. Both are fixed-size, so the solver
-compiles to a short static loop.
+found by bisection in log p. Both are fixed-size, so the solver compiles to a
+short static loop.
 """
 
 import math
@@ -39,10 +39,7 @@ MAX_H = -math.log(1e-7)  # H of MIN_PROB
 _NUM_PANELS = 4  # panels per side of the clipping point
 _NUM_NODES = 16  # Gauss-Legendre nodes per panel
 _SUPPORT = 12.0  # integrate each component over mean +- 12 standard deviations
-# Bisection in u = sqrt(H - MIN_H), the variable of the quadrature: its
-# resolution sqrt(MAX_H - MIN_H) / 2**26 = 6e-8 in u is 5e-7 in H at p = 1e-7
-# and finer as p nears 1, where tau of focal loss varies like 1 / sqrt(H).
-NUM_BISECTION_STEPS = 26
+NUM_BISECTION_STEPS = 32  # resolution (MAX_H - MIN_H) / 2**32 in log p
 
 
 def derivative_magnitude(base_loss, p: chex.Array) -> chex.Array:
@@ -125,8 +122,7 @@ def solve_threshold(gmm: GMM, base_loss, learning_rate, epsilon=20.0):
   """Finds the clipping threshold where R(tau) = 1 + learning_rate * epsilon.
 
   R falls towards 1 as the threshold tightens, so the threshold is found by
-  bisection over the feasible range, in u = sqrt(-log p - MIN_H), with
-  `NUM_BISECTION_STEPS` steps.
+  bisection in log p over the feasible range, with `NUM_BISECTION_STEPS` steps.
   Boundary rules of the method: if R without clipping (p_threshold = 1e-7)
   already meets the target, nothing is clipped; if even full clipping
   (p_threshold = 1 - 1e-7) leaves R above it, everything is clipped.
@@ -157,21 +153,20 @@ def solve_threshold(gmm: GMM, base_loss, learning_rate, epsilon=20.0):
   """
   dtype = jnp.result_type(gmm.mean_clean, float)
   target = 1.0 + jnp.asarray(learning_rate, dtype) * epsilon
-  p_at_u = lambda u: jnp.exp(-(MIN_H + u * u))
-  ratio_at_u = lambda u: noise_to_clean_ratio(gmm, base_loss, p_at_u(u))
+  ratio_at_h = lambda h: noise_to_clean_ratio(gmm, base_loss, jnp.exp(-h))
 
   def bisect(_, bounds):
     lo, hi = bounds
     mid = 0.5 * (lo + hi)
-    above = ratio_at_u(mid) > target  # too little clipping: move towards p = 1
+    above = ratio_at_h(mid) > target  # too little clipping: move towards p = 1
     return jnp.where(above, lo, mid), jnp.where(above, mid, hi)
 
-  u_max = jnp.asarray(math.sqrt(MAX_H - MIN_H), dtype)
-  lo, hi = jax.lax.fori_loop(0, NUM_BISECTION_STEPS, bisect,
-                             (jnp.zeros([], dtype), u_max))
-  p_threshold = p_at_u(0.5 * (lo + hi))
-  no_clipping = ratio_at_u(u_max) <= target
-  full_clipping = ratio_at_u(jnp.zeros([], dtype)) > target
+  lo, hi = jax.lax.fori_loop(
+      0, NUM_BISECTION_STEPS, bisect,
+      (jnp.asarray(MIN_H, dtype), jnp.asarray(MAX_H, dtype)))
+  p_threshold = jnp.exp(-0.5 * (lo + hi))
+  no_clipping = ratio_at_h(jnp.asarray(MAX_H, dtype)) <= target
+  full_clipping = ratio_at_h(jnp.asarray(MIN_H, dtype)) > target
   p_threshold = jnp.where(no_clipping, MIN_PROB,
                           jnp.where(full_clipping, MAX_PROB, p_threshold))
   p_threshold = p_threshold.astype(dtype)
