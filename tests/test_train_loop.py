@@ -35,14 +35,7 @@ def _flatten(rows):
 def test_chunked_steps_match_single_steps(tmp_path, steps_per_dispatch):
   # Digits: 11 steps an epoch, so 4 gives chunks of 4, 4 and 3 (two programs).
   def config(n):
-    c = digits.get_config()
-    c.cache_dir = str(tmp_path / 'cache')
-    c.num_epochs = 3
-    c.ogc.queue_size = 256
-    c.ogc.update_period = 2
-    c.progress = False
-    c.steps_per_dispatch = n
-    return c
+    return _tiny(tmp_path, num_epochs=3, steps_per_dispatch=n)
 
   single = _metrics(config(1), tmp_path / 'single')
   chunked = _metrics(config(steps_per_dispatch), tmp_path / 'chunked')
