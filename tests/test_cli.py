@@ -112,12 +112,7 @@ def test_batch_larger_than_data_leaves_the_workdir_to_the_corrected_run(
 ])
 def test_validate_config_names_key_value_and_choices(config, match):
   c = digits.get_config()
-  for key, value in config.items():
-    *path, last = key.split('.')
-    target = c
-    for part in path:
-      target = target[part]
-    target[last] = value
+  c.update_from_flattened_dict(config)
   with pytest.raises(train.ConfigError, match=match):
     train.validate_config(c)
 

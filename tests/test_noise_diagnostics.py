@@ -28,12 +28,7 @@ def _config(tmp_path, **overrides):
   config.noise.rate = 0.4
   config.progress = False
   config.save_queues = False
-  for key, value in overrides.items():
-    target = config
-    *path, last = key.split('.')
-    for part in path:
-      target = target[part]
-    target[last] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 

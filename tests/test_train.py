@@ -34,12 +34,7 @@ def tiny_config(cache, **overrides):
   config.ogc.update_period = 2
   config.noise.rate = 0.4
   config.progress = False
-  for key, value in overrides.items():
-    target = config
-    *path, last = key.split('.')
-    for part in path:
-      target = target[part]
-    target[last] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 
