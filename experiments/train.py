@@ -584,12 +584,6 @@ class ProgressBar:
 PACKABLE_KEYS = ('seed', 'noise', 'progress')
 
 
-def packing_key(config) -> str:
-  """Configs with equal keys can be trained together (`train_and_evaluate_runs`)."""
-  return json.dumps({k: v for k, v in _config_dict(config).items()
-                     if k not in PACKABLE_KEYS}, sort_keys=True)
-
-
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains and evaluates one configuration; returns the result dict.
 
@@ -638,11 +632,10 @@ def train_and_evaluate_runs(configs, workdirs) -> list:
   workdirs = [os.path.abspath(w) for w in workdirs]
   if len(set(workdirs)) != len(workdirs):
     raise ValueError(f'Packed runs need distinct workdirs, got {workdirs}.')
-  first = json.loads(packing_key(configs[0]))
+  first = _config_dict(configs[0])
   for config in configs[1:]:
-    other = json.loads(packing_key(config))
-    differ = sorted(k for k in set(first) | set(other)
-                    if first.get(k) != other.get(k))
+    differ = workdir_lib.differing_keys(first, _config_dict(config),
+                                        ignore=PACKABLE_KEYS)
     if differ:
       raise ValueError(
           f'Packed runs may differ only in {list(PACKABLE_KEYS)}; these differ '
