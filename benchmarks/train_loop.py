@@ -10,9 +10,10 @@ ways, side by side in one call, and prints images per second of training
   default);
 * ``packed xN``: N runs (seeds 0..N-1) as one program over a leading run axis
   (`experiments.train.train_and_evaluate_runs`);
-* ``processes xN``: the same N runs as N processes at once, each with
-  ``XLA_PYTHON_CLIENT_MEM_FRACTION`` = 0.9 / N of the GPU memory (what
-  ``experiments.sweep --jobs N`` does).
+* ``processes xN``: the same N runs as N processes at once, in the
+  environment ``experiments.sweep --jobs N`` gives them (`sweep.child_env`:
+  0.9 / N of the GPU memory each, one thread each on a CPU, a shared
+  compilation cache).
 
 On a GPU, the default is the paper's setting: ResNet-18 on the shared
 CIFAR-10 copy (``OGC_SHARED_DATA`` or ``../shared/data``), batch 128 per run,
@@ -36,6 +37,7 @@ import time
 import jax
 import numpy as np
 
+from experiments import sweep
 from experiments import train
 from experiments import workdir as workdir_lib
 from experiments.configs import cifar10
@@ -70,9 +72,8 @@ def _images_per_second(workdirs):
 
 
 def _processes(args, dtype, root):
-  """N processes at once, each with its share of the GPU memory."""
-  env = dict(os.environ, PYTHONUNBUFFERED='1',
-             XLA_PYTHON_CLIENT_MEM_FRACTION=f'{0.9 / args.pack:.3f}')
+  """N processes at once, in the environment `experiments.sweep` gives them."""
+  env = sweep.child_env(root, args.pack)
   procs, workdirs = [], []
   for seed in range(args.pack):
     workdir = os.path.join(root, f'process{seed}')
