@@ -540,7 +540,8 @@ def test_cli_prints_an_unprepared_tfds_dataset_as_one_line(tmp_path):
        os.path.join(REPO, 'experiments/configs/cifar10.py'), '--workdir',
        str(tmp_path / 'run'), f'--config.cache_dir={tmp_path / "cache"}'],
       cwd=REPO, capture_output=True, text=True, timeout=300,
-      env=dict(os.environ, TFDS_DATA_DIR=str(tmp_path / 'tfds')))
+      env=dict(os.environ, TFDS_DATA_DIR=str(tmp_path / 'tfds'),
+               TMPDIR=str(tmp_path)))
   assert proc.returncode == 1, proc.stderr
   lines = [l for l in proc.stderr.splitlines()
            if not l.startswith('WARNING:absl:')]
