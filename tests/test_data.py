@@ -552,3 +552,32 @@ def test_cli_prints_an_unprepared_tfds_dataset_as_one_line(tmp_path):
       f'tfds build cifar10 --data_dir={tmp_path / "tfds"} '
       '--file_format=array_record')
   assert 'make_image_folder --source python-batches' in lines[0]
+
+
+@pytest.mark.parametrize('case', ['cifar10_jpeg', 'no_train_folder',
+                                  'labels_csv_not_utf8'])
+def test_train_and_evaluate_raises_data_errors_as_one_line(
+    tmp_path, monkeypatch, case):
+  from experiments import train  # pylint: disable=g-import-not-at-top
+  from experiments.configs import digits  # pylint: disable=g-import-not-at-top
+  config = digits.get_config()
+  config.cache_dir = str(tmp_path / 'cache')
+  config.data_dir = str(tmp_path / 'data')
+  monkeypatch.setenv('OGC_SHARED_DATA', str(tmp_path / 'no_archive'))
+  images = tmp_path / 'images'
+  if case == 'cifar10_jpeg':
+    config.dataset, message = 'cifar10_jpeg', 'make_image_folder --source'
+  elif case == 'no_train_folder':
+    (images / 'test').mkdir(parents=True)
+    config.dataset, message = f'folder:{images}', 'has no train/ folder'
+  else:
+    _write_folder(images, _LAYOUT)
+    (tmp_path / 'labels.csv').write_bytes(b'\xff\xfe\x00')
+    config.dataset, config.labels_csv = f'folder:{images}', str(
+        tmp_path / 'labels.csv')
+    config.noise.kind, config.noise.rate = 'none', 0.0
+    message = 'cannot be read'
+  with pytest.raises(ConfigError, match=message) as error:
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert isinstance(error.value, data.DataError)
+  assert '\n' not in str(error.value)

@@ -117,7 +117,7 @@ def test_bash_block(tmp_path, name, index, code, request):
   if _not_run_reason(code):
     pytest.skip(_not_run_reason(code))
   if '--help' in code:
-    # Strict: once --help exits 0 (issue 14's command line), this mark fails
+    # Strict: once the command line's --help exits 0, this mark fails
     # the test, and goes.
     request.applymarker(pytest.mark.xfail(
         reason='--help exits with status 1 until the command line is fixed',
