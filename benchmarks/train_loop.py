@@ -15,9 +15,10 @@ ways, side by side in one call, and prints images per second of training
   0.9 / N of the GPU memory each, one thread each on a CPU, a shared
   compilation cache).
 
-On a GPU, the default is the paper's setting: ResNet-18 on the shared
-CIFAR-10 copy (``OGC_SHARED_DATA`` or ``../shared/data``), batch 128 per run,
-bfloat16 and float32. Run from the repository root::
+On a GPU, the default is the paper's setting: ResNet-18 on CIFAR-10 (TFDS
+``cifar10``; ``--dataset cifar10_jpeg`` or ``folder:PATH`` for an image
+folder), batch 128 per run, bfloat16 and float32. Run from the repository
+root::
 
   python -m benchmarks.train_loop                       # the GPU setting
   python -m benchmarks.train_loop --quick               # digits MLP, CPU smoke
@@ -46,6 +47,8 @@ from experiments.configs import digits
 
 def _config(args, dtype, seed=0):
   config = digits.get_config() if args.quick else cifar10.get_config()
+  if not args.quick:
+    config.dataset = args.dataset
   config.method = 'ogc_ce'
   config.dtype = dtype
   config.num_epochs = args.epochs
@@ -80,7 +83,7 @@ def _processes(args, dtype, root):
     workdirs.append(workdir)
     config = _config(args, dtype, seed)
     overrides = [f'--config.{k}={v}' for k, v in (
-        ('method', config.method), ('dtype', dtype),
+        ('dataset', config.dataset), ('method', config.method), ('dtype', dtype),
         ('num_epochs', config.num_epochs), ('seed', seed), ('progress', False),
         ('save_queues', False), ('checkpoint_every', config.checkpoint_every),
         ('model', config.model), ('train_subset', config.train_subset))]
@@ -104,6 +107,9 @@ def main(argv=None):
   parser.add_argument('--dtypes', default=None,
                       help='comma-separated (default bfloat16,float32; '
                            'quick: float32)')
+  parser.add_argument('--dataset', default='cifar10',
+                      help='the CIFAR-10 copy (default: TFDS cifar10; '
+                           'cifar10_jpeg, folder:PATH); --quick: digits')
   parser.add_argument('--pack', type=int, default=None,
                       help='runs packed together (default 4; quick: 2)')
   parser.add_argument('--epochs', type=int, default=None,

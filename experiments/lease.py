@@ -1,11 +1,11 @@
-r"""Runs a sweep in slices on a lent machine and brings back the runs' records.
+r"""Runs a sweep within a wall-clock budget and brings back the runs' records.
 
-A GPU comes as a lent machine for a few minutes at a time, without network,
-and only a few small files come back from it (``../shared/GPU.md``). A sweep
-specification (`experiments.sweep`, ``experiments/sweeps/*.json``) is
-therefore run in slices, one per lease::
+For a machine held for a fixed time without network (a batch-queue slot, a
+preemptible instance), from which only a few small files come back, a sweep
+specification (`experiments.sweep`, ``experiments/sweeps/*.json``) is run in
+slices, one per slot::
 
-  # there, on the lent machine (experiments/gpu_lease.sh does this):
+  # there (experiments/timeboxed_sweep.sh does this, with its limits):
   python -m experiments.lease run \
     --spec experiments/sweeps/cifar10_resnet18.json \
     --budget-s 500 --out $OUT --jobs 4 --run-seconds 450
@@ -23,11 +23,11 @@ are projected to their end from their epoch times; if one would end after
 the deadline, the last of them is stopped so that the others get its share
 of the machine. A run still going at the deadline is stopped, with every
 process it started, and dropped: nothing of a stopped run is packed, and a
-later lease redoes it. Each finished run's record
+later slot redoes it. Each finished run's record
 (``workdir.RECORD_FILES`` and the tail of its log; never checkpoints or
 queues) goes into ``OUT/records.tar.gz`` as soon as the run ends, with a
 summary in ``OUT/lease.json`` and ``OUT/lease.md``, so what finished is in
-OUT even if the lease is cut short.
+OUT even if the slot is cut short.
 
 ``merge`` unpacks the records into the spec's root. A run already finished
 there with the same record is left as it is (merging twice is harmless); a

@@ -59,6 +59,7 @@ from ogc_jax import baselines
 from ogc_jax import losses
 from experiments import augment
 from experiments import data as data_lib
+from experiments.errors import ConfigError
 from experiments import models
 from experiments import workdir as workdir_lib
 from experiments.configs import default as default_config
@@ -84,12 +85,6 @@ class TrainState:
 # Configuration
 
 
-class ConfigError(ValueError):
-  """A configuration or workdir that cannot give a run; the message says why.
-
-  `train_and_evaluate` raises it before it writes a file; the command line
-  prints it as one line, without a traceback.
-  """
 
 
 class Method:
@@ -133,7 +128,7 @@ DTYPES = ('float32', 'bfloat16')
 # The datasets `experiments.data.load_dataset` knows by name.
 _OWN_DATASETS = ('digits', 'cifar10_jpeg')
 _DATASET_CHOICES = (
-    "'digits', 'cifar10_jpeg' (the shared CIFAR-10 copy), 'folder:PATH' (an "
+    "'digits', 'cifar10_jpeg' (CIFAR-10 as an image folder), 'folder:PATH' (an "
     'image folder: PATH/train/<class>/*.jpg and PATH/test/<class>/*.jpg) or a '
     "TFDS name such as 'cifar10', 'cifar100', 'mnist', 'cifar10_n' (prepared "
     'by `tfds build NAME --data_dir=DIR --file_format=array_record`, then '
@@ -262,7 +257,7 @@ def validate_config(config) -> None:
     >>> validate_config(config)
     Traceback (most recent call last):
     ...
-    experiments.train.ConfigError: Unknown noise config.noise.kind='symetric'; expected one of ('none', 'symmetric', 'asymmetric', 'instance').
+    experiments.errors.ConfigError: Unknown noise config.noise.kind='symetric'; expected one of ('none', 'symmetric', 'asymmetric', 'instance').
   """
   values = dict(_flat_items(config))
   keys = list(default_config.HELP)

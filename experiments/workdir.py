@@ -34,8 +34,8 @@ CHECKPOINTS_DIR = 'checkpoints'
 SWEEP_ARGS_FILE = 'sweep_args.json'
 LOG_FILE = 'log.txt'
 # A finished run's record: small, the evidence behind a table, and all that
-# comes back from a GPU lease (`experiments.lease`); checkpoints and queues
-# stay behind.
+# comes back from a time-boxed sweep (`experiments.lease`); checkpoints and
+# queues stay behind.
 RECORD_FILES = (CONFIG_FILE, METRICS_FILE, RESULT_FILE, SWEEP_ARGS_FILE)
 
 # Configuration keys that do not change a run's results: a workdir may be

@@ -1,7 +1,9 @@
 """Tests for experiments/data: the Dataset, each source and the cache."""
 
-import hashlib
 import os
+import pickle
+import subprocess
+import sys
 import tarfile
 import tempfile
 
@@ -14,8 +16,10 @@ import tensorflow_datasets as tfds
 
 from experiments import augment
 from experiments import data
+from experiments.data import cifar10_folder
 from experiments.data import folders
-from experiments.data import shared_cifar10
+from experiments.data import make_image_folder
+from experiments.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -158,10 +162,28 @@ def test_tfds_bad_label_key(name, label_key):
 
 
 def test_tfds_missing_data_names_the_build_command(tmp_path):
-  with pytest.raises(ValueError, match=(
-      r'cifar10_n is not prepared.*tfds build cifar10_n '
+  with pytest.raises(data.DataError, match=(
+      r"TFDS dataset 'cifar10_n' is not prepared.*tfds build cifar10_n "
       r'--data_dir=.* --manual_dir=MANUAL_DIR --file_format=array_record')):
     data.load_tfds('cifar10_n', data_dir=str(tmp_path))
+  # CIFAR-10 can also come from the python batches, without TensorFlow.
+  with pytest.raises(data.DataError, match=(
+      'make_image_folder --source python-batches')) as error:
+    data.load_tfds('cifar10', data_dir=str(tmp_path))
+  assert '\n' not in str(error.value)
+  assert issubclass(data.DataError, ConfigError)
+
+
+def test_tfds_prepared_as_tfrecord_says_to_rebuild(tmp_path):
+  # What `tfds build` without --file_format=array_record leaves: metadata of
+  # a tfrecord dataset, which data_source cannot read.
+  builder = tfds.builder('mnist', data_dir=str(tmp_path))
+  os.makedirs(builder.data_dir)
+  builder.info.write_to_directory(builder.data_dir)
+  with pytest.raises(data.DataError, match=(
+      r"'mnist' is prepared in the tfrecord format in .*: delete that folder.*"
+      r'tfds build mnist .*--file_format=array_record')):
+    data.load_tfds('mnist', data_dir=str(tmp_path))
 
 
 # ----------------------------------------------------------------------------
@@ -302,42 +324,260 @@ def test_load_dataset_digits_and_argument_errors(tmp_path):
     data.load_dataset(f'folder:{tmp_path}')
 
 
+def test_image_folder_errors_name_the_layout_and_the_builder(tmp_path):
+  with pytest.raises(data.DataError, match=(
+      r'image folder .*missing does not exist; expected ROOT/train/<class>/'
+      r'\*.png .*make_image_folder')):
+    data.load_dataset(f'folder:{tmp_path / "missing"}')
+  _write_folder(tmp_path / 'no_test', {'train': {'a': [(2, 2)]}})
+  with pytest.raises(data.DataError, match='has no test/ folder; expected'):
+    data.load_image_folder(tmp_path / 'no_test')
+  _write_folder(tmp_path / 'bad', _LAYOUT)
+  (tmp_path / 'bad' / 'train' / 'ant' / '00.png').write_bytes(b'not a png')
+  with pytest.raises(data.DataError, match='00.png cannot be decoded'):
+    data.load_image_folder(tmp_path / 'bad')
+
+
+@pytest.mark.parametrize('contents,message', [
+    (None, 'labels CSV .* does not exist; expected a file of "path,label"'),
+    ('directory', 'labels CSV .* is not a file; expected'),
+    (b'\xff\xfe\x00bad', 'labels CSV .* cannot be read .*UTF-8'),
+])
+def test_unreadable_labels_csv(tmp_path, contents, message):
+  _write_folder(tmp_path / 'images', _LAYOUT)
+  csv_path = tmp_path / 'labels.csv'
+  if contents == 'directory':
+    csv_path.mkdir()
+  elif contents is not None:
+    csv_path.write_bytes(contents)
+  with pytest.raises(data.DataError, match=message) as error:
+    data.load_dataset(f'folder:{tmp_path / "images"}', labels_csv=csv_path,
+                      cache_dir=tmp_path / 'cache')
+  assert '\n' not in str(error.value)
+
+
 # ----------------------------------------------------------------------------
-# The shared CIFAR-10 copy
+# cifar10_jpeg: CIFAR-10 as an image folder, from an archive or built
 
 
-def test_unpack_shared_cifar10_and_load_dataset(tmp_path, monkeypatch):
-  tree = tmp_path / 'tree'
-  written = _write_folder(tree, {'train': {'cat': [(4, 4)] * 2},
-                                 'test': {'cat': [(4, 4)]}})
-  shared = tmp_path / 'shared'
-  shared.mkdir()
-  archive = shared / shared_cifar10.SHARED_CIFAR10_ARCHIVE
-  with tarfile.open(archive, 'w:gz') as tar:
+_SMALL = {'train': 2, 'test': 1}  # images per class of the fake CIFAR-10
+
+
+def _cifar10_tree(root, per_class=None, seed=0):
+  """A fake CIFAR-10 image folder; returns {relative path: pixels}."""
+  per_class = per_class or _SMALL
+  return _write_folder(root, {
+      split: {name: [(4, 4)] * count for name in cifar10_folder.CLASS_NAMES}
+      for split, count in per_class.items()}, seed=seed)
+
+
+def _archive(tree, archive_dir):
+  archive_dir.mkdir(exist_ok=True)
+  with tarfile.open(archive_dir / cifar10_folder.ARCHIVE, 'w:gz') as tar:
     for split in ('train', 'test'):
       tar.add(tree / split, arcname=split)
-  out = tmp_path / 'data' / 'cifar10-jpeg'
-  with pytest.raises(ValueError, match='expected d877bdec'):
-    data.unpack_shared_cifar10(out, shared)
-  assert not out.exists()
 
-  digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-  monkeypatch.setattr(shared_cifar10, 'SHARED_CIFAR10_SHA256', digest)
+
+def test_cifar10_jpeg_from_the_archive_checks_layout_and_counts(
+    tmp_path, monkeypatch):
+  monkeypatch.setattr(cifar10_folder, 'IMAGES_PER_CLASS', _SMALL)
+  shared = tmp_path / 'shared'
+  data_dir = tmp_path / 'data'
+  # No folder and no archive: the message says how to make either.
   monkeypatch.setenv('OGC_SHARED_DATA', str(shared))
-  root = data.unpack_shared_cifar10(out)
-  assert root == str(out)
-  assert os.listdir(tmp_path / 'data') == ['cifar10-jpeg']  # No staging left.
-  # Already extracted: the archive is not needed again.
-  archive.unlink()
-  ds = data.load_dataset('cifar10_jpeg', data_dir=tmp_path / 'data')
-  np.testing.assert_array_equal(ds.train_images[1], written['train/cat/01.png'])
-  assert ds.class_names == ('cat',)
+  with pytest.raises(data.DataError, match=(
+      r'cifar10_jpeg: no image folder at .*cifar10-jpeg and no archive '
+      r'.*shared/cifar10-jpeg.tar.gz; build it from the CIFAR-10 python '
+      r'batches .*make_image_folder --source python-batches --input '
+      r'cifar-10-python.tar.gz --out .*cifar10-jpeg.*OGC_SHARED_DATA')):
+    data.load_dataset('cifar10_jpeg', data_dir=data_dir)
+
+  # An archive with a class short of images is refused, and leaves nothing.
+  short = tmp_path / 'short'
+  _cifar10_tree(short)
+  os.remove(short / 'train' / 'frog' / '01.png')
+  _archive(short, shared)
+  with pytest.raises(data.DataError, match=(
+      r'does not hold the CIFAR-10 image folder \(train/frog holds 1 images, '
+      r'not 2\)')):
+    data.prepare_cifar10_jpeg(data_dir / 'cifar10-jpeg')
+  assert not data_dir.exists() or os.listdir(data_dir) == []
+
+  # The right layout: extracted once, then the archive is not needed.
+  tree = tmp_path / 'tree'
+  written = _cifar10_tree(tree)
+  _archive(tree, shared)
+  ds = data.load_dataset('cifar10_jpeg', data_dir=data_dir)
+  assert os.listdir(data_dir) == ['cifar10-jpeg']  # No staging left.
+  assert ds.class_names == cifar10_folder.CLASS_NAMES
+  np.testing.assert_array_equal(ds.train_images[3], written['train/automobile/01.png'])
+  (shared / cifar10_folder.ARCHIVE).unlink()
+  assert data.load_dataset('cifar10_jpeg', data_dir=data_dir).train_images.shape == (20, 4, 4, 3)
+
+  # A folder there that is not CIFAR-10 is refused, with how to rebuild it.
+  os.remove(data_dir / 'cifar10-jpeg' / 'test' / 'cat' / '00.png')
+  with pytest.raises(data.DataError, match=(
+      r'is not the CIFAR-10 image folder \(test/cat holds 0 images, not 1\); '
+      r'remove it and build it')):
+    data.load_dataset('cifar10_jpeg', data_dir=data_dir)
 
 
-def test_shared_data_defaults_to_the_folder_beside_the_repository(
+def test_archive_dir_defaults_to_shared_data_beside_the_repository(
     monkeypatch):
   monkeypatch.delenv('OGC_SHARED_DATA', raising=False)
-  assert os.path.normpath(shared_cifar10._default_shared_data_dir()) == (
+  assert os.path.normpath(cifar10_folder.default_archive_dir()) == (
       os.path.normpath(os.path.join(REPO, '..', 'shared', 'data')))
   monkeypatch.setenv('OGC_SHARED_DATA', '/elsewhere')
-  assert shared_cifar10._default_shared_data_dir() == '/elsewhere'
+  assert cifar10_folder.default_archive_dir() == '/elsewhere'
+
+
+def _python_batches(folder, per_batch=3, seed=0):
+  """The original CIFAR-10 python batches, tiny: returns images and labels."""
+  rng = np.random.default_rng(seed)
+  folder.mkdir(parents=True)
+  names = [f'data_batch_{i}' for i in range(1, 6)] + ['test_batch']
+  images, labels = {}, {}
+  for name in names:
+    # Rows as the originals store them: the R, G, B planes, each row-major.
+    rows = rng.integers(0, 256, (per_batch, 3072), np.uint8)
+    labels[name] = [int(v) for v in rng.integers(0, 10, per_batch)]
+    images[name] = rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    with open(folder / name, 'wb') as f:
+      pickle.dump({b'batch_label': name.encode(), b'labels': labels[name],
+                   b'data': rows, b'filenames': [b'x.png'] * per_batch}, f)
+  with open(folder / 'batches.meta', 'wb') as f:
+    pickle.dump({b'label_names': [n.encode() for n in
+                                  cifar10_folder.CLASS_NAMES],
+                 b'num_vis': 3072, b'num_cases_per_batch': per_batch}, f)
+  train = [f'data_batch_{i}' for i in range(1, 6)]
+  return (np.concatenate([images[n] for n in train]),
+          np.concatenate([labels[n] for n in train]),
+          images['test_batch'], np.array(labels['test_batch']))
+
+
+@pytest.mark.parametrize('as_archive', [False, True])
+def test_make_image_folder_from_python_batches(tmp_path, capsys, as_archive):
+  batches = tmp_path / 'cifar-10-batches-py'
+  train_images, train_labels, test_images, test_labels = _python_batches(
+      batches)
+  source = batches
+  if as_archive:
+    source = tmp_path / 'cifar-10-python.tar.gz'
+    with tarfile.open(source, 'w:gz') as tar:
+      tar.add(batches, arcname='cifar-10-batches-py')
+  out = tmp_path / 'data' / 'cifar10-jpeg'
+  assert make_image_folder.main(['--source', 'python-batches', '--input',
+                                 str(source), '--out', str(out)]) == 0
+  assert capsys.readouterr().out.endswith(
+      'cifar10-jpeg: 15 train and 3 test images of 10 classes (png)\n')
+  assert [p.name for p in (tmp_path / 'data').iterdir()] == ['cifar10-jpeg']
+
+  # NNNN is the rank within the class in the batches' order; PNG is exact.
+  for i in np.flatnonzero(train_labels == train_labels[7]):
+    rank = int(np.sum(train_labels[:i] == train_labels[i]))
+    name = cifar10_folder.CLASS_NAMES[train_labels[i]]
+    with Image.open(out / 'train' / name / f'{rank:04d}.png') as image:
+      np.testing.assert_array_equal(np.asarray(image), train_images[i])
+  # Read back, the folder lists each class in the source's order.
+  ds = data.load_image_folder(out)
+  order = np.argsort(train_labels, kind='stable')
+  np.testing.assert_array_equal(ds.train_images, train_images[order])
+  np.testing.assert_array_equal(ds.train_labels, train_labels[order])
+  test_order = np.argsort(test_labels, kind='stable')
+  np.testing.assert_array_equal(ds.test_images, test_images[test_order])
+  assert ds.class_names == cifar10_folder.CLASS_NAMES
+
+
+def test_make_image_folder_from_tfds_mock(tmp_path):
+  out = tmp_path / 'data' / 'cifar10-jpeg'
+  with tfds.testing.mock_data(num_examples=20):
+    assert make_image_folder.main(['--source', 'tfds', '--out', str(out)]) == 0
+    source = data.load_tfds('cifar10')
+  ds = data.load_image_folder(out)
+  order = np.argsort(source.train_labels, kind='stable')
+  np.testing.assert_array_equal(ds.train_images, source.train_images[order])
+  np.testing.assert_array_equal(ds.train_labels, source.train_labels[order])
+  order = np.argsort(source.test_labels, kind='stable')
+  np.testing.assert_array_equal(ds.test_images, source.test_images[order])
+  # The mock's labels have no names (TFDS's prepared cifar10 names them
+  # airplane ... truck): the folders are named '0' .. '9'.
+  assert ds.class_names == source.class_names == tuple('0123456789')
+
+
+def test_make_image_folder_errors(tmp_path, capsys):
+  assert make_image_folder.main(['--source', 'python-batches', '--input',
+                                 str(tmp_path / 'none.tar.gz'), '--out',
+                                 str(tmp_path / 'out')]) == 1
+  err = capsys.readouterr().err
+  assert err.startswith('error: ') and err.count('\n') == 1
+  assert 'none.tar.gz does not exist; download the CIFAR-10 python' in err
+  (tmp_path / 'batches').mkdir()
+  (tmp_path / 'batches' / 'data_batch_1').write_bytes(b'x')
+  assert make_image_folder.main(['--source', 'python-batches', '--input',
+                                 str(tmp_path / 'batches'), '--out',
+                                 str(tmp_path / 'out')]) == 1
+  assert "lacks ['data_batch_2'" in capsys.readouterr().err
+  _python_batches(tmp_path / 'py')
+  (tmp_path / 'out').mkdir()
+  (tmp_path / 'out' / 'keep.txt').write_text('mine')
+  assert make_image_folder.main(['--source', 'python-batches', '--input',
+                                 str(tmp_path / 'py'), '--out',
+                                 str(tmp_path / 'out')]) == 1
+  assert 'already exists and is not an empty folder' in capsys.readouterr().err
+  assert os.listdir(tmp_path / 'out') == ['keep.txt']
+  assert sorted(os.listdir(tmp_path)) == ['batches', 'out', 'py', 'tempfile']
+
+
+# ----------------------------------------------------------------------------
+# Data errors through the command line: one line, exit status 1
+
+
+def test_cli_prints_an_unprepared_tfds_dataset_as_one_line(tmp_path):
+  # The CIFAR-10 config's default, TFDS cifar10, on a machine that has not
+  # prepared it (TFDS's default data folder is empty).
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.train', '--config',
+       os.path.join(REPO, 'experiments/configs/cifar10.py'), '--workdir',
+       str(tmp_path / 'run'), f'--config.cache_dir={tmp_path / "cache"}'],
+      cwd=REPO, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, TFDS_DATA_DIR=str(tmp_path / 'tfds'),
+               TMPDIR=str(tmp_path)))
+  assert proc.returncode == 1, proc.stderr
+  lines = [l for l in proc.stderr.splitlines()
+           if not l.startswith('WARNING:absl:')]
+  assert len(lines) == 1, proc.stderr
+  assert lines[0].startswith(
+      f"error: TFDS dataset 'cifar10' is not prepared in {tmp_path / 'tfds'}. "
+      'Prepare it once, on a machine with internet: pip install tensorflow && '
+      f'tfds build cifar10 --data_dir={tmp_path / "tfds"} '
+      '--file_format=array_record')
+  assert 'make_image_folder --source python-batches' in lines[0]
+
+
+@pytest.mark.parametrize('case', ['cifar10_jpeg', 'no_train_folder',
+                                  'labels_csv_not_utf8'])
+def test_train_and_evaluate_raises_data_errors_as_one_line(
+    tmp_path, monkeypatch, case):
+  from experiments import train  # pylint: disable=g-import-not-at-top
+  from experiments.configs import digits  # pylint: disable=g-import-not-at-top
+  config = digits.get_config()
+  config.cache_dir = str(tmp_path / 'cache')
+  config.data_dir = str(tmp_path / 'data')
+  monkeypatch.setenv('OGC_SHARED_DATA', str(tmp_path / 'no_archive'))
+  images = tmp_path / 'images'
+  if case == 'cifar10_jpeg':
+    config.dataset, message = 'cifar10_jpeg', 'make_image_folder --source'
+  elif case == 'no_train_folder':
+    (images / 'test').mkdir(parents=True)
+    config.dataset, message = f'folder:{images}', 'has no train/ folder'
+  else:
+    _write_folder(images, _LAYOUT)
+    (tmp_path / 'labels.csv').write_bytes(b'\xff\xfe\x00')
+    config.dataset, config.labels_csv = f'folder:{images}', str(
+        tmp_path / 'labels.csv')
+    config.noise.kind, config.noise.rate = 'none', 0.0
+    message = 'cannot be read'
+  with pytest.raises(ConfigError, match=message) as error:
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert isinstance(error.value, data.DataError)
+  assert '\n' not in str(error.value)

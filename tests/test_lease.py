@@ -1,4 +1,4 @@
-"""Tests for experiments/lease.py and experiments/gpu_lease.sh on the CPU."""
+"""Tests for experiments/lease.py and experiments/timeboxed_sweep.sh on the CPU."""
 
 import io
 import json
@@ -364,13 +364,13 @@ def test_read_records_refuses_members_that_are_not_records(tmp_path, name):
 
 
 # ----------------------------------------------------------------------------
-# The whole flow with experiments.train on digits: gpu_lease.sh on the CPU,
+# The whole flow with experiments.train on digits: timeboxed_sweep.sh on the CPU,
 # then merge, aggregate and a second lease.
 
-SCRIPT = sweep.REPO_ROOT / 'experiments' / 'gpu_lease.sh'
+SCRIPT = sweep.REPO_ROOT / 'experiments' / 'timeboxed_sweep.sh'
 
 
-def test_gpu_lease_script_runs_what_fits_then_merge_and_a_second_lease(
+def test_timeboxed_sweep_script_runs_what_fits_then_merge_and_a_second_lease(
     tmp_path, capsys):
   pytest.importorskip('ml_collections')
   digits = sweep.REPO_ROOT / 'experiments/configs/digits.py'
@@ -381,7 +381,7 @@ def test_gpu_lease_script_runs_what_fits_then_merge_and_a_second_lease(
   local = _write_spec(tmp_path / 'local.json', tmp_path / 'local',
                       ['ce', 'ogc_ce'], digits, **common)
   out = tmp_path / 'out'
-  env = dict(os.environ, OUT=str(out), ALLOW_CPU='1', JOBS='1',
+  env = dict(os.environ, OUT=str(out), DEVICE='cpu', JOBS='1',
              TOTAL_S='300', WHEELS=str(tmp_path / 'no_wheels'),
              XLA_FLAGS='', PYTHON=sys.executable)
   # One run fits: it is expected to take 60 s, 61 s are left; once it has
@@ -399,7 +399,7 @@ def test_gpu_lease_script_runs_what_fits_then_merge_and_a_second_lease(
   assert '[1/2] ce symmetric:0.4 seed 0: done in' in text
   assert '[2/2] ogc_ce symmetric:0.4 seed 0: not started' in text
   assert {p.name for p in out.iterdir()} == {
-      'gpu_lease.log', 'lease.json', 'lease.md', 'records.tar.gz'}
+      'timeboxed_sweep.log', 'lease.json', 'lease.md', 'records.tar.gz'}
   assert _archive_members(out / 'records.tar.gz') == [
       'ce/symmetric_0.4/seed_0/config.json', 'ce/symmetric_0.4/seed_0/log.txt',
       'ce/symmetric_0.4/seed_0/metrics.jsonl',

@@ -16,12 +16,14 @@ from ml_collections import config_dict
 # Key -> what it means, one line each. A new key needs its line here.
 HELP = {
     # Data.
-    'dataset': "'digits', 'cifar10_jpeg' (the shared CIFAR-10 JPEG copy), "
-               "'folder:PATH' (PATH/train/<class>/*.jpg and PATH/test/...), "
-               "or a TFDS name ('cifar10', 'cifar100', 'mnist', 'cifar10_n', "
-               "...) prepared in data_dir",
-    'data_dir': "TFDS data folder, or where 'cifar10_jpeg' is unpacked "
-                "(None: TFDS's default; the system's temporary folder)",
+    'dataset': "'digits' (bundled), a TFDS name ('cifar10', 'cifar100', "
+               "'mnist', 'cifar10_n', ...) prepared in data_dir, "
+               "'folder:PATH' (PATH/train/<class>/*.png and PATH/test/...), "
+               "or 'cifar10_jpeg' (CIFAR-10 as an image folder: "
+               'experiments.data.make_image_folder)',
+    'data_dir': "TFDS data folder, or the folder holding cifar10-jpeg/ for "
+                "'cifar10_jpeg' (None: TFDS's default; the system's "
+                'temporary folder)',
     'label_key': 'TFDS feature of the training labels; CIFAR-N: aggre_label, '
                  'worse_label, random_label1..3 (cifar10_n), noise_label '
                  '(cifar100_n)',
@@ -100,7 +102,7 @@ def get_config():
   """The full recipe on CIFAR-10 with OGC-CE under 50% symmetric noise."""
   config = ml_collections.ConfigDict()
 
-  config.dataset = 'cifar10_jpeg'
+  config.dataset = 'cifar10'
   config.data_dir = config_dict.placeholder(str)
   config.label_key = config_dict.placeholder(str)
   config.labels_csv = config_dict.placeholder(str)

@@ -9,8 +9,13 @@ Every source gives the same `Dataset` of uint8 arrays (`dataset.py`):
   ``cifar100_n``; that module says how to prepare them.
 * `load_image_folder` (`folders.py`): ``root/{train,test}/<class>/*.jpg``,
   with an optional CSV of ``path,label`` rows replacing the folder labels.
-* `unpack_shared_cifar10` (`shared_cifar10.py`): the checksummed archive of
-  the shared CIFAR-10 JPEG copy, extracted once into an image folder.
+* `prepare_cifar10_jpeg` (`cifar10_folder.py`): CIFAR-10 as an image folder
+  (``cifar10_jpeg``), checked by its layout and counts, extracted once from an
+  archive if need be; ``python -m experiments.data.make_image_folder`` builds
+  it from TFDS or the original python batches.
+
+Every source raises `DataError` (a `experiments.errors.ConfigError`) for data
+that is missing or cannot be read, naming the command that prepares it.
 
 `load_dataset` picks the source by name and keeps the decoded arrays in an
 ``.npz`` cache (`cache.py`), so a second run does not decode again. The whole
@@ -24,21 +29,24 @@ import tempfile
 
 from experiments.data import cache
 from experiments.data import folders
+from experiments.data import tfds as tfds_lib
+from experiments.data.cifar10_folder import prepare_cifar10_jpeg
+from experiments.data.dataset import DataError
 from experiments.data.dataset import Dataset
 from experiments.data.digits import load_digits
 from experiments.data.folders import load_image_folder
-from experiments.data.shared_cifar10 import unpack_shared_cifar10
 from experiments.data.tfds import CIFAR_N_LABEL_KEYS
 from experiments.data.tfds import load_tfds
 
 __all__ = (
     'CIFAR_N_LABEL_KEYS',
+    'DataError',
     'Dataset',
     'load_dataset',
     'load_digits',
     'load_image_folder',
     'load_tfds',
-    'unpack_shared_cifar10',
+    'prepare_cifar10_jpeg',
 )
 
 
@@ -48,10 +56,10 @@ def load_dataset(name, *, data_dir=None, label_key=None, labels_csv=None,
 
   Names:
     * ``'digits'``: `load_digits` with its defaults.
-    * ``'cifar10_jpeg'``: the shared CIFAR-10 JPEG copy, unpacked by
-      `unpack_shared_cifar10` into ``data_dir/cifar10-jpeg`` (``data_dir``
-      defaulting to ``ogc_jax_data`` in the system's temporary folder), then
-      `load_image_folder`.
+    * ``'cifar10_jpeg'``: CIFAR-10 as an image folder at
+      ``data_dir/cifar10-jpeg`` (``data_dir`` defaulting to ``ogc_jax_data``
+      in the system's temporary folder), extracted there from an archive if
+      need be (`prepare_cifar10_jpeg`), then `load_image_folder`.
     * ``'folder:PATH'``, or a ``PATH`` containing a path separator that is an
       existing folder: `load_image_folder`.
     * anything else: `load_tfds`.
@@ -62,7 +70,8 @@ def load_dataset(name, *, data_dir=None, label_key=None, labels_csv=None,
 
   Args:
     name: see above.
-    data_dir: TFDS data directory, or where to unpack ``'cifar10_jpeg'``.
+    data_dir: TFDS data directory, or the folder holding ``cifar10-jpeg/``
+      for ``'cifar10_jpeg'``.
     label_key: training label key for TFDS (see `load_tfds`).
     labels_csv: ``path,label`` CSV for image folders (see
       `load_image_folder`).
@@ -70,6 +79,10 @@ def load_dataset(name, *, data_dir=None, label_key=None, labels_csv=None,
 
   Returns:
     A `Dataset`.
+
+  Raises:
+    DataError: the data is missing or cannot be read; the message names the
+      command that prepares it.
 
   Example:
     >>> from experiments import data
@@ -82,7 +95,7 @@ def load_dataset(name, *, data_dir=None, label_key=None, labels_csv=None,
                      'not both.')
   folder = None
   if name == 'cifar10_jpeg':
-    folder = unpack_shared_cifar10(os.path.join(
+    folder = prepare_cifar10_jpeg(os.path.join(
         data_dir or os.path.join(tempfile.gettempdir(), 'ogc_jax_data'),
         'cifar10-jpeg'))
   elif name.startswith('folder:'):
@@ -104,6 +117,12 @@ def load_dataset(name, *, data_dir=None, label_key=None, labels_csv=None,
            'files': cache.tree_fingerprint(folder, folders.image_files(folder))}
     if labels_csv is not None:
       labels_csv = os.path.abspath(labels_csv)
+      if not os.path.isfile(labels_csv):
+        what = ('is not a file' if os.path.exists(labels_csv)
+                else 'does not exist')
+        raise DataError(f'labels CSV {labels_csv} {what}; expected a file of '
+                        '"path,label" rows, path relative to the image folder '
+                        f'{folder}.')
       key['labels_csv'] = [labels_csv, cache.tree_fingerprint(
           os.path.dirname(labels_csv), [os.path.basename(labels_csv)])]
     load = functools.partial(load_image_folder, folder, labels_csv=labels_csv)
@@ -111,9 +130,7 @@ def load_dataset(name, *, data_dir=None, label_key=None, labels_csv=None,
     if labels_csv is not None:
       raise ValueError(f'{name}: labels_csv applies to image folders; TFDS '
                        'datasets take label_key.')
-    import tensorflow_datasets  # pylint: disable=g-import-not-at-top
-    builder_dir = os.fspath(
-        tensorflow_datasets.builder(name, data_dir=data_dir).data_dir)
+    builder_dir = tfds_lib.builder_dir(name, data_dir)
     key = {'source': 'tfds', 'name': name, 'label_key': label_key,
            'data': builder_dir, 'files': cache.dir_fingerprint(builder_dir)}
     load = functools.partial(load_tfds, name, data_dir=data_dir,

@@ -1,9 +1,19 @@
-"""The `Dataset` every source returns: decoded uint8 arrays, checked."""
+"""The `Dataset` every source returns, and `DataError`, what each raises."""
 
 import dataclasses
 import functools
 
 import numpy as np
+
+from experiments.errors import ConfigError
+
+
+class DataError(ConfigError):
+  """Data that a config names and that is missing or cannot be read.
+
+  The message names what is missing and the command that prepares it; the
+  command line prints it as one line (a `ConfigError`).
+  """
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -12,18 +12,26 @@ import os
 import numpy as np
 from PIL import Image
 
+from experiments.data.dataset import DataError
 from experiments.data.dataset import Dataset
 
-_IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
+# What every layout error adds: the layout, and how to make one from CIFAR-10.
+LAYOUT = ('expected ROOT/train/<class>/*.png and ROOT/test/<class>/*.png (or '
+          '.jpg); python -m experiments.data.make_image_folder builds one from '
+          'CIFAR-10')
 
 
 def _decode_image(path):
   """Decodes an image to uint8 ``[H, W, 1]`` (grayscale) or ``[H, W, 3]``."""
-  with Image.open(path) as image:
-    if image.mode in ('L', '1', 'I;16', 'I'):
-      array = np.asarray(image.convert('L'))[..., None]
-    else:
-      array = np.asarray(image.convert('RGB'))
+  try:
+    with Image.open(path) as image:
+      if image.mode in ('L', '1', 'I;16', 'I'):
+        array = np.asarray(image.convert('L'))[..., None]
+      else:
+        array = np.asarray(image.convert('RGB'))
+  except OSError as e:  # PIL.UnidentifiedImageError included
+    raise DataError(f'{path} cannot be decoded as an image: {e}') from None
   return array
 
 
@@ -39,13 +47,12 @@ def _resize(array, image_size):
 def _folder_classes(root):
   train_dir = os.path.join(root, 'train')
   if not os.path.isdir(train_dir):
-    raise ValueError(
-        f'{root} has no train/ folder; expected root/train/<class>/*.jpg and '
-        'root/test/<class>/*.jpg.')
+    what = 'has no train/ folder' if os.path.isdir(root) else 'does not exist'
+    raise DataError(f'image folder {root} {what}; {LAYOUT}.')
   classes = sorted(entry.name for entry in os.scandir(train_dir)
                    if entry.is_dir())
   if not classes:
-    raise ValueError(f'{train_dir} has no class subfolders.')
+    raise DataError(f'{train_dir} has no class subfolders; {LAYOUT}.')
   return classes
 
 
@@ -53,11 +60,11 @@ def _folder_files(root, split, classes):
   """Sorted ``(relative path, folder label)`` of the images of one split."""
   split_dir = os.path.join(root, split)
   if not os.path.isdir(split_dir):
-    raise ValueError(f'{root} has no {split}/ folder.')
+    raise DataError(f'image folder {root} has no {split}/ folder; {LAYOUT}.')
   unknown = sorted(entry.name for entry in os.scandir(split_dir)
                    if entry.is_dir() and entry.name not in classes)
   if unknown:
-    raise ValueError(f'{split_dir} has classes {unknown} that train/ lacks.')
+    raise DataError(f'{split_dir} has classes {unknown} that train/ lacks.')
   files = []
   for label, class_name in enumerate(classes):
     class_dir = os.path.join(split_dir, class_name)
@@ -65,11 +72,11 @@ def _folder_files(root, split, classes):
       continue
     names = sorted(entry.name for entry in os.scandir(class_dir)
                    if entry.is_file()
-                   and entry.name.lower().endswith(_IMAGE_EXTENSIONS))
+                   and entry.name.lower().endswith(IMAGE_EXTENSIONS))
     files.extend((f'{split}/{class_name}/{n}', label) for n in names)
   if not files:
-    raise ValueError(f'{split_dir} holds no {"/".join(_IMAGE_EXTENSIONS)} '
-                     'images.')
+    raise DataError(f'{split_dir} holds no {"/".join(IMAGE_EXTENSIONS)} '
+                    f'images; {LAYOUT}.')
   return files
 
 
@@ -78,20 +85,26 @@ def _read_labels_csv(labels_csv, train_paths, classes):
   index_of = {path: i for i, path in enumerate(train_paths)}
   class_index = {name: i for i, name in enumerate(classes)}
   overrides = {}
-  with open(labels_csv, newline='') as f:
-    rows = list(csv.reader(f))
+  try:
+    with open(labels_csv, newline='', encoding='utf-8') as f:
+      rows = list(csv.reader(f))
+  except (OSError, UnicodeDecodeError, csv.Error) as e:
+    raise DataError(
+        f'labels CSV {labels_csv} cannot be read ({e}); expected a UTF-8 text '
+        'file of "path,label" rows, path relative to the image folder.'
+        ) from None
   for line_number, row in enumerate(rows, start=1):
     if not row or not ''.join(row).strip():
       continue
     if len(row) != 2:
-      raise ValueError(f'{labels_csv}:{line_number}: expected "path,label", '
+      raise DataError(f'{labels_csv}:{line_number}: expected "path,label", '
                        f'got {row!r}.')
     path, label = (part.strip() for part in row)
     if line_number == 1 and (path, label) == ('path', 'label'):
       continue
     path = os.path.normpath(path).replace(os.sep, '/')
     if path not in index_of:
-      raise ValueError(
+      raise DataError(
           f'{labels_csv}:{line_number}: {path!r} is not a train image of the '
           'folder (paths are relative to the root, e.g. train/cat/0001.jpg).')
     if label in class_index:
@@ -100,15 +113,15 @@ def _read_labels_csv(labels_csv, train_paths, classes):
       try:
         label = int(label)
       except ValueError:
-        raise ValueError(
+        raise DataError(
             f'{labels_csv}:{line_number}: unknown class {label!r}; classes '
             f'are {classes} or their indices.') from None
       if not 0 <= label < len(classes):
-        raise ValueError(
+        raise DataError(
             f'{labels_csv}:{line_number}: label {label} is outside '
             f'[0, {len(classes)}).')
     if index_of[path] in overrides:
-      raise ValueError(f'{labels_csv}:{line_number}: {path!r} is listed '
+      raise DataError(f'{labels_csv}:{line_number}: {path!r} is listed '
                        'twice.')
     overrides[index_of[path]] = label
   return overrides
@@ -145,8 +158,9 @@ def load_image_folder(root, *, labels_csv=None, image_size=None) -> Dataset:
     A `Dataset`.
 
   Raises:
-    ValueError: a missing folder, images of differing size without
-      ``image_size``, or a CSV row naming an unknown image or class.
+    DataError: a missing folder, an image that cannot be decoded, images of
+      differing size without ``image_size``, a labels CSV that cannot be read
+      or a row naming an unknown image or class.
   """
   root = os.fspath(root)
   if isinstance(image_size, int):
@@ -165,7 +179,7 @@ def load_image_folder(root, *, labels_csv=None, image_size=None) -> Dataset:
   for split, files in splits.items():
     for (path, _), array in zip(files, arrays[split]):
       if array.shape[:2] != first.shape[:2]:
-        raise ValueError(
+        raise DataError(
             f'{root}: {path} is {array.shape[0]}x{array.shape[1]} but '
             f'{first_path} is {first.shape[0]}x{first.shape[1]}; pass '
             'image_size to resize.')

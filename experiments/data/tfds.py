@@ -25,11 +25,17 @@ and build (this also downloads the CIFAR binaries)::
     --file_format=array_record
 """
 
+import contextlib
 import os
 
+from absl import logging
 import numpy as np
 
+from experiments.data.dataset import DataError
 from experiments.data.dataset import Dataset
+
+# The original CIFAR-10 distribution (Krizhevsky, 2009): pickled python batches.
+CIFAR10_PYTHON_URL = 'https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz'
 
 # Noisy label keys of the TFDS CIFAR-N builders (the first is the default).
 # Their test splits carry -1 in these keys, so test labels come from 'label'.
@@ -48,12 +54,56 @@ def _base_name(name):
   return name.split(':')[0].split('/')[0]
 
 
-def _build_command(builder, base_name):
+@contextlib.contextmanager
+def _quiet():
+  """Hides TFDS's warnings about each unprepared folder it looks into.
+
+  The `DataError` that follows says it once, on one line, with the command
+  that prepares the data.
+  """
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(verbosity)
+
+
+def builder_dir(name, data_dir=None) -> str:
+  """The folder where TFDS keeps (or would keep) ``name``'s prepared data."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  with _quiet():
+    return os.fspath(tfds.builder(name, data_dir=data_dir).data_dir)
+
+
+def _not_readable(name, builder, base_name, given_data_dir) -> str:
+  """Why TFDS cannot read ``name``, and the commands that prepare it."""
   data_dir = os.path.dirname(os.path.dirname(os.fspath(builder.data_dir)))
-  command = f'tfds build {base_name} --data_dir={data_dir}'
+  if builder.is_prepared():
+    problem = (f'is prepared in the {builder.info.file_format.value} format '
+               f'in {builder.data_dir}, which needs TensorFlow to read: delete '
+               'that folder')
+  else:
+    problem = f'is not prepared in {data_dir}'
+  manual = ' --manual_dir=MANUAL_DIR' if base_name in CIFAR_N_LABEL_KEYS else ''
+  message = (
+      f'TFDS dataset {name!r} {problem}. Prepare it once, on a machine with '
+      'internet: pip install tensorflow && tfds build '
+      f'{base_name} --data_dir={data_dir}{manual} --file_format=array_record')
+  if given_data_dir is None:
+    message += ' (or build it elsewhere and pass --config.data_dir=DIR)'
+  else:
+    message += f' (then --config.data_dir={data_dir})'
+  if base_name == 'cifar10':
+    message += (
+        '; or, without TensorFlow, build an image folder from the python '
+        f'batches ({CIFAR10_PYTHON_URL}): python -m '
+        'experiments.data.make_image_folder --source python-batches --input '
+        'cifar-10-python.tar.gz --out DIR, then --config.dataset=folder:DIR')
   if base_name in CIFAR_N_LABEL_KEYS:
-    command += ' --manual_dir=MANUAL_DIR'
-  return command + ' --file_format=array_record'
+    message += ('; MANUAL_DIR holds the CIFAR-N files (see '
+                'experiments/data/tfds.py)')
+  return message + '.'
 
 
 def load_tfds(name, *, data_dir=None, label_key=None, train_split='train',
@@ -80,14 +130,15 @@ def load_tfds(name, *, data_dir=None, label_key=None, train_split='train',
     A `Dataset`.
 
   Raises:
-    ValueError: unknown dataset or label key, or the data is not prepared in
-      the ``array_record`` format (the message gives the ``tfds build``
-      command).
+    ValueError: an unknown label key.
+    DataError: the data is not prepared, or not in the ``array_record``
+      format; the message gives the ``tfds build`` command.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   base_name = _base_name(name)
-  builder = tfds.builder(name, data_dir=data_dir)
+  with _quiet():
+    builder = tfds.builder(name, data_dir=data_dir)
   features = builder.info.features
   if base_name in CIFAR_N_LABEL_KEYS:
     allowed = CIFAR_N_LABEL_KEYS[base_name]
@@ -111,20 +162,17 @@ def load_tfds(name, *, data_dir=None, label_key=None, train_split='train',
                      f'{list(features)}.')
 
   try:
-    sources = [tfds.data_source(name, split=split, data_dir=data_dir,
-                                download=False)
-               for split in (train_split, test_split)]
-  except (NotImplementedError, FileNotFoundError, AssertionError) as e:
-    if not builder.is_prepared():
-      problem = f'is not prepared in {builder.data_dir}'
-    else:
-      problem = (f'is prepared in the {builder.info.file_format.value} format '
-                 f'in {builder.data_dir}; reading needs array_record, so '
-                 'delete that folder and rebuild')
-    raise ValueError(
-        f'{name} {problem}. Prepare it on a machine with internet (and '
-        f'tensorflow installed) with: {_build_command(builder, base_name)}'
-        ) from e
+    with _quiet():
+      sources = [tfds.data_source(name, split=split, data_dir=data_dir,
+                                  download=False)
+                 for split in (train_split, test_split)]
+  except (NotImplementedError, FileNotFoundError, AssertionError,
+          KeyError) as e:
+    # Not prepared: TFDS raises KeyError (no splits) or FileNotFoundError;
+    # prepared as tfrecord: NotImplementedError (no random access).
+    with _quiet():
+      message = _not_readable(name, builder, base_name, data_dir)
+    raise DataError(message) from e
 
   def read(source, keys):
     columns = {key: [] for key in keys}
