@@ -301,8 +301,7 @@ def validate_config(config) -> None:
         f'{config.train_subset}.')
   if method.is_ogc:
     try:  # OGC checks its own arguments
-      ogc_jax.ogc_weights(method.fn, config.learning_rate,
-                          epsilon=config.ogc.epsilon,
+      ogc_jax.ogc_weights(method.fn, epsilon=config.ogc.epsilon,
                           update_period=config.ogc.update_period,
                           queue_size=config.ogc.queue_size)
     except ValueError as e:
@@ -318,13 +317,21 @@ def learning_rate_schedule(config, steps_per_epoch):
 
 
 def make_weighting(config, method, schedule):
-  """The fused OGC route of an OGC method (None for a baseline)."""
+  """The fused OGC route of an OGC method (None for a baseline).
+
+  Its ``update(probs, state)`` gives OGC the optimizer's learning rate,
+  ``schedule(state.count)``: the harness makes one OGC update per SGD step,
+  so OGC's count is SGD's.
+  """
   if not method.is_ogc:
     return None
-  return ogc_jax.ogc_weights(
-      method.fn, schedule, epsilon=config.ogc.epsilon,
+  weighting = ogc_jax.ogc_weights(
+      method.fn, epsilon=config.ogc.epsilon,
       update_period=config.ogc.update_period,
       queue_size=config.ogc.queue_size)
+  return weighting._replace(
+      update=lambda probs, state: weighting.update(probs, state,
+                                                   schedule(state.count)))
 
 
 def create_optimizer(config, schedule):
