@@ -518,7 +518,7 @@ def _config_dict(config):
 
 
 def _gmm_dict(gmm):
-  return {k: float(v) for k, v in gmm.items()}
+  return {k: float(v) for k, v in gmm._asdict().items()}
 
 
 def _prepare_workdir(workdir) -> str:

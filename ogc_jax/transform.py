@@ -95,6 +95,24 @@ def _check_positive_integer(name, value, minimum):
         f" ({type(value).__name__}).")
 
 
+def _check_epsilon(epsilon):
+  """A finite scalar >= 0: a float or an array (``inject_hyperparams``)."""
+  if isinstance(epsilon, jax.core.Tracer):
+    if epsilon.ndim == 0 and jnp.issubdtype(epsilon.dtype, jnp.number):
+      return  # traced: its value is checked where it was made
+  else:
+    value = np.asarray(epsilon) if isinstance(
+        epsilon, (numbers.Real, np.ndarray, np.generic, jax.Array)) else None
+    if (value is not None and value.ndim == 0
+        and np.issubdtype(value.dtype, np.number)
+        and not np.issubdtype(value.dtype, np.bool_)
+        and np.isfinite(value) and value >= 0):
+      return
+  raise ValueError(
+      f"`epsilon` must be a finite scalar >= 0 (a float or an array), got"
+      f" {epsilon!r}.")
+
+
 def _learning_rate(learning_rate):
   """The learning rate given at update time, as a float32 scalar.
 
@@ -193,7 +211,8 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
   Args:
     base_loss: elementwise, differentiable base loss of p, e.g.
       `ogc_jax.losses.cross_entropy`; |l'(p)| must decrease in p.
-    epsilon: the method's epsilon, a finite float >= 0.
+    epsilon: the method's epsilon, a finite scalar >= 0, a float or an array
+      (so that ``optax.inject_hyperparams`` may make it a hyperparameter).
     update_period: refit the threshold every this many updates (s), an
       integer >= 1; updates count the batches OGC sees (micro-batches when
       the optimizer accumulates them with ``optax.MultiSteps``).
@@ -234,9 +253,7 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
   """
   _check_positive_integer("update_period", update_period, 1)
   _check_positive_integer("queue_size", queue_size, 2)
-  if not (isinstance(epsilon, numbers.Real) and np.isfinite(epsilon)
-          and epsilon >= 0):
-    raise ValueError(f"`epsilon` must be a finite float >= 0, got {epsilon!r}.")
+  _check_epsilon(epsilon)
 
   def init(params: Any = None) -> OGCState:
     del params
@@ -374,7 +391,7 @@ def ogc(base_loss: Callable[[chex.Array], chex.Array],
   Args:
     base_loss: elementwise, differentiable base loss of p; the per-example
       gradients must be those of ``base_loss(p)``.
-    epsilon: the method's epsilon, a finite float >= 0.
+    epsilon: the method's epsilon, a finite scalar >= 0 (float or array).
     update_period: refit every this many updates (s), an integer >= 1
       (micro-batches under ``optax.MultiSteps``).
     queue_size: queue length (q), an integer >= 2.

@@ -329,6 +329,71 @@ class LearningRateTest(parameterized.TestCase):
     self.assertTrue(np.all(np.asarray(params["w"]) >= -3 * 0.1 - 3 * 0.01 - 1e-6))
 
 
+class HyperparametersAndStateTest(parameterized.TestCase):
+  """epsilon as an array (inject_hyperparams); the state serialises."""
+
+  def test_inject_hyperparams_needs_only_three_static_arguments(self):
+    make = optax.inject_hyperparams(
+        ogc_jax.ogc, static_args=("base_loss", "update_period", "queue_size"))
+    transform = make(base_loss=losses.cross_entropy, epsilon=20.0,
+                     update_period=4, queue_size=32)
+    state = transform.init(None)
+
+    @jax.jit
+    def step(state, probs):
+      grads = {"w": jnp.ones((8, 3))}
+      return transform.update(grads, state, probs=probs, learning_rate=0.1)[1]
+
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+      state = step(state, two_mode_probs(rng, 8))
+    inner = state.inner_state
+    np.testing.assert_allclose(inner.noise_to_clean_ratio, 1 + 0.1 * 20,
+                               rtol=1e-4)
+    # A new target, of the same dtype so that the step is not retraced.
+    state.hyperparams["epsilon"] = jnp.full_like(state.hyperparams["epsilon"], 5.0)
+    for _ in range(4):
+      state = step(state, two_mode_probs(rng, 8))
+    np.testing.assert_allclose(state.inner_state.noise_to_clean_ratio,
+                               1 + 0.1 * 5, rtol=1e-4)
+    self.assertEqual(step._cache_size(), 1)
+
+  def test_epsilon_array_equals_float(self):
+    probs = jnp.linspace(0.01, 0.99, 32)
+    out = []
+    for epsilon in (20.0, jnp.float32(20.0), np.asarray(20.0)):
+      weighting = ogc_jax.ogc_weights(losses.cross_entropy, epsilon=epsilon,
+                                      update_period=1, queue_size=32)
+      out.append(jax.jit(weighting.update)(probs, weighting.init(), 0.1)[1])
+    chex.assert_trees_all_equal(out[0], out[1], out[2])
+    self.assertEqual(int(out[0].num_threshold_updates), 1)
+
+  @parameterized.parameters((jnp.ones(2),), (jnp.float32(-1.0),),
+                            (np.float32(np.nan),), ("20",), (True,))
+  def test_bad_epsilon(self, epsilon):
+    with pytest.raises(ValueError, match="`epsilon` must be a finite scalar"):
+      ogc_jax.ogc_weights(losses.cross_entropy, epsilon=epsilon)
+
+  def test_state_serialises_and_tree_get_finds_mixture_fields(self):
+    from flax import serialization  # pylint: disable=g-import-not-at-top
+    opt = optax.chain(ogc_jax.ogc(losses.cross_entropy, update_period=1,
+                                  queue_size=8), optax.sgd(0.1))
+    params = {"w": jnp.zeros([3])}
+    state = opt.init(params)
+    _, state = opt.update({"w": jnp.ones((8, 3))}, state, params,
+                          probs=jnp.linspace(0.01, 0.99, 8), learning_rate=0.1)
+    mean_clean = optax.tree_utils.tree_get(state, "mean_clean")
+    self.assertIsNotNone(mean_clean)
+    self.assertEqual(float(mean_clean), float(state[0].gmm.mean_clean))
+    self.assertNotEqual(float(mean_clean), 0.0)  # fitted
+    restored = serialization.from_bytes(opt.init(params),
+                                        serialization.to_bytes(state))
+    chex.assert_trees_all_equal(restored, state)
+    self.assertIsInstance(restored[0].gmm, ogc_jax.GMM)
+    self.assertEqual(ogc_jax.GMM._fields, (
+        "mean_clean", "var_clean", "mean_noisy", "var_noisy", "weight_noisy"))
+
+
 class BadInputTest(parameterized.TestCase):
 
   def setUp(self):
@@ -372,7 +437,7 @@ class BadInputTest(parameterized.TestCase):
       (dict(update_period=True), r"`update_period` must be an integer >= 1, got True"),
       (dict(queue_size=16.0), r"`queue_size` must be an integer >= 2, got 16\.0"),
       (dict(queue_size=np.float32(64)), r"`queue_size` must be an integer"),
-      (dict(epsilon=float("inf")), r"`epsilon` must be a finite float >= 0, got inf"),
+      (dict(epsilon=float("inf")), r"`epsilon` must be a finite scalar >= 0 \(a float or an array\), got inf"),
   )
   def test_argument_errors_name_the_argument_and_value(self, kwargs, message):
     for make in (ogc_jax.ogc, ogc_jax.ogc_weights):
