@@ -32,6 +32,16 @@ from ogc_jax.gmm import GMM, fit_gmm
 from ogc_jax.threshold import (MAX_PROB, MIN_PROB, derivative_magnitude,
                                noise_to_clean_ratio, solve_threshold)
 
+# Where `ogc` goes in a chain, said by every error that misplacement causes.
+PLACEMENT = (
+    "OGC goes first in the chain, on the per-example gradients, and outside"
+    " optax.MultiSteps and optax.apply_if_finite (which would average or test"
+    " the per-example gradients): e.g. optax.chain(ogc(...),"
+    " optax.apply_if_finite(optax.sgd(lr), 5)), or with gradient accumulation"
+    " optax.chain(ogc(...), optax.MultiSteps(opt, k).gradient_transformation())."
+    " See docs/usage.md.")
+
+
 class OGCState(NamedTuple):
   """State of Optimized Gradient Clipping.
 
@@ -378,6 +388,16 @@ def ogc(base_loss: Callable[[chex.Array], chex.Array],
     use the fused route `ogc_weights`, which gives the same update without
     per-example gradients.
 
+  .. warning::
+    OGC goes first in a chain: the transforms before it would see, and
+    those that keep state would store, per-example gradients. Put it outside
+    ``optax.MultiSteps`` (which would average per-example gradients over
+    micro-batches) and outside ``optax.apply_if_finite`` (whose rejected
+    branch returns gradients of the per-example shape): wrap the optimizer
+    after it instead, ``optax.chain(ogc(...), optax.apply_if_finite(opt, 5))``.
+    Inside ``MultiSteps`` OGC fails with a ``ValueError`` that says so; inside
+    ``apply_if_finite`` optax's ``lax.cond`` fails on the branches' shapes.
+
   Every step pushes H = -log p into a queue; every ``update_period`` steps,
   once the queue is full, a two-component Gaussian mixture is refitted to the
   queue (`fit_gmm`) and the threshold re-solved (`solve_threshold`) so that
@@ -444,7 +464,7 @@ def ogc(base_loss: Callable[[chex.Array], chex.Array],
         raise ValueError(
             "OGC expects `updates` to be per-example gradients with the batch"
             f" ({probs.shape[0]}, the length of `probs`) in the 0th axis; leaf"
-            f" {jax.tree_util.keystr(path)} has shape {leaf.shape}.")
+            f" {jax.tree_util.keystr(path)} has shape {leaf.shape}. {PLACEMENT}")
     _learning_rate(learning_rate)
     batch = probs.shape[0]
     if batch == 0:

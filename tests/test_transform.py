@@ -394,6 +394,39 @@ class HyperparametersAndStateTest(parameterized.TestCase):
         "mean_clean", "var_clean", "mean_noisy", "var_noisy", "weight_noisy"))
 
 
+class PlacementTest(absltest.TestCase):
+  """OGC goes first in a chain, outside MultiSteps and apply_if_finite."""
+
+  def setUp(self):
+    super().setUp()
+    self.params = {"w": jnp.zeros((3, 2))}
+    self.grads = {"w": jnp.ones((8, 3, 2))}
+    self.probs = jnp.linspace(0.1, 0.9, 8)
+
+  def test_inside_multisteps_fails_saying_where_ogc_goes(self):
+    opt = optax.MultiSteps(optax.chain(ogc_jax.ogc(losses.cross_entropy),
+                                       optax.sgd(0.1)), every_k_schedule=2)
+    with pytest.raises(ValueError, match="outside optax.MultiSteps"):
+      opt.update(self.grads, opt.init(self.params), self.params,
+                 probs=self.probs, learning_rate=0.1)
+
+  def test_apply_if_finite_after_ogc_rejects_a_non_finite_update(self):
+    opt = optax.chain(ogc_jax.ogc(losses.cross_entropy),
+                      optax.apply_if_finite(optax.sgd(0.1), 3))
+    state = opt.init(self.params)
+    step = jax.jit(lambda g, s: opt.update(g, s, self.params, probs=self.probs,
+                                           learning_rate=0.1))
+    updates, state = step(self.grads, state)
+    # No clipping before the first refit: -lr * the mean gradient.
+    np.testing.assert_allclose(updates["w"], -0.1, rtol=1e-6)
+    # A NaN gradient of an example with a valid p makes the mean NaN, which
+    # apply_if_finite (after OGC) rejects.
+    updates, state = step({"w": self.grads["w"].at[0].set(jnp.nan)}, state)
+    np.testing.assert_array_equal(updates["w"], 0.0)
+    self.assertEqual(int(state[1].notfinite_count), 1)
+    self.assertEqual(int(state[0].count), 2)
+
+
 class BadInputTest(parameterized.TestCase):
 
   def setUp(self):
