@@ -105,6 +105,51 @@ def _check_positive_integer(name, value, minimum):
         f" ({type(value).__name__}).")
 
 
+# Where `_check_base_loss` evaluates |l'(p)|: log-spaced towards both ends
+# of the feasible range, where losses break (log 0, a 0 ** negative power).
+_CHECK_GRID = np.unique(np.concatenate([
+    np.geomspace(MIN_PROB, 0.5, 200), 1.0 - np.geomspace(0.5, 1.0 - MAX_PROB, 200)
+]).astype(np.float32))
+# |l'| may rise by float32 rounding between neighbouring points, no more.
+_CHECK_RTOL = 1e-4
+
+
+def _check_base_loss(base_loss):
+  """|l'(p)| must be finite and non-increasing over [MIN_PROB, MAX_PROB].
+
+  OGC clips |l'(p)| at tau = |l'(p_threshold)| and solves for p_threshold
+  by bisection, which holds only if |l'| falls as p grows; a NaN derivative
+  (e.g. the gradient of a ``jnp.where`` whose other branch is NaN) would
+  make tau NaN from the start.
+  """
+  if not callable(base_loss):
+    raise ValueError(f"`base_loss` must be a function of p, got {base_loss!r}.")
+  p = _CHECK_GRID
+  try:
+    with jax.ensure_compile_time_eval():
+      g = derivative_magnitude(base_loss, jnp.asarray(p))
+  except (TypeError, ValueError) as e:
+    raise ValueError(
+        "`base_loss` must map a scalar probability p to a scalar loss,"
+        f" differentiably; jax.grad(base_loss) failed: {e}") from None
+  if isinstance(g, jax.core.Tracer):
+    return  # closes over traced values: nothing concrete to check
+  g = np.asarray(g, np.float64)
+  rule = ("|l'(p)| of `base_loss` must be finite and non-increasing on"
+          f" [{MIN_PROB}, 1 - {1 - MAX_PROB:.0e}] (OGC clips it at"
+          " tau = |l'(p_threshold)|)")
+  bad = np.flatnonzero(~np.isfinite(g))
+  if bad.size:
+    i = bad[0]
+    raise ValueError(f"{rule}; at p = {p[i]:.6g} it is {g[i]}.")
+  rises = np.flatnonzero(g[1:] > g[:-1] * (1 + _CHECK_RTOL))
+  if rises.size:
+    i = rises[0]
+    raise ValueError(
+        f"{rule}; it rises from {g[i]:.6g} at p = {p[i]:.6g} to"
+        f" {g[i + 1]:.6g} at p = {p[i + 1]:.6g}.")
+
+
 def _check_epsilon(epsilon):
   """A finite scalar >= 0: a float or an array (``inject_hyperparams``)."""
   if isinstance(epsilon, jax.core.Tracer):
@@ -220,7 +265,9 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
 
   Args:
     base_loss: elementwise, differentiable base loss of p, e.g.
-      `ogc_jax.losses.cross_entropy`; |l'(p)| must decrease in p.
+      `ogc_jax.losses.cross_entropy`; |l'(p)| must be finite and
+      non-increasing in p on [1e-7, 1 - 1e-7], which is checked here on a
+      grid of 400 points.
     epsilon: the method's epsilon, a finite scalar >= 0, a float or an array
       (so that ``optax.inject_hyperparams`` may make it a hyperparameter).
     update_period: refit the threshold every this many updates (s), an
@@ -235,8 +282,9 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
     optimizer's current rate, a scalar >= 0 (may be traced).
 
   Raises:
-    ValueError: for an argument outside the choices above (at construction),
-      and for ``probs`` that are not a 1-D floating array or a
+    ValueError: for an argument outside the choices above (at construction;
+      for ``base_loss``, naming the first p where |l'(p)| is not finite or
+      rises, and its value), and for ``probs`` that are not a 1-D floating array or a
       ``learning_rate`` that is missing, not a scalar, or (when concrete)
       negative or not finite (at trace time).
 
@@ -264,6 +312,7 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
   _check_positive_integer("update_period", update_period, 1)
   _check_positive_integer("queue_size", queue_size, 2)
   _check_epsilon(epsilon)
+  _check_base_loss(base_loss)
 
   def init(params: Any = None) -> OGCState:
     del params

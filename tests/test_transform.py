@@ -1,6 +1,7 @@
 """Tests of the OGC transformation and its fused route."""
 
 import collections
+from unittest import mock
 
 import chex
 import jax
@@ -14,6 +15,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import ogc_jax
 from ogc_jax import losses
+from ogc_jax import transform as transform_lib
 from ogc_jax.threshold import MAX_PROB, MIN_PROB
 
 NUM_CLASSES = 4
@@ -427,6 +429,52 @@ class PlacementTest(absltest.TestCase):
     self.assertEqual(int(state[0].count), 2)
 
 
+class BaseLossCheckTest(parameterized.TestCase):
+  """|l'(p)| finite and non-increasing on [1e-7, 1 - 1e-7], at construction."""
+
+  @parameterized.parameters(
+      # The jnp.where gradient trap: the unused branch's NaN derivative
+      # reaches every p (it made tau NaN from init on).
+      (lambda p: jnp.where(p < 0, jnp.sqrt(-p), -jnp.log(p)),
+       r"at p = 1e-07 it is nan"),
+      (lambda p: -jnp.log(p) + 0.0 * jnp.sqrt(0.5 - p), r"at p = 0\.5 it is nan"),
+      # |l'(p)| = 2p grows with p.
+      (lambda p: p**2, r"rises from 2e-07 at p = 1e-07 to 2\.16\d*e-07 at p = 1\.08"),
+      # Increasing above p = 0.9 only: 1/p below, 1/0.9 + 50 (p - 0.9) above;
+      # the grid's neighbours of 0.9 give 1/0.893902 and 1/0.9 + 50 * 0.001815.
+      (lambda p: jnp.where(p < 0.9, -jnp.log(p),
+                           -jnp.log(0.9) - (p - 0.9) / 0.9 - 25 * (p - 0.9)**2),
+       r"rises from 1\.1186\d* at p = 0\.8939\d* to 1\.20\d* at p = 0\.9018"),
+  )
+  def test_bad_loss_names_the_first_failing_p(self, base_loss, message):
+    for make in (ogc_jax.ogc, ogc_jax.ogc_weights):
+      with pytest.raises(ValueError, match="must be finite and non-increasing"):
+        make(base_loss)
+      with pytest.raises(ValueError, match=message):
+        make(base_loss)
+
+  def test_not_a_scalar_loss(self):
+    with pytest.raises(ValueError, match="scalar probability p to a scalar loss"):
+      ogc_jax.ogc(lambda p: jnp.stack([p, p]))
+    with pytest.raises(ValueError, match="must be a function of p"):
+      ogc_jax.ogc(3.0)
+
+  @parameterized.parameters(
+      *[(f,) for f in losses.BASE_LOSSES.values()],
+      (losses.phuber_cross_entropy,), (losses.phuber_generalized_cross_entropy,),
+      (lambda p: losses.focal(p, gamma=2.0),),
+      (lambda p: losses.generalized_cross_entropy(p, q=1.0),),
+      (lambda p: losses.taylor_cross_entropy(p, order=6),))
+  def test_library_losses_pass(self, base_loss):
+    ogc_jax.ogc_weights(base_loss)
+
+  def test_check_grid_covers_the_feasible_range(self):
+    grid = transform_lib._CHECK_GRID
+    self.assertEqual(grid[0], np.float32(MIN_PROB))
+    self.assertEqual(grid[-1], np.float32(MAX_PROB))
+    self.assertTrue(np.all(np.diff(grid) > 0))
+
+
 class BadInputTest(parameterized.TestCase):
 
   def setUp(self):
@@ -506,9 +554,12 @@ class BadInputTest(parameterized.TestCase):
 
   def test_rejected_refit_keeps_the_previous_threshold(self):
     # |l'(p)| is NaN for p > 0.5, where the quadrature of any fit evaluates it.
+    # Construction refuses such a loss (BaseLossCheckTest); the refit's own
+    # guard, for what a grid of p may miss, is tested past that check.
     nan_above_half = lambda p: -jnp.log(p) + 0.0 * jnp.sqrt(0.5 - p)
-    weighting = ogc_jax.ogc_weights(nan_above_half, update_period=2,
-                                    queue_size=8)
+    with mock.patch.object(transform_lib, "_check_base_loss"):
+      weighting = ogc_jax.ogc_weights(nan_above_half, update_period=2,
+                                      queue_size=8)
     good = ogc_jax.GMM(mean_clean=jnp.float32(0.1), var_clean=jnp.float32(0.01),
                        mean_noisy=jnp.float32(3.0), var_noisy=jnp.float32(1.0),
                        weight_noisy=jnp.float32(0.4))
