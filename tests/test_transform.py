@@ -475,6 +475,51 @@ class BaseLossCheckTest(parameterized.TestCase):
     self.assertTrue(np.all(np.diff(grid) > 0))
 
 
+class NoRetraceTest(absltest.TestCase):
+  """Each route's jitted step compiles once: refits and rates are traced."""
+
+  def test_both_routes_trace_once_over_many_steps_with_refits(self):
+    base_loss = losses.cross_entropy
+    schedule = optax.exponential_decay(0.1, 4, 0.5)
+    kwargs = dict(update_period=2, queue_size=32)
+    opt = optax.chain(ogc_jax.ogc(base_loss, **kwargs), optax.sgd(schedule))
+    weighting = ogc_jax.ogc_weights(base_loss, **kwargs)
+    sgd = optax.sgd(schedule)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def per_example_step(params, state, x, y, lr):
+      grads, probs = per_example_grads(params, x, y, base_loss)
+      updates, state = opt.update(grads, state, params, probs=probs,
+                                  learning_rate=lr)
+      return optax.apply_updates(params, updates), state
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def fused_step(params, opt_state, ogc_state, x, y, lr):
+      def loss_fn(params, ogc_state):
+        probs = linear_probs(params, x, y)
+        weights, ogc_state = weighting.update(probs, ogc_state, lr)
+        return ogc_jax.weighted_base_loss(base_loss, probs, weights), ogc_state
+      grads, ogc_state = jax.grad(loss_fn, has_aux=True)(params, ogc_state)
+      updates, opt_state = sgd.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), opt_state, ogc_state
+
+    p1 = p2 = init_params()
+    s1, opt_state, s2 = opt.init(p1), sgd.init(p2), weighting.init()
+    for step in range(30):
+      x, y = make_batch(step, 16)
+      lr = schedule(step)
+      p1, s1 = per_example_step(p1, s1, x, y, lr)
+      p2, opt_state, s2 = fused_step(p2, opt_state, s2, x, y, lr)
+    # The queue (32) is full after 2 batches of 16: refits at 2, 4, ..., 30.
+    self.assertEqual(int(s1[0].num_threshold_updates), 15)
+    self.assertEqual(int(s2.num_threshold_updates), 15)
+    self.assertEqual(per_example_step._cache_size(), 1)
+    self.assertEqual(fused_step._cache_size(), 1)
+    chex.assert_trees_all_close(p1, p2, rtol=1e-4, atol=1e-6)
+
+
 class BadInputTest(parameterized.TestCase):
 
   def setUp(self):
