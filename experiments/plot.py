@@ -8,6 +8,9 @@ r"""Plots of training runs: accuracy, OGC threshold and the fitted loss mixture.
 writes, from each run's ``metrics.jsonl`` and ``queues/epoch_NNNN.npy``:
 
 * ``DIR/test_accuracy.png``: test accuracy per epoch, one line per run;
+* ``DIR/memorised.png``: the fraction of noisy training samples that the
+  network predicts as their given, wrong label (``train_accuracy_noisy``),
+  per epoch, one line per run with label noise;
 * ``DIR/threshold.png``: for OGC runs, the clipping threshold tau per epoch
   (log scale) and the estimated noise rate (the noisy component's weight)
   against the true one;
@@ -184,6 +187,26 @@ def plot_test_accuracy(runs: Sequence[RunData]) -> plt.Figure:
   return fig
 
 
+def plot_memorised(runs: Sequence[RunData]) -> plt.Figure:
+  """Memorised noisy labels (%) per epoch, one line per run.
+
+  A noisy sample is memorised when the network predicts its given, wrong
+  label: ``train_accuracy_noisy`` of the metrics (chance is about
+  ``100 / num_classes``).
+  """
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for run in runs:
+    ax.plot(run.epochs, 100 * run.series('train_accuracy_noisy'),
+            label=run.label)
+  ax.set_xlabel('epoch')
+  ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+  ax.set_ylabel('noisy samples predicted as their wrong label (%)')
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize='small')
+  fig.tight_layout()
+  return fig
+
+
 def plot_threshold(runs: Sequence[RunData]) -> plt.Figure:
   """Tau per epoch (log scale) above, estimated and true noise rate below.
 
@@ -325,6 +348,10 @@ def make_plots(workdirs: Sequence, out, *,
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   written = [_save(plot_test_accuracy(runs), out / 'test_accuracy.png')]
+  noisy_runs = [run for run in runs if np.any(np.isfinite(
+      run.series('train_accuracy_noisy')))]
+  if noisy_runs:
+    written.append(_save(plot_memorised(noisy_runs), out / 'memorised.png'))
 
   ogc_runs = [run for run in runs if run.has_threshold]
   for run in runs:

@@ -35,6 +35,7 @@ def _write_run(workdir, method, *, ogc, metrics_extra=''):
         'tau': 10.0 / epoch if ogc else None,
         'p_threshold': 0.2 if ogc else None, 'gmm': gmm,
         'estimated_noise_rate': gmm['weight_noisy'] if ogc else None,
+        'train_accuracy_noisy': 0.1 * epoch if ogc else 0.15 * epoch,
         'true_noise_rate': 0.4}))
     if ogc:
       (workdir / 'queues').mkdir(exist_ok=True)
@@ -68,9 +69,9 @@ def test_make_plots_writes_valid_pngs_and_skips_non_ogc_runs(runs, tmp_path):
   out = tmp_path / 'out'
   name = 'h_histogram_ogc_ce_symmetric_0.4_seed_0.png'
   assert [p.name for p in written] == [
-      'test_accuracy.png', 'threshold.png', name]
+      'test_accuracy.png', 'memorised.png', 'threshold.png', name]
   assert sorted(p.name for p in out.iterdir()) == sorted(
-      ['test_accuracy.png', 'threshold.png', name])
+      ['test_accuracy.png', 'memorised.png', 'threshold.png', name])
   # Sizes are figsize x dpi; the histogram has one 4.5-inch panel per epoch
   # (default: first, middle and last of 1..5).
   assert _png_shape(out / 'test_accuracy.png') == (4.5 * DPI, 7 * DPI, 4)
@@ -79,6 +80,16 @@ def test_make_plots_writes_valid_pngs_and_skips_non_ogc_runs(runs, tmp_path):
   assert len(notes) == 2 and all('ce symmetric 0.4 seed 0' in n for n in notes)
   assert 'left out of threshold.png' in notes[0]
   assert 'no saved queues' in notes[1]
+
+
+def test_memorised_plots_each_runs_noisy_accuracy_in_percent(runs):
+  fig = plot.plot_memorised([plot.load_run(w) for w in runs])
+  ogc_line, ce_line = fig.axes[0].lines
+  np.testing.assert_allclose(ogc_line.get_ydata(),
+                             [10.0, 20.0, 30.0, 40.0, 50.0])
+  np.testing.assert_allclose(ce_line.get_ydata(),
+                             [15.0, 30.0, 45.0, 60.0, 75.0])
+  np.testing.assert_array_equal(ce_line.get_xdata(), [1, 2, 3, 4, 5])
 
 
 def test_chosen_epochs_and_labels(runs, tmp_path):
