@@ -44,7 +44,6 @@ QUEUE_SIZE = 4096
 NOISE_RATES = (0.15, 0.4, 0.8)
 TIMING_LEARNING_RATE = 0.01
 LEARNING_RATES = (0.1, 0.01, 0.001)
-_FIELDS = ("mean_clean", "var_clean", "mean_noisy", "var_noisy", "weight_noisy")
 
 
 OURS_BLOCK = 10  # our calls per timed block (see main)
@@ -53,7 +52,7 @@ OURS_BLOCK = 10  # our calls per timed block (see main)
 def converged_fit(h):
   """A converged float64 scikit-learn fit (n_init=5, tol=1e-10), as a dict."""
   gmm = testing.sklearn_fit(h, reg_covar=REG_COVAR)
-  return {k: float(gmm[k]) for k in _FIELDS}
+  return {k: float(v) for k, v in gmm._asdict().items()}
 
 
 def at_one_thread(controller, fn):

@@ -70,7 +70,8 @@ def _full_queue(ogc_state):
       queue_count=jnp.asarray(queue_size, jnp.int32))
 
 
-def _per_example_step(config, model, method, tx, mean, std, num_train):
+def _per_example_step(config, model, method, tx, schedule, mean, std,
+                      num_train):
   """The per-example route in the harness's step signature (see above)."""
   aug = config.augment
   batch_size = config.batch_size
@@ -100,7 +101,7 @@ def _per_example_step(config, model, method, tx, mean, std, num_train):
             state.params, x, given_all[idx])
     batch_stats = jax.tree_util.tree_map(lambda s: jnp.mean(s, 0), batch_stats)
     updates, opt_state = tx.update(grads, state.opt_state, state.params,
-                                   probs=probs)
+                                   probs=probs, learning_rate=schedule(state.step))
     return state.replace(
         step=state.step + 1, params=optax.apply_updates(state.params, updates),
         batch_stats=batch_stats, opt_state=opt_state), sums
@@ -160,14 +161,14 @@ def build(config, *, num_classes=10, image_shape=(32, 32, 3), num_batches=4):
       state = state.replace(ogc_state=_full_queue(weighting.init()))
     elif name == "OGC per-example":
       tx_per_example = optax.chain(
-          ogc_jax.ogc(method.fn, schedule, epsilon=config.ogc.epsilon,
+          ogc_jax.ogc(method.fn, epsilon=config.ogc.epsilon,
                       update_period=config.ogc.update_period,
                       queue_size=config.ogc.queue_size), tx)
       opt_state = tx_per_example.init(params)
       state = state.replace(opt_state=(_full_queue(opt_state[0]),
                                        *opt_state[1:]))
-      step = _per_example_step(config, model, method, tx_per_example, mean,
-                               std, num_train)
+      step = _per_example_step(config, model, method, tx_per_example,
+                               schedule, mean, std, num_train)
     else:
       step, _ = train.make_steps(config, model, method, None, tx, mean, std,
                                  data_sharding, num_train)

@@ -296,8 +296,7 @@ def validate_config(config) -> None:
         f'{config.train_subset}.')
   if method.is_ogc:
     try:  # OGC checks its own arguments
-      ogc_jax.ogc_weights(method.fn, config.learning_rate,
-                          epsilon=config.ogc.epsilon,
+      ogc_jax.ogc_weights(method.fn, epsilon=config.ogc.epsilon,
                           update_period=config.ogc.update_period,
                           queue_size=config.ogc.queue_size)
     except ValueError as e:
@@ -313,13 +312,21 @@ def learning_rate_schedule(config, steps_per_epoch):
 
 
 def make_weighting(config, method, schedule):
-  """The fused OGC route of an OGC method (None for a baseline)."""
+  """The fused OGC route of an OGC method (None for a baseline).
+
+  Its ``update(probs, state)`` gives OGC the optimizer's learning rate,
+  ``schedule(state.count)``: the harness makes one OGC update per SGD step,
+  so OGC's count is SGD's.
+  """
   if not method.is_ogc:
     return None
-  return ogc_jax.ogc_weights(
-      method.fn, schedule, epsilon=config.ogc.epsilon,
+  weighting = ogc_jax.ogc_weights(
+      method.fn, epsilon=config.ogc.epsilon,
       update_period=config.ogc.update_period,
       queue_size=config.ogc.queue_size)
+  return weighting._replace(
+      update=lambda probs, state: weighting.update(probs, state,
+                                                   schedule(state.count)))
 
 
 def create_optimizer(config, schedule):
@@ -506,7 +513,7 @@ def _config_dict(config):
 
 
 def _gmm_dict(gmm):
-  return {k: float(v) for k, v in gmm.items()}
+  return {k: float(v) for k, v in gmm._asdict().items()}
 
 
 def _prepare_workdir(workdir) -> str:
@@ -635,10 +642,9 @@ def train_and_evaluate_runs(configs, workdirs) -> list:
       raise ValueError(
           f'Packed runs may differ only in {list(PACKABLE_KEYS)}; these differ '
           f'in {differ}.')
+  initialize_distributed(configs[0])  # before any JAX computation
   for config in configs:
     validate_config(config)
-  if configs[0].distributed:
-    jax.distributed.initialize()
   workdirs = [_prepare_workdir(w) for w in workdirs]
   results = [None] * len(configs)
   todo = []
@@ -664,6 +670,30 @@ def train_and_evaluate_runs(configs, workdirs) -> list:
     for i, result in zip(group, trained):
       results[i] = result
   return results
+
+
+_DISTRIBUTED_KEYS = ('coordinator_address', 'num_processes', 'process_id')
+
+
+def initialize_distributed(config) -> None:
+  """``jax.distributed.initialize`` for ``config.distributed``, once.
+
+  Passes the keys of `_DISTRIBUTED_KEYS` that are set; JAX detects the
+  others on Cloud TPU, SLURM, Open MPI and Kubernetes, and reads
+  JAX_COORDINATOR_ADDRESS. A failure is a one-line `ConfigError`.
+  """
+  if not config.distributed or jax.distributed.is_initialized():
+    return
+  kwargs = {k: config[k] for k in _DISTRIBUTED_KEYS if config[k] is not None}
+  try:
+    jax.distributed.initialize(**kwargs)
+  except (ValueError, RuntimeError) as e:
+    reason = ' '.join(str(e).split())
+    raise ConfigError(
+        f'config.distributed: jax.distributed.initialize({kwargs}) failed: '
+        f'{reason[:300]}; outside Cloud TPU, SLURM, Open MPI or Kubernetes '
+        'set --config.coordinator_address, --config.num_processes and '
+        '--config.process_id.') from None
 
 
 def _checkpoint_manager(workdir):
@@ -718,7 +748,8 @@ def _train_runs(configs, workdirs) -> list:
     raise ConfigError(f'config.batch_size={config.batch_size} is not '
                       f'divisible by the {len(devices)} devices.')
   for c, workdir in zip(configs, workdirs):  # the runs claim their workdirs
-    workdir_lib.check_config(workdir, _config_dict(c))
+    if is_main:  # process 0 writes every file of the workdir
+      workdir_lib.check_config(workdir, _config_dict(c))
   mesh = Mesh(np.array(devices), ('data',))
   replicated = NamedSharding(mesh, P())
   data_sharding = NamedSharding(mesh, P('data'))
@@ -1046,8 +1077,10 @@ def main(argv):
     result = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
   except ConfigError as e:
     sys.exit(f'error: {e}')
-  print(json.dumps({k: result[k] for k in (
-      'final_test_accuracy', 'best_test_accuracy', 'wall_time_s')}, indent=2))
+  if jax.process_index() == 0:
+    print(json.dumps({k: result[k] for k in (
+        'final_test_accuracy', 'best_test_accuracy', 'wall_time_s')},
+                     indent=2))
 
 
 if __name__ == '__main__':

@@ -40,7 +40,8 @@ RECORD_FILES = (CONFIG_FILE, METRICS_FILE, RESULT_FILE, SWEEP_ARGS_FILE)
 
 # Configuration keys that do not change a run's results: a workdir may be
 # resumed with other values of them.
-RESULT_NEUTRAL_KEYS = ('progress',)
+RESULT_NEUTRAL_KEYS = ('progress', 'distributed', 'coordinator_address',
+                       'num_processes', 'process_id')
 # Fields every result.json has.
 RESULT_KEYS = ('final_test_accuracy', 'best_test_accuracy', 'wall_time_s',
                'num_epochs', 'true_noise_rate')

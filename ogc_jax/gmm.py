@@ -14,6 +14,8 @@ likely one alone until the mean log-likelihood changes by less than ``tol``
 or ``max_iter`` iterations have run.
 """
 
+from typing import NamedTuple
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -24,9 +26,12 @@ TOL = 1e-7
 REG_COVAR = 1e-3
 
 
-@chex.dataclass(frozen=True)
-class GMM:
+class GMM(NamedTuple):
   """A two-component 1-D Gaussian mixture over H = -log p.
+
+  A NamedTuple, as optax keeps its states: ``flax.serialization`` and Orbax
+  save it, and ``optax.tree_utils.tree_get(state, "mean_clean")`` finds a
+  field inside an `ogc_jax.OGCState`.
 
   Attributes:
     mean_clean: mean of the clean (lower-mean) component.

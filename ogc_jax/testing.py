@@ -61,6 +61,11 @@ DERIVATIVES = {
 }
 
 
+def _as_mapping(gmm):
+  """A `GMM` (a NamedTuple) as a dict; a mapping as it is."""
+  return gmm._asdict() if isinstance(gmm, GMM) else gmm
+
+
 def ratio(gmm, derivative, p_threshold):
   """The noise-to-clean ratio R at a probability threshold, in float64.
 
@@ -75,6 +80,7 @@ def ratio(gmm, derivative, p_threshold):
     ``E_noisy[min(|l'|, tau)] / E_clean[min(|l'|, tau)]`` with
     ``tau = |l'(p_threshold)|``, a float.
   """
+  gmm = _as_mapping(gmm)
   tau = derivative(p_threshold)
   h_t = -math.log(p_threshold)
 
@@ -214,6 +220,7 @@ def authors_threshold(gmm, derivative, learning_rate, epsilon=20.0,
   Returns:
     ``(p_threshold, tau)``.
   """
+  gmm = _as_mapping(gmm)
   sample_h = np.linspace(MIN_H, MAX_H, grid)
   g = np.abs(derivative(np.exp(-sample_h)))
   dens = {}

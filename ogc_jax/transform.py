@@ -20,7 +20,7 @@ derivative of some base losses is infinite.
 """
 
 import numbers
-from typing import Any, Callable, NamedTuple, Union
+from typing import Any, Callable, NamedTuple
 
 import chex
 import jax
@@ -32,15 +32,22 @@ from ogc_jax.gmm import GMM, fit_gmm
 from ogc_jax.threshold import (MAX_PROB, MIN_PROB, derivative_magnitude,
                                noise_to_clean_ratio, solve_threshold)
 
-ScalarOrSchedule = Union[float, Callable[[chex.Numeric], chex.Numeric]]
+# Where `ogc` goes in a chain, said by every error that misplacement causes.
+PLACEMENT = (
+    "OGC goes first in the chain, on the per-example gradients, and outside"
+    " optax.MultiSteps and optax.apply_if_finite (which would average or test"
+    " the per-example gradients): e.g. optax.chain(ogc(...),"
+    " optax.apply_if_finite(optax.sgd(lr), 5)), or with gradient accumulation"
+    " optax.chain(ogc(...), optax.MultiSteps(opt, k).gradient_transformation())."
+    " See docs/usage.md.")
 
 
 class OGCState(NamedTuple):
   """State of Optimized Gradient Clipping.
 
   Attributes:
-    count: number of updates so far (the step at which ``learning_rate`` is
-      evaluated when it is a schedule).
+    count: number of updates so far (batches seen; micro-batches under
+      ``optax.MultiSteps``); refits fall on multiples of ``update_period``.
     queue: ring buffer of the last ``queue_size`` values of H = -log p.
     queue_index: where the next H is written.
     queue_count: number of valid entries in the queue (at most its size).
@@ -71,7 +78,8 @@ class OGCState(NamedTuple):
 
 
 class OGCWeights(NamedTuple):
-  """The fused route: ``init() -> state``, ``update(probs, state) -> (weights, state)``."""
+  """The fused route: ``init() -> state`` and
+  ``update(probs, state, learning_rate) -> (weights, state)``."""
   init: Callable[..., OGCState]
   update: Callable[[chex.Array, OGCState], tuple]
 
@@ -97,23 +105,94 @@ def _check_positive_integer(name, value, minimum):
         f" ({type(value).__name__}).")
 
 
-def _check_learning_rate(learning_rate):
-  """A float must be finite and >= 0; a schedule is checked at step 0."""
-  value = learning_rate(0) if callable(learning_rate) else learning_rate
-  if isinstance(value, jax.core.Tracer):
-    return  # built under a trace: nothing to check
-  what = "`learning_rate` (the schedule at step 0)" if callable(
-      learning_rate) else "`learning_rate`"
-  kind = np.asarray(value).dtype if hasattr(value, "dtype") or isinstance(
-      value, numbers.Real) else None
-  if kind is None or np.ndim(value) != 0 or not jnp.issubdtype(kind, jnp.number):
+# Where `_check_base_loss` evaluates |l'(p)|: log-spaced towards both ends
+# of the feasible range, where losses break (log 0, a 0 ** negative power).
+_CHECK_GRID = np.unique(np.concatenate([
+    np.geomspace(MIN_PROB, 0.5, 200), 1.0 - np.geomspace(0.5, 1.0 - MAX_PROB, 200)
+]).astype(np.float32))
+# |l'| may rise by float32 rounding between neighbouring points, no more.
+_CHECK_RTOL = 1e-4
+
+
+def _check_base_loss(base_loss):
+  """|l'(p)| must be finite and non-increasing over [MIN_PROB, MAX_PROB].
+
+  OGC clips |l'(p)| at tau = |l'(p_threshold)| and solves for p_threshold
+  by bisection, which holds only if |l'| falls as p grows; a NaN derivative
+  (e.g. the gradient of a ``jnp.where`` whose other branch is NaN) would
+  make tau NaN from the start.
+  """
+  if not callable(base_loss):
+    raise ValueError(f"`base_loss` must be a function of p, got {base_loss!r}.")
+  p = _CHECK_GRID
+  try:
+    with jax.ensure_compile_time_eval():
+      g = derivative_magnitude(base_loss, jnp.asarray(p))
+  except (TypeError, ValueError) as e:
     raise ValueError(
-        f"{what} must be a finite float >= 0 or an optax schedule of the"
-        f" step count, got {value!r}.")
-  if not (np.isfinite(value) and value >= 0):
+        "`base_loss` must map a scalar probability p to a scalar loss,"
+        f" differentiably; jax.grad(base_loss) failed: {e}") from None
+  if isinstance(g, jax.core.Tracer):
+    return  # closes over traced values: nothing concrete to check
+  g = np.asarray(g, np.float64)
+  rule = ("|l'(p)| of `base_loss` must be finite and non-increasing on"
+          f" [{MIN_PROB}, 1 - {1 - MAX_PROB:.0e}] (OGC clips it at"
+          " tau = |l'(p_threshold)|)")
+  bad = np.flatnonzero(~np.isfinite(g))
+  if bad.size:
+    i = bad[0]
+    raise ValueError(f"{rule}; at p = {p[i]:.6g} it is {g[i]}.")
+  rises = np.flatnonzero(g[1:] > g[:-1] * (1 + _CHECK_RTOL))
+  if rises.size:
+    i = rises[0]
     raise ValueError(
-        f"{what} must be a finite float >= 0 (the target ratio is"
-        f" 1 + learning_rate * epsilon), got {value!r}.")
+        f"{rule}; it rises from {g[i]:.6g} at p = {p[i]:.6g} to"
+        f" {g[i + 1]:.6g} at p = {p[i + 1]:.6g}.")
+
+
+def _check_epsilon(epsilon):
+  """A finite scalar >= 0: a float or an array (``inject_hyperparams``)."""
+  if isinstance(epsilon, jax.core.Tracer):
+    if epsilon.ndim == 0 and jnp.issubdtype(epsilon.dtype, jnp.number):
+      return  # traced: its value is checked where it was made
+  else:
+    value = np.asarray(epsilon) if isinstance(
+        epsilon, (numbers.Real, np.ndarray, np.generic, jax.Array)) else None
+    if (value is not None and value.ndim == 0
+        and np.issubdtype(value.dtype, np.number)
+        and not np.issubdtype(value.dtype, np.bool_)
+        and np.isfinite(value) and value >= 0):
+      return
+  raise ValueError(
+      f"`epsilon` must be a finite scalar >= 0 (a float or an array), got"
+      f" {epsilon!r}.")
+
+
+def _learning_rate(learning_rate):
+  """The learning rate given at update time, as a float32 scalar.
+
+  There is no default and no copy made at construction: the target ratio is
+  1 + learning_rate * epsilon with the rate the optimizer uses now, so the
+  caller passes that rate at every update and a missing one is an error.
+  """
+  if learning_rate is None:
+    raise ValueError(
+        "OGC needs the optimizer's current learning rate at every update:"
+        " `update(..., probs=p, learning_rate=lr)` (per-example route) or"
+        " `update(probs, state, lr)` (fused route), e.g. lr = schedule(step);"
+        " see docs/usage.md for adaptive optimizers.")
+  if not isinstance(learning_rate, jax.core.Tracer):
+    value = np.asarray(learning_rate)
+    if (value.ndim != 0 or not np.issubdtype(value.dtype, np.number)
+        or not (np.isfinite(value) and value >= 0)):
+      raise ValueError(
+          "OGC's `learning_rate` must be a finite scalar >= 0 (the target"
+          f" ratio is 1 + learning_rate * epsilon), got {learning_rate!r}.")
+  lr = jnp.asarray(learning_rate)
+  if lr.ndim != 0:
+    raise ValueError(
+        f"OGC's `learning_rate` must be a scalar, got shape {lr.shape}.")
+  return lr.astype(jnp.float32)
 
 
 def _valid(probs):
@@ -157,17 +236,16 @@ def _cond_under_vmap(refit):
 
 
 def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
-                learning_rate: ScalarOrSchedule,
                 *,
                 epsilon: float = 20.0,
                 update_period: int = 32,
                 queue_size: int = 4096) -> OGCWeights:
   """Optimized Gradient Clipping as per-example weights (the fused route).
 
-  Each call of ``update(probs, state)`` pushes H = -log p of the batch into the
-  queue, and every ``update_period`` calls, once the queue is full, refits the
-  two-component mixture and re-solves the threshold (under ``lax.cond``, so
-  the other steps pay nothing). It returns the stop-gradient weights
+  Each call of ``update(probs, state, learning_rate)`` pushes H = -log p of
+  the batch into the queue, and every ``update_period`` calls, once the queue
+  is full, refits the two-component mixture and re-solves the threshold
+  (under ``lax.cond``, so the other steps pay nothing). It returns the stop-gradient weights
   ``min(1, tau / |l'(p)|)`` (0 for invalid probabilities) and the new state.
   Use them in the loss with `weighted_base_loss`: the gradient of that loss is
   the OGC update, at the memory cost of plain training.
@@ -177,37 +255,50 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
   state. An empty batch (``probs`` of shape ``[0]``) returns no weights and
   the state unchanged (``count`` included).
 
+  The learning rate is not given here but to every ``update``: the target
+  ratio is ``1 + learning_rate * epsilon`` with the rate the optimizer
+  applies at that step (``schedule(step)``, the value set in an
+  ``optax.inject_hyperparams`` state, ...), so there is no copy that could
+  silently part from the optimizer's. With adaptive or learning-rate-free
+  optimizers (Adam, Prodigy, schedule-free) give the eta recommended in
+  docs/usage.md.
+
   Args:
     base_loss: elementwise, differentiable base loss of p, e.g.
-      `ogc_jax.losses.cross_entropy`; |l'(p)| must decrease in p.
-    learning_rate: the optimizer's learning rate, a finite float >= 0 or an
-      optax schedule evaluated at the state's ``count`` (checked at step 0):
-      the target ratio is ``1 + learning_rate * epsilon``.
-    epsilon: the method's epsilon, a finite float >= 0.
-    update_period: refit the threshold every this many steps (s), an
-      integer >= 1.
+      `ogc_jax.losses.cross_entropy`; |l'(p)| must be finite and
+      non-increasing in p on [1e-7, 1 - 1e-7], which is checked here on a
+      grid of 400 points.
+    epsilon: the method's epsilon, a finite scalar >= 0, a float or an array
+      (so that ``optax.inject_hyperparams`` may make it a hyperparameter).
+    update_period: refit the threshold every this many updates (s), an
+      integer >= 1; updates count the batches OGC sees (micro-batches when
+      the optimizer accumulates them with ``optax.MultiSteps``).
     queue_size: number of recent H values the mixture is fitted to (q), an
       integer >= 2.
 
   Returns:
     An `OGCWeights` of pure functions ``init(params=None)`` and
-    ``update(probs, state)``.
+    ``update(probs, state, learning_rate)``, where ``learning_rate`` is the
+    optimizer's current rate, a scalar >= 0 (may be traced).
 
   Raises:
-    ValueError: for an argument outside the choices above (at construction),
-      and for ``probs`` that are not a 1-D floating array (at trace time).
+    ValueError: for an argument outside the choices above (at construction;
+      for ``base_loss``, naming the first p where |l'(p)| is not finite or
+      rises, and its value), and for ``probs`` that are not a 1-D floating array or a
+      ``learning_rate`` that is missing, not a scalar, or (when concrete)
+      negative or not finite (at trace time).
 
   Example:
     >>> import jax, jax.numpy as jnp, optax
     >>> from ogc_jax import losses, ogc_weights, weighted_base_loss
-    >>> weighting = ogc_weights(losses.cross_entropy, learning_rate=0.1)
+    >>> weighting = ogc_weights(losses.cross_entropy)
     >>> state = weighting.init()
     >>> params = jnp.zeros((3, 4))
     >>> x, y = jnp.ones((8, 3)), jnp.arange(8) % 4
     >>> def loss_fn(params, state):
     ...   logits = x @ params
     ...   p = jnp.take_along_axis(jax.nn.softmax(logits), y[:, None], 1)[:, 0]
-    ...   weights, state = weighting.update(p, state)
+    ...   weights, state = weighting.update(p, state, 0.1)  # the current rate
     ...   return weighted_base_loss(losses.cross_entropy, p, weights), state
     >>> (loss, state), grads = jax.value_and_grad(loss_fn, has_aux=True)(
     ...     params, state)
@@ -220,10 +311,8 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
   """
   _check_positive_integer("update_period", update_period, 1)
   _check_positive_integer("queue_size", queue_size, 2)
-  if not (isinstance(epsilon, numbers.Real) and np.isfinite(epsilon)
-          and epsilon >= 0):
-    raise ValueError(f"`epsilon` must be a finite float >= 0, got {epsilon!r}.")
-  _check_learning_rate(learning_rate)
+  _check_epsilon(epsilon)
+  _check_base_loss(base_loss)
 
   def init(params: Any = None) -> OGCState:
     del params
@@ -279,15 +368,14 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
 
   maybe_refit = _cond_under_vmap(refit)
 
-  def update(probs: chex.Array, state: OGCState):
+  def update(probs: chex.Array, state: OGCState, learning_rate: chex.Numeric):
     _check_probs(probs)
+    lr = _learning_rate(learning_rate)
     if probs.shape[0] == 0:  # static: an empty batch changes nothing
       return jnp.zeros([0], jnp.float32), state
     probs = jax.lax.stop_gradient(probs).astype(jnp.float32)
     valid = _valid(probs)
     p = _feasible(probs, valid)
-    lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
-    lr = jnp.asarray(lr, jnp.float32)
 
     state = push(state, -jnp.log(p), valid)
     count = state.count + 1
@@ -332,7 +420,6 @@ def weighted_base_loss(base_loss, probs: chex.Array, weights: chex.Array):
 
 
 def ogc(base_loss: Callable[[chex.Array], chex.Array],
-        learning_rate: ScalarOrSchedule,
         *,
         epsilon: float = 20.0,
         update_period: int = 32,
@@ -344,9 +431,21 @@ def ogc(base_loss: Callable[[chex.Array], chex.Array],
     expects per-example gradients: every leaf of ``updates`` has the batch in
     its 0th axis, and ``update`` needs the keyword argument ``probs`` of shape
     ``[batch]``, the predicted probability of each example's given label. It
-    returns the mean over the batch of the clipped gradients. For large models
+    returns the mean over the batch of the clipped gradients. ``update`` also
+    needs ``learning_rate``, the optimizer's current learning rate (see
+    `ogc_weights`). For large models
     use the fused route `ogc_weights`, which gives the same update without
     per-example gradients.
+
+  .. warning::
+    OGC goes first in a chain: the transforms before it would see, and
+    those that keep state would store, per-example gradients. Put it outside
+    ``optax.MultiSteps`` (which would average per-example gradients over
+    micro-batches) and outside ``optax.apply_if_finite`` (whose rejected
+    branch returns gradients of the per-example shape): wrap the optimizer
+    after it instead, ``optax.chain(ogc(...), optax.apply_if_finite(opt, 5))``.
+    Inside ``MultiSteps`` OGC fails with a ``ValueError`` that says so; inside
+    ``apply_if_finite`` optax's ``lax.cond`` fails on the branches' shapes.
 
   Every step pushes H = -log p into a queue; every ``update_period`` steps,
   once the queue is full, a two-component Gaussian mixture is refitted to the
@@ -361,15 +460,16 @@ def ogc(base_loss: Callable[[chex.Array], chex.Array],
   Args:
     base_loss: elementwise, differentiable base loss of p; the per-example
       gradients must be those of ``base_loss(p)``.
-    learning_rate: finite float >= 0 or optax schedule (evaluated at the
-      state's count; checked at step 0).
-    epsilon: the method's epsilon, a finite float >= 0.
-    update_period: refit every this many steps (s), an integer >= 1.
+    epsilon: the method's epsilon, a finite scalar >= 0 (float or array).
+    update_period: refit every this many updates (s), an integer >= 1
+      (micro-batches under ``optax.MultiSteps``).
     queue_size: queue length (q), an integer >= 2.
 
   Returns:
-    An ``optax.GradientTransformationExtraArgs`` whose state is `OGCState`;
-    ``optax.tree_utils.tree_get(state, "tau")`` finds the threshold.
+    An ``optax.GradientTransformationExtraArgs`` whose state is `OGCState`
+    and whose ``update(updates, state, params=None, *, probs, learning_rate)``
+    takes the batch's probabilities and the optimizer's current learning
+    rate; ``optax.tree_utils.tree_get(state, "tau")`` finds the threshold.
 
   Raises:
     ValueError: as `ogc_weights`, and when ``probs`` is missing or a leaf of
@@ -378,8 +478,9 @@ def ogc(base_loss: Callable[[chex.Array], chex.Array],
   Example:
     >>> import jax, jax.numpy as jnp, optax
     >>> from ogc_jax import losses, ogc
-    >>> opt = optax.chain(ogc(losses.cross_entropy, learning_rate=0.1),
-    ...                   optax.clip_by_global_norm(5.0), optax.sgd(0.1))
+    >>> schedule = optax.cosine_decay_schedule(0.1, decay_steps=100)
+    >>> opt = optax.chain(ogc(losses.cross_entropy),
+    ...                   optax.clip_by_global_norm(5.0), optax.sgd(schedule))
     >>> params = jnp.zeros((3, 4))
     >>> x, y = jnp.ones((8, 3)), jnp.arange(8) % 4
     >>> def example_loss(params, x, y):
@@ -388,7 +489,9 @@ def ogc(base_loss: Callable[[chex.Array], chex.Array],
     >>> grads, p = jax.vmap(jax.grad(example_loss, has_aux=True),
     ...                     in_axes=(None, 0, 0))(params, x, y)
     >>> state = opt.init(params)
-    >>> updates, state = opt.update(grads, state, params, probs=p)
+    >>> step = 0
+    >>> updates, state = opt.update(grads, state, params, probs=p,
+    ...                             learning_rate=schedule(step))
     >>> float(optax.tree_utils.tree_get(state, "tau"))
     10000000.0
 
@@ -396,10 +499,11 @@ def ogc(base_loss: Callable[[chex.Array], chex.Array],
     Ye et al., `Optimized Gradient Clipping for Noisy Label Learning
     <https://arxiv.org/abs/2412.08941>`_, AAAI 2025.
   """
-  weighting = ogc_weights(base_loss, learning_rate, epsilon=epsilon,
+  weighting = ogc_weights(base_loss, epsilon=epsilon,
                           update_period=update_period, queue_size=queue_size)
 
-  def update_fn(updates, state, params=None, *, probs=None, **extra_args):
+  def update_fn(updates, state, params=None, *, probs=None, learning_rate=None,
+                **extra_args):
     del params, extra_args
     if probs is None:
       raise ValueError("OGC needs the extra argument `probs` (shape [batch]).")
@@ -409,12 +513,13 @@ def ogc(base_loss: Callable[[chex.Array], chex.Array],
         raise ValueError(
             "OGC expects `updates` to be per-example gradients with the batch"
             f" ({probs.shape[0]}, the length of `probs`) in the 0th axis; leaf"
-            f" {jax.tree_util.keystr(path)} has shape {leaf.shape}.")
+            f" {jax.tree_util.keystr(path)} has shape {leaf.shape}. {PLACEMENT}")
+    _learning_rate(learning_rate)
     batch = probs.shape[0]
     if batch == 0:
       zeros = lambda g: jnp.zeros(g.shape[1:], g.dtype)
       return jax.tree_util.tree_map(zeros, updates), state
-    weights, state = weighting.update(probs, state)
+    weights, state = weighting.update(probs, state, learning_rate)
     valid = _valid(probs)
 
     def aggregate(g):

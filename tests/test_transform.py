@@ -1,6 +1,7 @@
 """Tests of the OGC transformation and its fused route."""
 
 import collections
+from unittest import mock
 
 import chex
 import jax
@@ -14,6 +15,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import ogc_jax
 from ogc_jax import losses
+from ogc_jax import transform as transform_lib
 from ogc_jax.threshold import MAX_PROB, MIN_PROB
 
 NUM_CLASSES = 4
@@ -55,9 +57,9 @@ class RingBufferTest(parameterized.TestCase):
 
   @parameterized.parameters((8, 3), (8, 8), (5, 12), (16, 5))
   def test_queue_order_matches_deque(self, queue_size, batch):
-    weighting = ogc_jax.ogc_weights(losses.cross_entropy, 0.1,
+    weighting = ogc_jax.ogc_weights(losses.cross_entropy,
                                     queue_size=queue_size, update_period=1000)
-    update = jax.jit(weighting.update)
+    update = jax.jit(lambda p, s: weighting.update(p, s, 0.1))
     state = weighting.init()
     reference = collections.deque(maxlen=queue_size)
     rng = np.random.default_rng(0)
@@ -79,9 +81,9 @@ class UpdateScheduleTest(parameterized.TestCase):
 
   def test_threshold_changes_only_every_update_period_once_full(self):
     period, queue_size, batch = 4, 64, 8  # queue full after 8 steps
-    weighting = ogc_jax.ogc_weights(losses.cross_entropy, 0.01,
+    weighting = ogc_jax.ogc_weights(losses.cross_entropy,
                                     update_period=period, queue_size=queue_size)
-    update = jax.jit(weighting.update)
+    update = jax.jit(lambda p, s: weighting.update(p, s, 0.01))
     state = weighting.init()
     rng = np.random.default_rng(1)
     history = []
@@ -107,21 +109,22 @@ class UpdateScheduleTest(parameterized.TestCase):
     # them). Run 2 sees a NaN in its first batch, so its queue fills one
     # step later and it falls due on other steps than runs 0 and 1.
     period, queue_size, batch, runs = 4, 64, 8, 3
-    weighting = ogc_jax.ogc_weights(losses.cross_entropy, 0.01,
+    weighting = ogc_jax.ogc_weights(losses.cross_entropy,
                                     update_period=period, queue_size=queue_size)
     rng = np.random.default_rng(2)
     probs = np.concatenate([rng.uniform(0.7, 1.0, (20, runs, batch // 2)),
                             rng.uniform(0.001, 0.2, (20, runs, batch // 2))],
                            axis=-1).astype(np.float32)
     probs[0, 2, 0] = np.nan
+    lrs = jnp.asarray([0.01, 0.02, 0.01])  # one learning rate per run
     batched = jax.jit(jax.vmap(weighting.update))
     states = jax.vmap(lambda _: weighting.init())(jnp.arange(runs))
     alone = [weighting.init() for _ in range(runs)]
     update = jax.jit(weighting.update)
     for step in range(20):
-      weights, states = batched(jnp.asarray(probs[step]), states)
+      weights, states = batched(jnp.asarray(probs[step]), states, lrs)
       for r in range(runs):
-        w, alone[r] = update(jnp.asarray(probs[step, r]), alone[r])
+        w, alone[r] = update(jnp.asarray(probs[step, r]), alone[r], lrs[r])
         np.testing.assert_allclose(weights[r], w, rtol=1e-6)
     for r in range(runs):
       run = jax.tree_util.tree_map(lambda x: x[r], states)
@@ -131,25 +134,23 @@ class UpdateScheduleTest(parameterized.TestCase):
     # The refit is under a cond in the batched program, not a select that
     # would run it at every step.
     jaxpr = jax.make_jaxpr(jax.vmap(weighting.update))(jnp.asarray(probs[0]),
-                                                       states)
+                                                       states, lrs)
     self.assertTrue('cond[' in str(jaxpr),
                     'the batched refit is not under a cond')
 
-  def test_schedule_sets_the_target_ratio(self):
+  def test_learning_rate_of_the_update_sets_the_target_ratio(self):
     schedule = optax.piecewise_constant_schedule(0.1, {12: 0.1})
-    weighting = ogc_jax.ogc_weights(losses.cross_entropy, schedule,
+    weighting = ogc_jax.ogc_weights(losses.cross_entropy,
                                     update_period=4, queue_size=32)
     update = jax.jit(weighting.update)
     state = weighting.init()
     rng = np.random.default_rng(2)
-    for step in range(1, 17):
+    for step in range(16):
       probs = np.concatenate([rng.uniform(0.6, 1.0, 4), rng.uniform(0.001, 0.3, 4)])
-      _, state = update(jnp.asarray(probs, jnp.float32), state)
-      if step in (8, 16):
-        # The schedule is evaluated at the count before this step.
-        lr = schedule(step - 1)
-        np.testing.assert_allclose(state.noise_to_clean_ratio, 1 + 20 * lr,
-                                   rtol=1e-4)
+      _, state = update(jnp.asarray(probs, jnp.float32), state, schedule(step))
+      if step + 1 in (8, 16):  # refits, at 0.1 and then 0.01
+        np.testing.assert_allclose(state.noise_to_clean_ratio,
+                                   1 + 20 * schedule(step), rtol=1e-4)
 
 
 class RoutesTest(chex.TestCase, parameterized.TestCase):
@@ -157,20 +158,21 @@ class RoutesTest(chex.TestCase, parameterized.TestCase):
   def _run_both(self, base_loss, steps=12, batch=16, variant=lambda f: f):
     lr = optax.exponential_decay(0.1, 4, 0.5)
     kwargs = dict(update_period=2, queue_size=32)
-    transform = ogc_jax.ogc(base_loss, lr, **kwargs)
-    weighting = ogc_jax.ogc_weights(base_loss, lr, **kwargs)
+    transform = ogc_jax.ogc(base_loss, **kwargs)
+    weighting = ogc_jax.ogc_weights(base_loss, **kwargs)
     params = init_params()
 
     @variant
-    def per_example_step(state, x, y):
+    def per_example_step(state, x, y, step):
       grads, probs = per_example_grads(params, x, y, base_loss)
-      return transform.update(grads, state, params, probs=probs)
+      return transform.update(grads, state, params, probs=probs,
+                              learning_rate=lr(step))
 
     @variant
-    def fused_step(state, x, y):
+    def fused_step(state, x, y, step):
       def loss_fn(params, state):
         probs = linear_probs(params, x, y)
-        weights, state = weighting.update(probs, state)
+        weights, state = weighting.update(probs, state, lr(step))
         return ogc_jax.weighted_base_loss(base_loss, probs, weights), state
       grads, state = jax.grad(loss_fn, has_aux=True)(params, state)
       return grads, state
@@ -178,8 +180,8 @@ class RoutesTest(chex.TestCase, parameterized.TestCase):
     s1, s2 = transform.init(params), weighting.init(params)
     for step in range(steps):
       x, y = make_batch(step, batch)
-      g1, s1 = per_example_step(s1, x, y)
-      g2, s2 = fused_step(s2, x, y)
+      g1, s1 = per_example_step(s1, x, y, step)
+      g2, s2 = fused_step(s2, x, y, step)
       chex.assert_trees_all_close(g1, g2, rtol=1e-5, atol=1e-7)
       chex.assert_trees_all_close(s1, s2, rtol=1e-5, atol=1e-7)
     return g1, s1
@@ -201,9 +203,10 @@ class RoutesTest(chex.TestCase, parameterized.TestCase):
     params = init_params()
     x, y = make_batch(0, 16)
     grads, probs = per_example_grads(params, x, y, base_loss)
-    transform = ogc_jax.ogc(base_loss, 0.1)
+    transform = ogc_jax.ogc(base_loss)
     state = transform.init(params)._replace(tau=jnp.float32(1.5))
-    out, _ = transform.update(grads, state, params, probs=probs)
+    out, _ = transform.update(grads, state, params, probs=probs,
+                              learning_rate=0.1)
     p = np.clip(np.asarray(probs, np.float64), MIN_PROB, MAX_PROB)
     scale = np.minimum(1.0, 1.5 * p)  # tau / |l'(p)| with |l'(p)| = 1/p
     expected = jax.tree_util.tree_map(
@@ -213,19 +216,20 @@ class RoutesTest(chex.TestCase, parameterized.TestCase):
   def test_chain_with_clip_and_sgd_and_tree_get(self):
     base_loss = losses.cross_entropy
     schedule = optax.piecewise_constant_schedule(0.1, {6: 0.1})
-    opt = optax.chain(ogc_jax.ogc(base_loss, schedule, update_period=2, queue_size=32),
+    opt = optax.chain(ogc_jax.ogc(base_loss, update_period=2, queue_size=32),
                       optax.clip_by_global_norm(5.0), optax.sgd(schedule, 0.9))
     params = init_params()
     state = opt.init(params)
 
     @jax.jit
-    def step(params, state, x, y):
+    def step(params, state, x, y, i):
       grads, probs = per_example_grads(params, x, y, base_loss)
-      updates, state = opt.update(grads, state, params, probs=probs)
+      updates, state = opt.update(grads, state, params, probs=probs,
+                                  learning_rate=schedule(i))
       return optax.apply_updates(params, updates), state
 
     for i in range(10):
-      params, state = step(params, state, *make_batch(i, 16))
+      params, state = step(params, state, *make_batch(i, 16), i)
     tau = optax.tree_utils.tree_get(state, "tau")
     ogc_state = state[0]
     self.assertEqual(float(tau), float(ogc_state.tau))
@@ -235,11 +239,292 @@ class RoutesTest(chex.TestCase, parameterized.TestCase):
                                rtol=1e-4)
 
 
+def two_mode_probs(rng, batch):
+  """Half confident (clean-looking), half unlikely (noisy-looking) examples."""
+  return jnp.asarray(np.concatenate([rng.uniform(0.6, 1.0, batch // 2),
+                                     rng.uniform(0.001, 0.3, batch // 2)]),
+                     jnp.float32)
+
+
+class LearningRateTest(parameterized.TestCase):
+  """OGC's eta is the rate given at each update: no copy to part from."""
+
+  def test_missing_learning_rate_fails_on_both_routes(self):
+    transform = ogc_jax.ogc(losses.cross_entropy)
+    weighting = ogc_jax.ogc_weights(losses.cross_entropy)
+    grads = {"w": jnp.zeros((4, 3))}
+    probs = jnp.full((4,), 0.5)
+    with pytest.raises(ValueError, match="current learning rate"):
+      transform.update(grads, transform.init(None), probs=probs)
+    with pytest.raises(ValueError, match="current learning rate"):
+      jax.jit(lambda s, p: weighting.update(p, s, None))(weighting.init(), probs)
+
+  @parameterized.parameters((-0.1,), (float("nan"),), ("0.1",), (np.ones(2),))
+  def test_bad_learning_rate(self, lr):
+    weighting = ogc_jax.ogc_weights(losses.cross_entropy)
+    with pytest.raises(ValueError, match="`learning_rate` must be a finite scalar"):
+      weighting.update(jnp.full((4,), 0.5), weighting.init(), lr)
+
+  def test_follows_a_lowered_inject_hyperparams_rate(self):
+    # The issue's case: the injected rate lowered from 0.1 to 0.001. OGC is
+    # given the rate the optimizer holds, so the next refit targets
+    # R = 1 + 0.001 * 20 = 1.02 (with a copy of 0.1 it stayed at 3.0).
+    opt = optax.chain(ogc_jax.ogc(losses.cross_entropy, update_period=4,
+                                  queue_size=32),
+                      optax.inject_hyperparams(optax.sgd)(learning_rate=0.1))
+    params = {"w": jnp.zeros([3])}
+    state = opt.init(params)
+
+    @jax.jit
+    def step(state, probs):
+      grads = {"w": jnp.ones((8, 3))}
+      lr = state[1].hyperparams["learning_rate"]
+      return opt.update(grads, state, params, probs=probs, learning_rate=lr)[1]
+
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+      state = step(state, two_mode_probs(rng, 8))
+    np.testing.assert_allclose(state[0].noise_to_clean_ratio, 3.0, rtol=1e-4)
+    state[1].hyperparams["learning_rate"] = jnp.asarray(0.001)
+    for _ in range(4):
+      state = step(state, two_mode_probs(rng, 8))
+    self.assertEqual(int(state[0].num_threshold_updates), 2)
+    np.testing.assert_allclose(state[0].noise_to_clean_ratio, 1.02, rtol=1e-4)
+
+  def test_under_multisteps_counts_micro_batches_at_the_optimizer_rate(self):
+    # OGC goes before optax.MultiSteps (which would average per-example
+    # gradients across micro-batches); it then sees every micro-batch, so
+    # update_period and count are in micro-batches, and the rate given is
+    # the optimizer's at its own step, micro_step // k.
+    k = 2
+    schedule = optax.piecewise_constant_schedule(0.1, {3: 0.1})
+    accumulate = optax.MultiSteps(optax.sgd(schedule), every_k_schedule=k)
+    opt = optax.chain(ogc_jax.ogc(losses.cross_entropy, update_period=4,
+                                  queue_size=32),
+                      accumulate.gradient_transformation())
+    params = {"w": jnp.zeros([3])}
+    state = opt.init(params)
+
+    @jax.jit
+    def step(state, params, probs, micro_step):
+      grads = {"w": jnp.ones((8, 3))}
+      updates, state = opt.update(grads, state, params, probs=probs,
+                                  learning_rate=schedule(micro_step // k))
+      return state, optax.apply_updates(params, updates)
+
+    rng = np.random.default_rng(0)
+    ratios = {}
+    for micro_step in range(12):
+      state, params = step(state, params, two_mode_probs(rng, 8), micro_step)
+      ratios[micro_step + 1] = float(state[0].noise_to_clean_ratio)
+    self.assertEqual(int(state[0].count), 12)  # micro-batches
+    self.assertEqual(int(state[0].num_threshold_updates), 3)  # 4, 8 and 12
+    self.assertEqual(int(state[1].gradient_step), 6)  # optimizer steps
+    # Micro-batch 4 is in optimizer step 1 (rate 0.1), micro-batch 8 in step
+    # 3 (0.01): OGC's target follows SGD's own rate.
+    np.testing.assert_allclose(ratios[4], 1 + 20 * 0.1, rtol=1e-4)
+    np.testing.assert_allclose(ratios[8], 1 + 20 * 0.01, rtol=1e-4)
+    np.testing.assert_allclose(ratios[12], 1 + 20 * 0.01, rtol=1e-4)
+    # The parameters moved by SGD's rate: 3 steps of 0.1, 3 of 0.01, each on
+    # the mean of two micro-batches' clipped updates (all weights <= 1).
+    self.assertTrue(np.all(np.asarray(params["w"]) < 0))
+    self.assertTrue(np.all(np.asarray(params["w"]) >= -3 * 0.1 - 3 * 0.01 - 1e-6))
+
+
+class HyperparametersAndStateTest(parameterized.TestCase):
+  """epsilon as an array (inject_hyperparams); the state serialises."""
+
+  def test_inject_hyperparams_needs_only_three_static_arguments(self):
+    make = optax.inject_hyperparams(
+        ogc_jax.ogc, static_args=("base_loss", "update_period", "queue_size"))
+    transform = make(base_loss=losses.cross_entropy, epsilon=20.0,
+                     update_period=4, queue_size=32)
+    state = transform.init(None)
+
+    @jax.jit
+    def step(state, probs):
+      grads = {"w": jnp.ones((8, 3))}
+      return transform.update(grads, state, probs=probs, learning_rate=0.1)[1]
+
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+      state = step(state, two_mode_probs(rng, 8))
+    inner = state.inner_state
+    np.testing.assert_allclose(inner.noise_to_clean_ratio, 1 + 0.1 * 20,
+                               rtol=1e-4)
+    # A new target, of the same dtype so that the step is not retraced.
+    state.hyperparams["epsilon"] = jnp.full_like(state.hyperparams["epsilon"], 5.0)
+    for _ in range(4):
+      state = step(state, two_mode_probs(rng, 8))
+    np.testing.assert_allclose(state.inner_state.noise_to_clean_ratio,
+                               1 + 0.1 * 5, rtol=1e-4)
+    self.assertEqual(step._cache_size(), 1)
+
+  def test_epsilon_array_equals_float(self):
+    probs = jnp.linspace(0.01, 0.99, 32)
+    out = []
+    for epsilon in (20.0, jnp.float32(20.0), np.asarray(20.0)):
+      weighting = ogc_jax.ogc_weights(losses.cross_entropy, epsilon=epsilon,
+                                      update_period=1, queue_size=32)
+      out.append(jax.jit(weighting.update)(probs, weighting.init(), 0.1)[1])
+    chex.assert_trees_all_equal(out[0], out[1], out[2])
+    self.assertEqual(int(out[0].num_threshold_updates), 1)
+
+  @parameterized.parameters((jnp.ones(2),), (jnp.float32(-1.0),),
+                            (np.float32(np.nan),), ("20",), (True,))
+  def test_bad_epsilon(self, epsilon):
+    with pytest.raises(ValueError, match="`epsilon` must be a finite scalar"):
+      ogc_jax.ogc_weights(losses.cross_entropy, epsilon=epsilon)
+
+  def test_state_serialises_and_tree_get_finds_mixture_fields(self):
+    from flax import serialization  # pylint: disable=g-import-not-at-top
+    opt = optax.chain(ogc_jax.ogc(losses.cross_entropy, update_period=1,
+                                  queue_size=8), optax.sgd(0.1))
+    params = {"w": jnp.zeros([3])}
+    state = opt.init(params)
+    _, state = opt.update({"w": jnp.ones((8, 3))}, state, params,
+                          probs=jnp.linspace(0.01, 0.99, 8), learning_rate=0.1)
+    mean_clean = optax.tree_utils.tree_get(state, "mean_clean")
+    self.assertIsNotNone(mean_clean)
+    self.assertEqual(float(mean_clean), float(state[0].gmm.mean_clean))
+    self.assertNotEqual(float(mean_clean), 0.0)  # fitted
+    restored = serialization.from_bytes(opt.init(params),
+                                        serialization.to_bytes(state))
+    chex.assert_trees_all_equal(restored, state)
+    self.assertIsInstance(restored[0].gmm, ogc_jax.GMM)
+    self.assertEqual(ogc_jax.GMM._fields, (
+        "mean_clean", "var_clean", "mean_noisy", "var_noisy", "weight_noisy"))
+
+
+class PlacementTest(absltest.TestCase):
+  """OGC goes first in a chain, outside MultiSteps and apply_if_finite."""
+
+  def setUp(self):
+    super().setUp()
+    self.params = {"w": jnp.zeros((3, 2))}
+    self.grads = {"w": jnp.ones((8, 3, 2))}
+    self.probs = jnp.linspace(0.1, 0.9, 8)
+
+  def test_inside_multisteps_fails_saying_where_ogc_goes(self):
+    opt = optax.MultiSteps(optax.chain(ogc_jax.ogc(losses.cross_entropy),
+                                       optax.sgd(0.1)), every_k_schedule=2)
+    with pytest.raises(ValueError, match="outside optax.MultiSteps"):
+      opt.update(self.grads, opt.init(self.params), self.params,
+                 probs=self.probs, learning_rate=0.1)
+
+  def test_apply_if_finite_after_ogc_rejects_a_non_finite_update(self):
+    opt = optax.chain(ogc_jax.ogc(losses.cross_entropy),
+                      optax.apply_if_finite(optax.sgd(0.1), 3))
+    state = opt.init(self.params)
+    step = jax.jit(lambda g, s: opt.update(g, s, self.params, probs=self.probs,
+                                           learning_rate=0.1))
+    updates, state = step(self.grads, state)
+    # No clipping before the first refit: -lr * the mean gradient.
+    np.testing.assert_allclose(updates["w"], -0.1, rtol=1e-6)
+    # A NaN gradient of an example with a valid p makes the mean NaN, which
+    # apply_if_finite (after OGC) rejects.
+    updates, state = step({"w": self.grads["w"].at[0].set(jnp.nan)}, state)
+    np.testing.assert_array_equal(updates["w"], 0.0)
+    self.assertEqual(int(state[1].notfinite_count), 1)
+    self.assertEqual(int(state[0].count), 2)
+
+
+class BaseLossCheckTest(parameterized.TestCase):
+  """|l'(p)| finite and non-increasing on [1e-7, 1 - 1e-7], at construction."""
+
+  @parameterized.parameters(
+      # The jnp.where gradient trap: the unused branch's NaN derivative
+      # reaches every p (it made tau NaN from init on).
+      (lambda p: jnp.where(p < 0, jnp.sqrt(-p), -jnp.log(p)),
+       r"at p = 1e-07 it is nan"),
+      (lambda p: -jnp.log(p) + 0.0 * jnp.sqrt(0.5 - p), r"at p = 0\.5 it is nan"),
+      # |l'(p)| = 2p grows with p.
+      (lambda p: p**2, r"rises from 2e-07 at p = 1e-07 to 2\.16\d*e-07 at p = 1\.08"),
+      # Increasing above p = 0.9 only: 1/p below, 1/0.9 + 50 (p - 0.9) above;
+      # the grid's neighbours of 0.9 give 1/0.893902 and 1/0.9 + 50 * 0.001815.
+      (lambda p: jnp.where(p < 0.9, -jnp.log(p),
+                           -jnp.log(0.9) - (p - 0.9) / 0.9 - 25 * (p - 0.9)**2),
+       r"rises from 1\.1186\d* at p = 0\.8939\d* to 1\.20\d* at p = 0\.9018"),
+  )
+  def test_bad_loss_names_the_first_failing_p(self, base_loss, message):
+    for make in (ogc_jax.ogc, ogc_jax.ogc_weights):
+      with pytest.raises(ValueError, match="must be finite and non-increasing"):
+        make(base_loss)
+      with pytest.raises(ValueError, match=message):
+        make(base_loss)
+
+  def test_not_a_scalar_loss(self):
+    with pytest.raises(ValueError, match="scalar probability p to a scalar loss"):
+      ogc_jax.ogc(lambda p: jnp.stack([p, p]))
+    with pytest.raises(ValueError, match="must be a function of p"):
+      ogc_jax.ogc(3.0)
+
+  @parameterized.parameters(
+      *[(f,) for f in losses.BASE_LOSSES.values()],
+      (losses.phuber_cross_entropy,), (losses.phuber_generalized_cross_entropy,),
+      (lambda p: losses.focal(p, gamma=2.0),),
+      (lambda p: losses.generalized_cross_entropy(p, q=1.0),),
+      (lambda p: losses.taylor_cross_entropy(p, order=6),))
+  def test_library_losses_pass(self, base_loss):
+    ogc_jax.ogc_weights(base_loss)
+
+  def test_check_grid_covers_the_feasible_range(self):
+    grid = transform_lib._CHECK_GRID
+    self.assertEqual(grid[0], np.float32(MIN_PROB))
+    self.assertEqual(grid[-1], np.float32(MAX_PROB))
+    self.assertTrue(np.all(np.diff(grid) > 0))
+
+
+class NoRetraceTest(absltest.TestCase):
+  """Each route's jitted step compiles once: refits and rates are traced."""
+
+  def test_both_routes_trace_once_over_many_steps_with_refits(self):
+    base_loss = losses.cross_entropy
+    schedule = optax.exponential_decay(0.1, 4, 0.5)
+    kwargs = dict(update_period=2, queue_size=32)
+    opt = optax.chain(ogc_jax.ogc(base_loss, **kwargs), optax.sgd(schedule))
+    weighting = ogc_jax.ogc_weights(base_loss, **kwargs)
+    sgd = optax.sgd(schedule)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def per_example_step(params, state, x, y, lr):
+      grads, probs = per_example_grads(params, x, y, base_loss)
+      updates, state = opt.update(grads, state, params, probs=probs,
+                                  learning_rate=lr)
+      return optax.apply_updates(params, updates), state
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def fused_step(params, opt_state, ogc_state, x, y, lr):
+      def loss_fn(params, ogc_state):
+        probs = linear_probs(params, x, y)
+        weights, ogc_state = weighting.update(probs, ogc_state, lr)
+        return ogc_jax.weighted_base_loss(base_loss, probs, weights), ogc_state
+      grads, ogc_state = jax.grad(loss_fn, has_aux=True)(params, ogc_state)
+      updates, opt_state = sgd.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), opt_state, ogc_state
+
+    p1 = p2 = init_params()
+    s1, opt_state, s2 = opt.init(p1), sgd.init(p2), weighting.init()
+    for step in range(30):
+      x, y = make_batch(step, 16)
+      lr = schedule(step)
+      p1, s1 = per_example_step(p1, s1, x, y, lr)
+      p2, opt_state, s2 = fused_step(p2, opt_state, s2, x, y, lr)
+    # The queue (32) is full after 2 batches of 16: refits at 2, 4, ..., 30.
+    self.assertEqual(int(s1[0].num_threshold_updates), 15)
+    self.assertEqual(int(s2.num_threshold_updates), 15)
+    self.assertEqual(per_example_step._cache_size(), 1)
+    self.assertEqual(fused_step._cache_size(), 1)
+    chex.assert_trees_all_close(p1, p2, rtol=1e-4, atol=1e-6)
+
+
 class BadInputTest(parameterized.TestCase):
 
   def setUp(self):
     super().setUp()
-    self.transform = ogc_jax.ogc(losses.cross_entropy, 0.1)
+    self.transform = ogc_jax.ogc(losses.cross_entropy)
     self.params = init_params()
     self.state = self.transform.init(self.params)
     self.grads = jax.tree_util.tree_map(lambda p: jnp.zeros((4,) + p.shape),
@@ -268,9 +553,9 @@ class BadInputTest(parameterized.TestCase):
 
   def test_bad_hyperparameters(self):
     with pytest.raises(ValueError, match="update_period"):
-      ogc_jax.ogc(losses.cross_entropy, 0.1, update_period=0)
+      ogc_jax.ogc(losses.cross_entropy, update_period=0)
     with pytest.raises(ValueError, match="queue_size"):
-      ogc_jax.ogc(losses.cross_entropy, 0.1, queue_size=1)
+      ogc_jax.ogc(losses.cross_entropy, queue_size=1)
 
   @parameterized.parameters(
       # 2.5 used to refit every 5 steps, 16.0 to fail inside `init`.
@@ -278,34 +563,26 @@ class BadInputTest(parameterized.TestCase):
       (dict(update_period=True), r"`update_period` must be an integer >= 1, got True"),
       (dict(queue_size=16.0), r"`queue_size` must be an integer >= 2, got 16\.0"),
       (dict(queue_size=np.float32(64)), r"`queue_size` must be an integer"),
-      (dict(learning_rate=-0.1), r"`learning_rate` must be a finite float >= 0.*-0\.1"),
-      (dict(learning_rate=float("nan")), r"`learning_rate` must be a finite"),
-      (dict(learning_rate=optax.constant_schedule(-0.01)),
-       r"`learning_rate` \(the schedule at step 0\) must be a finite float >= 0"),
-      (dict(learning_rate="0.1"), r"`learning_rate` must be a finite float"),
-      (dict(epsilon=float("inf")), r"`epsilon` must be a finite float >= 0, got inf"),
+      (dict(epsilon=float("inf")), r"`epsilon` must be a finite scalar >= 0 \(a float or an array\), got inf"),
   )
   def test_argument_errors_name_the_argument_and_value(self, kwargs, message):
-    kwargs = {"learning_rate": 0.1, **kwargs}
     for make in (ogc_jax.ogc, ogc_jax.ogc_weights):
       with pytest.raises(ValueError, match=message):
         make(losses.cross_entropy, **kwargs)
 
   def test_valid_arguments_of_other_types(self):
-    # NumPy integers, a jnp learning rate and a schedule are all accepted.
+    # NumPy integers are accepted.
     weighting = ogc_jax.ogc_weights(
-        losses.cross_entropy, jnp.float32(0.1), update_period=np.int64(2),
-        queue_size=np.int32(8))
+        losses.cross_entropy, update_period=np.int64(2), queue_size=np.int32(8))
     self.assertEqual(weighting.init().queue.shape, (8,))
-    ogc_jax.ogc(losses.cross_entropy, optax.linear_schedule(0.1, 0.0, 100))
 
   def test_empty_batch_changes_nothing(self):
-    weighting = ogc_jax.ogc_weights(losses.cross_entropy, 0.1, update_period=1,
+    weighting = ogc_jax.ogc_weights(losses.cross_entropy, update_period=1,
                                     queue_size=8)
-    _, state = weighting.update(jnp.linspace(0.1, 0.9, 8), weighting.init())
+    _, state = weighting.update(jnp.linspace(0.1, 0.9, 8), weighting.init(), 0.1)
     empty = jnp.zeros([0], jnp.float32)
     for update in (weighting.update, jax.jit(weighting.update)):
-      weights, new_state = update(empty, state)
+      weights, new_state = update(empty, state, 0.1)
       self.assertEqual(weights.shape, (0,))
       chex.assert_trees_all_equal(new_state, state)
     loss, grad = jax.value_and_grad(
@@ -315,16 +592,19 @@ class BadInputTest(parameterized.TestCase):
     # The per-example route: a zero update of each parameter's shape.
     grads = jax.tree_util.tree_map(lambda p: jnp.zeros((0,) + p.shape), self.params)
     for update in (self.transform.update, jax.jit(self.transform.update)):
-      out, new_state = update(grads, self.state, probs=empty)
+      out, new_state = update(grads, self.state, probs=empty, learning_rate=0.1)
       chex.assert_trees_all_equal(out, jax.tree_util.tree_map(jnp.zeros_like,
                                                               self.params))
       chex.assert_trees_all_equal(new_state, self.state)
 
   def test_rejected_refit_keeps_the_previous_threshold(self):
     # |l'(p)| is NaN for p > 0.5, where the quadrature of any fit evaluates it.
+    # Construction refuses such a loss (BaseLossCheckTest); the refit's own
+    # guard, for what a grid of p may miss, is tested past that check.
     nan_above_half = lambda p: -jnp.log(p) + 0.0 * jnp.sqrt(0.5 - p)
-    weighting = ogc_jax.ogc_weights(nan_above_half, 0.1, update_period=2,
-                                    queue_size=8)
+    with mock.patch.object(transform_lib, "_check_base_loss"):
+      weighting = ogc_jax.ogc_weights(nan_above_half, update_period=2,
+                                      queue_size=8)
     good = ogc_jax.GMM(mean_clean=jnp.float32(0.1), var_clean=jnp.float32(0.01),
                        mean_noisy=jnp.float32(3.0), var_noisy=jnp.float32(1.0),
                        weight_noisy=jnp.float32(0.4))
@@ -332,7 +612,7 @@ class BadInputTest(parameterized.TestCase):
         tau=jnp.float32(4.0), p_threshold=jnp.float32(0.25), gmm=good,
         noise_to_clean_ratio=jnp.float32(3.0), num_threshold_updates=jnp.int32(1))
     probs = jnp.linspace(0.01, 0.4, 8)  # |l'| finite on the batch itself
-    update = jax.jit(weighting.update)
+    update = jax.jit(lambda p, s: weighting.update(p, s, 0.1))
     weights, state = update(probs, state)  # count 1: no refit due
     weights, state = update(probs, state)  # count 2: the refit is rejected
     self.assertEqual(int(state.num_rejected_refits), 1)
@@ -347,7 +627,7 @@ class BadInputTest(parameterized.TestCase):
 
   def test_invalid_probabilities_do_not_poison_the_state(self):
     base_loss = losses.cross_entropy
-    transform = ogc_jax.ogc(base_loss, 0.1, update_period=1, queue_size=16)
+    transform = ogc_jax.ogc(base_loss, update_period=1, queue_size=16)
     state = transform.init(self.params)
     params = self.params
     x, y = make_batch(3, 16)
@@ -355,8 +635,8 @@ class BadInputTest(parameterized.TestCase):
       grads, probs = per_example_grads(params, x, y, base_loss)
       probs = probs.at[:3].set(jnp.array([jnp.nan, jnp.inf, -0.5]))
       grads = jax.tree_util.tree_map(lambda g: g.at[0].set(jnp.nan), grads)
-      out, state = jax.jit(lambda g, s, p: transform.update(g, s, probs=p))(
-          grads, state, probs)
+      out, state = jax.jit(lambda g, s, p: transform.update(
+          g, s, probs=p, learning_rate=0.1))(grads, state, probs)
       clean_grads = jax.tree_util.tree_map(lambda g: g.at[:3].set(0.0), grads)
       for leaf in jax.tree_util.tree_leaves(out):
         self.assertTrue(np.all(np.isfinite(leaf)))
@@ -373,10 +653,10 @@ class BadInputTest(parameterized.TestCase):
     chex.assert_trees_all_close(out, expected, rtol=1e-5, atol=1e-7)
 
   def test_degenerate_queues(self):
-    weighting = ogc_jax.ogc_weights(losses.cross_entropy, 0.1, update_period=1,
+    weighting = ogc_jax.ogc_weights(losses.cross_entropy, update_period=1,
                                     queue_size=64)
     for probs in (jnp.full(64, 0.9), jnp.full(64, 1.0), jnp.full(64, 0.0)):
-      weights, state = jax.jit(weighting.update)(probs, weighting.init())
+      weights, state = jax.jit(weighting.update)(probs, weighting.init(), 0.1)
       self.assertEqual(int(state.num_threshold_updates), 1)
       for leaf in jax.tree_util.tree_leaves(state):
         self.assertTrue(np.all(np.isfinite(leaf)))
@@ -385,10 +665,10 @@ class BadInputTest(parameterized.TestCase):
       np.testing.assert_array_equal(weights, 1.0)
 
   def test_batch_larger_than_queue(self):
-    weighting = ogc_jax.ogc_weights(losses.cross_entropy, 0.1, update_period=1,
+    weighting = ogc_jax.ogc_weights(losses.cross_entropy, update_period=1,
                                     queue_size=32)
     probs = jnp.asarray(np.random.default_rng(0).uniform(0.01, 1, 100), jnp.float32)
-    _, state = jax.jit(weighting.update)(probs, weighting.init())
+    _, state = jax.jit(weighting.update)(probs, weighting.init(), 0.1)
     ordered = np.roll(np.asarray(state.queue), -int(state.queue_index))
     np.testing.assert_allclose(ordered, -np.log(np.asarray(probs[-32:])), rtol=1e-6)
     self.assertEqual(int(state.num_threshold_updates), 1)
@@ -429,11 +709,11 @@ class LowPrecisionTest(parameterized.TestCase):
     b = jnp.nextafter(a, jnp.asarray(1.0, dtype))
     probs = jnp.tile(jnp.stack([a, b]), 32)
     grads = {"w": jnp.tile(jnp.asarray([[1.0], [-1.0]], dtype), (32, 3))}
-    transform = ogc_jax.ogc(losses.cross_entropy, 0.1)
+    transform = ogc_jax.ogc(losses.cross_entropy)
     tau = 1.0 / 3.0  # weight min(1, tau / |l'(p)|) = p / 3
     state = transform.init(None)._replace(tau=jnp.float32(tau))
-    out, _ = jax.jit(lambda g, s, p: transform.update(g, s, probs=p))(
-        grads, state, probs)
+    out, _ = jax.jit(lambda g, s, p: transform.update(
+        g, s, probs=p, learning_rate=0.1))(grads, state, probs)
     self.assertEqual(out["w"].dtype, dtype)
     expected = (float(a) - float(b)) * tau / 2
     np.testing.assert_allclose(np.asarray(out["w"], np.float64), expected,
@@ -443,15 +723,15 @@ class LowPrecisionTest(parameterized.TestCase):
 class TransferGuardTest(absltest.TestCase):
 
   def test_state_can_be_donated(self):
-    weighting = ogc_jax.ogc_weights(losses.cross_entropy, 0.1, queue_size=16)
-    step = jax.jit(lambda s, p: weighting.update(p, s)[1], donate_argnums=0)
+    weighting = ogc_jax.ogc_weights(losses.cross_entropy, queue_size=16)
+    step = jax.jit(lambda s, p: weighting.update(p, s, 0.1)[1], donate_argnums=0)
     state = step(weighting.init(), jnp.full((8,), 0.5))
     self.assertEqual(int(state.count), 1)
 
   def test_jitted_step_has_no_host_transfers_or_callbacks(self):
-    weighting = ogc_jax.ogc_weights(losses.cross_entropy, 0.1, update_period=1,
+    weighting = ogc_jax.ogc_weights(losses.cross_entropy, update_period=1,
                                     queue_size=16)
-    update = jax.jit(weighting.update)
+    update = jax.jit(lambda p, s: weighting.update(p, s, 0.1))
     state = weighting.init()
     probs = jax.device_put(jnp.linspace(0.01, 1.0, 16))
     update(probs, state)  # compile outside the guard
@@ -471,13 +751,14 @@ class ShardingTest(absltest.TestCase):
     batch_sharding = NamedSharding(mesh, P("data"))
     replicated = NamedSharding(mesh, P())
     base_loss = losses.cross_entropy
-    opt = optax.chain(ogc_jax.ogc(base_loss, 0.1, update_period=2, queue_size=64),
+    opt = optax.chain(ogc_jax.ogc(base_loss, update_period=2, queue_size=64),
                       optax.sgd(0.1))
     params = init_params()
 
     def step(params, state, x, y):
       grads, probs = per_example_grads(params, x, y, base_loss)
-      updates, state = opt.update(grads, state, params, probs=probs)
+      updates, state = opt.update(grads, state, params, probs=probs,
+                                  learning_rate=0.1)
       return optax.apply_updates(params, updates), state
 
     single = jax.jit(step)

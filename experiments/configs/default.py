@@ -88,7 +88,15 @@ HELP = {
                     'epochs',
     'eval_batch_size': 'test images per evaluation step',
     'num_devices': 'devices of the data-parallel mesh (0: every device)',
-    'distributed': 'call jax.distributed.initialize() first (multi-host)',
+    'distributed': 'several processes (hosts): call jax.distributed.initialize '
+                   'first, with the three keys below where given (None: '
+                   "JAX's auto-detection: Cloud TPU, SLURM, Open MPI, "
+                   'Kubernetes; JAX_COORDINATOR_ADDRESS)',
+    'coordinator_address': "distributed: process 0's host:port, e.g. "
+                           '10.0.0.1:1234',
+    'num_processes': 'distributed: number of processes',
+    'process_id': 'distributed: this process, 0 .. num_processes - 1 (process '
+                  '0 writes the workdir and prints the result)',
     'checkpoint_every': 'epochs between Orbax checkpoints',
     'save_queues': "save the OGC queue at each epoch's end, for plots",
     'steps_per_dispatch': 'train steps per dispatch from Python (0: a whole '
@@ -149,6 +157,9 @@ def get_config():
   config.eval_batch_size = 1000
   config.num_devices = 0
   config.distributed = False
+  config.coordinator_address = config_dict.placeholder(str)
+  config.num_processes = config_dict.placeholder(int)
+  config.process_id = config_dict.placeholder(int)
   config.checkpoint_every = 1
   config.save_queues = True
   config.steps_per_dispatch = 0
