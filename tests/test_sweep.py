@@ -436,6 +436,6 @@ def test_end_to_end_on_digits_runs_skips_and_resumes(tmp_path, monkeypatch,
   written = plot.make_plots(list(workdirs.values()), tmp_path / 'plots',
                             log=notes.append)
   assert [p.name for p in written] == [
-      'test_accuracy.png', 'threshold.png',
+      'test_accuracy.png', 'memorised.png', 'threshold.png',
       'h_histogram_ogc_ce_symmetric_0.4_seed_0.png']
   assert len(notes) == 2
