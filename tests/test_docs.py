@@ -43,7 +43,7 @@ EXPECTED_OUTPUT = {
     'print("tau:"': r'tau: 1e\+07',
     'estimated noise rate': r'tau \d',
     'R {float(ratio)': r'R 3\.0000 \(target',
-    'num_invalid': r'ValueError: `learning_rate`.*\n.*num_invalid 2',
+    'num_invalid': r'ValueError: `epsilon`.*\n.*num_invalid 2',
     'train.train_and_evaluate': r'test accuracy after 3 epochs: 0\.\d+',
     '--config.noise.rate=0.2 --help':
         r"--config\.noise\.rate: .*\(default: 0\.2\)",
