@@ -1,6 +1,6 @@
-"""Throughput of the training harness: per-step dispatch, chunked steps, packed runs.
+"""Throughput of the training harness: per-step dispatch, chunked steps, processes.
 
-Trains the same configuration (`experiments.train`, method OGC-CE) in four
+Trains the same configuration (`experiments.train`, method OGC-CE) in three
 ways, side by side in one call, and prints images per second of training
 (the median over the epochs after the first, which compiles), in all:
 
@@ -8,9 +8,7 @@ ways, side by side in one call, and prints images per second of training
   the loop before chunking);
 * ``epoch``: one compiled loop per epoch (``steps_per_dispatch=0``, the
   default);
-* ``packed xN``: N runs (seeds 0..N-1) as one program over a leading run axis
-  (`experiments.train.train_and_evaluate_runs`);
-* ``processes xN``: the same N runs as N processes at once, in the
+* ``processes xN``: N runs (seeds 0..N-1) as N processes at once, in the
   environment ``experiments.sweep --jobs N`` gives them (`sweep.child_env`:
   0.9 / N of the GPU memory each, one thread each on a CPU, a shared
   compilation cache).
@@ -105,13 +103,13 @@ def main(argv=None):
                       help='comma-separated (default bfloat16,float32; '
                            'quick: float32)')
   parser.add_argument('--pack', type=int, default=None,
-                      help='runs packed together (default 4; quick: 2)')
+                      help='runs at once, as processes (default 4; quick: 2)')
   parser.add_argument('--epochs', type=int, default=None,
                       help='epochs per run (default 3)')
   parser.add_argument('--model', default=None, help='override the model')
   parser.add_argument('--train-subset', type=int, default=0,
                       help='train on N images (0: all)')
-  parser.add_argument('--modes', default='per-step,epoch,packed,processes')
+  parser.add_argument('--modes', default='per-step,epoch,processes')
   args = parser.parse_args(argv)
   args.pack = args.pack or (2 if args.quick else 4)
   args.epochs = args.epochs or (2 if args.quick else 3)
@@ -120,7 +118,7 @@ def main(argv=None):
   modes = args.modes.split(',')
   print(f'device: {jax.devices()[0].device_kind} ({jax.default_backend()}), '
         f'{"digits MLP" if args.quick else "CIFAR-10 ResNet-18"}, batch 128 '
-        f'per run, {args.epochs} epochs, packs of {args.pack}')
+        f'per run, {args.epochs} epochs, {args.pack} processes at once')
   print('| dtype | mode | runs | images/s in all | vs per-step |')
   print('| --- | --- | ---: | ---: | ---: |')
   summary = []
@@ -137,10 +135,6 @@ def main(argv=None):
         elif mode == 'epoch':
           workdirs = [os.path.join(root, 'run')]
           train.train_and_evaluate(_config(args, dtype), workdirs[0])
-        elif mode == 'packed':
-          workdirs = [os.path.join(root, f'run{s}') for s in range(args.pack)]
-          train.train_and_evaluate_runs(
-              [_config(args, dtype, s) for s in range(args.pack)], workdirs)
         elif mode == 'processes':
           workdirs = _processes(args, dtype, root)
         else:

@@ -6,7 +6,7 @@
 #   3. data:   unpacks and decodes the data once (the carried CIFAR-10 archive
 #              in $SHARED_DATA becomes OGC_SHARED_DATA);
 #   4. bench:  with BENCH=1 only: `benchmarks.train_loop` (per-step loop, epoch
-#              loop, JOBS runs packed by vmap and as processes; bfloat16 and
+#              loop, JOBS runs as processes at once; bfloat16 and
 #              float32) and `benchmarks.resnet_step` (OGC's cost per step);
 #   5. runs:   `python -m experiments.lease run`: the spec's unfinished runs that
 #              fit in the time left, JOBS at a time; each finished run's record

@@ -151,9 +151,9 @@ def prepare(sweep: sweep_lib.Sweep, out=None) -> None:
   from experiments import train  # pylint: disable=g-import-not-at-top
   start = time.monotonic()
   config = run_config(sweep.config, pending[0].overrides)
-  _, images, _, _, noise = train.load_data(config)
-  print(f'prepare: {config.dataset}, {len(images)} training images '
-        f'{images.shape[1:]}, realised noise {noise.noise_rate:.4f} '
+  data = train.load_data(config)
+  print(f'prepare: {config.dataset}, {len(data.images)} training images '
+        f'{data.images.shape[1:]}, realised noise {data.noise.noise_rate:.4f} '
         f'({pending[0].name}), in {time.monotonic() - start:.1f} s',
         file=out, flush=True)
 

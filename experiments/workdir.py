@@ -20,9 +20,12 @@ import json
 import os
 import pathlib
 import re
+import tempfile
 from typing import Optional, Sequence
 
 import numpy as np
+
+from experiments.errors import ConfigError
 
 CONFIG_FILE = 'config.json'
 METRICS_FILE = 'metrics.jsonl'
@@ -135,6 +138,41 @@ def check_config(workdir, config: dict) -> None:
     raise ValueError(
         f'{workdir} holds a run with a different configuration (differs in '
         f'{diff}); use another --workdir or delete that one.')
+
+
+def check_can_hold(workdir, config: dict) -> None:
+  """Refuses a workdir that is a file or holds a run of another config.
+
+  Creates and writes nothing, so it can come before the data is loaded.
+
+  Raises:
+    ConfigError: the workdir cannot hold a run of ``config``.
+  """
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f'workdir {workdir} is a file, not a folder.')
+  if config_path(workdir).exists():
+    try:
+      check_config(workdir, config)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+
+
+def claim(workdir, config: dict) -> None:
+  """Creates the workdir and writes or checks its ``config.json``.
+
+  Raises:
+    ConfigError: the workdir cannot be created or written, or holds a run
+      of another configuration.
+  """
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=workdir):  # can we write there?
+      pass
+  except OSError as e:
+    raise ConfigError(f'workdir {workdir} cannot be written: {e.strerror} '
+                      f'({e.filename}).') from None
+  check_can_hold(workdir, config)
+  check_config(workdir, config)
 
 
 def read_config(workdir) -> dict:

@@ -13,7 +13,9 @@ import sys
 
 import pytest
 
+from experiments import cli
 from experiments import train
+from experiments import validate
 from experiments.configs import cifar10
 from experiments.configs import cifar100
 from experiments.configs import cifar10_cpu
@@ -79,14 +81,20 @@ def test_bad_config_is_one_line_before_loading_or_writing(tmp_path, override,
 def test_batch_larger_than_data_leaves_the_workdir_to_the_corrected_run(
     tmp_path):
   # Digits has 1,437 training images; the size is known once it is loaded,
-  # and the check comes before any file of the run is written.
+  # and the check comes before the workdir is created.
   workdir, cache = tmp_path / 'run', tmp_path / 'cache'
   args = [f'--workdir={workdir}', f'--config.cache_dir={cache}',
           '--config.num_epochs=1', '--config.method=ce',
           '--config.progress=False']
   proc = run_train(*args, '--config.batch_size=5000')
   assert_one_line_error(proc, 'config.batch_size=5000', '1437', 'at most')
-  assert not (workdir / 'config.json').exists()
+  assert not workdir.exists()
+  # A folder the user had keeps what it held, and gets nothing.
+  workdir.mkdir()
+  (workdir / 'notes.txt').write_text('mine')
+  proc = run_train(*args, '--config.batch_size=5000')
+  assert_one_line_error(proc, 'config.batch_size=5000')
+  assert [p.name for p in workdir.iterdir()] == ['notes.txt']
   # The corrected command trains in the same workdir.
   proc = run_train(*args)
   assert proc.returncode == 0, proc.stderr
@@ -127,7 +135,7 @@ def test_a_key_the_library_call_adds_is_refused_with_a_hint(tmp_path):
 
 
 def test_every_shipped_config_passes_and_every_key_has_help():
-  flat = dict(train._flat_items(default.get_config()))  # pylint: disable=protected-access
+  flat = dict(validate.flat_items(default.get_config()))
   assert list(flat) and set(flat) == set(default.HELP)
   assert all(text.strip() for text in default.HELP.values())
   for module in (digits, cifar10, cifar100, cifar10_cpu, default):
@@ -164,15 +172,31 @@ def test_unknown_config_file_and_stray_argument_are_one_line(tmp_path):
   assert_one_line_error(proc, 'unexpected arguments', '--config')
 
 
+def test_a_data_error_is_one_line_and_leaves_no_workdir(tmp_path,
+                                                        monkeypatch):
+  class DataError(train.ConfigError):  # as experiments.data raises them
+    pass
+
+  def missing(config):
+    raise DataError(f'{config.dataset!r} is not prepared; run `prepare X`.')
+
+  monkeypatch.setattr(train, 'load_data', missing)
+  with pytest.raises(SystemExit) as exit_:
+    cli.train_or_exit(digits.get_config(), str(tmp_path / 'run'))
+  assert exit_.value.code == "error: 'digits' is not prepared; run `prepare X`."
+  assert not (tmp_path / 'run').exists()
+
+
 def test_help_shows_the_docstring_and_every_key_with_value_and_help():
   proc = run_train('--help')
   out = normalized(proc.stdout)
+  assert proc.returncode == 0, proc.stderr
   assert 'Traceback' not in proc.stderr
   # The docstring as written: absl %-formats it, which turned "60% symmetric"
   # into "60/.../train.pyymmetric".
   assert normalized(train.__doc__) in out
   assert '60% symmetric' in out and 'train.pyymmetric' not in out
-  values = dict(train._flat_items(digits.get_config()))  # pylint: disable=protected-access
+  values = dict(validate.flat_items(digits.get_config()))
   for key, text in default.HELP.items():
     entry = normalized(f'--config.{key}: {text} (default: {values[key]!r})')
     assert entry in out, entry

@@ -15,7 +15,7 @@ import pytest
 from experiments import data
 from experiments import train
 from experiments.configs import digits
-from ogc_jax import noise as noise_lib
+from experiments import noise as noise_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
