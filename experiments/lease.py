@@ -381,11 +381,7 @@ def run_lease(sweep: sweep_lib.Sweep, spec_path, *, budget_s: float,
 
 
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-      prog='python -m experiments.lease',
-      description=__doc__.split('\n\n')[0],
-      formatter_class=argparse.RawDescriptionHelpFormatter,
-      epilog=__doc__.split('\n\n', 1)[1])
+  parser = sweep_lib.parser_of_module('experiments.lease', __doc__)
   commands = parser.add_subparsers(dest='command', required=True)
   run = commands.add_parser(
       'run', help='run the unfinished runs of a spec that fit in a budget')

@@ -315,12 +315,19 @@ def _split(text: str) -> list[str]:
   return [part for part in (p.strip() for p in text.split(',')) if part]
 
 
-def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-      prog='python -m experiments.sweep',
-      description=__doc__.split('\n\n')[0],
+def parser_of_module(module: str, doc: str) -> argparse.ArgumentParser:
+  """An argument parser for ``python -m MODULE``: its docstring as the help.
+
+  The first paragraph is the description, the rest the epilog, as written.
+  """
+  return argparse.ArgumentParser(
+      prog=f'python -m {module}', description=doc.split('\n\n')[0],
       formatter_class=argparse.RawDescriptionHelpFormatter,
-      epilog=__doc__.split('\n\n', 1)[1])
+      epilog=doc.split('\n\n', 1)[1])
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = parser_of_module('experiments.sweep', __doc__)
   parser.add_argument('--spec', default=None,
                       help='sweep specification file (JSON); replaces the '
                       'flags from --config to --set')
