@@ -143,7 +143,6 @@ def merge(path, sweep: sweep_lib.Sweep, out=None) -> tuple[int, int]:
   out = out or sys.stdout
   _, records = read_records(path)
   planned = {relative(r, sweep.root): r for r in sweep.runs()}
-  config = runner.config_for_record(sweep.config)
   problems, to_write, identical = [], [], 0
   for rel, files in sorted(records.items()):
     run = planned.get(rel)
@@ -166,10 +165,9 @@ def merge(path, sweep: sweep_lib.Sweep, out=None) -> tuple[int, int]:
     if lacking:
       problems.append(f'{rel}: {workdir_lib.RESULT_FILE} lacks {lacking}')
       continue
-    current = {'config': config, 'overrides': run.overrides}
-    if recorded is not None and workdir_lib.differing_keys(recorded, current):
+    if runner.other_settings(recorded, run, sweep.config):
       problems.append(f'{rel}: run with other settings ({recorded}) than the '
-                      f'spec ({current})')
+                      f'spec ({runner.sweep_args(run, sweep.config)})')
       continue
     if workdir_lib.result_path(run.workdir).exists():
       differ = [n for n in workdir_lib.RECORD_FILES

@@ -47,6 +47,23 @@ def config_for_record(config_path: str) -> str:
   return repo_relative(path) + sep + arg
 
 
+def sweep_args(run: grid.Run, config_path: str) -> dict:
+  """What a sweep records of a run (``sweep_args.json``): config, overrides."""
+  return {'config': config_for_record(config_path), 'overrides': run.overrides}
+
+
+def other_settings(recorded: Optional[dict], run: grid.Run,
+                   config_path: str) -> bool:
+  """Whether ``recorded`` `sweep_args` (None: none) are not the run's own.
+
+  A workdir a sweep started with other settings must not be reused: a
+  finished run would stand in the table for another, and an unfinished one
+  would resume with other settings.
+  """
+  return recorded is not None and bool(workdir_lib.differing_keys(
+      recorded, sweep_args(run, config_path)))
+
+
 def train_command(run: grid.Run, config_path: str) -> list[str]:
   """The ``experiments.train`` command line of a run."""
   path, sep, arg = config_path.partition(':')
@@ -210,7 +227,6 @@ def execute(runs: Sequence[grid.Run], config_path: str, *, jobs: int, env,
   """
   out = out or sys.stdout
   policy = policy or Policy()
-  config = config_for_record(config_path)
   pending = list(runs)
   going = []
   outcome = Outcome([], [], [], [], [], {})
@@ -270,8 +286,7 @@ def execute(runs: Sequence[grid.Run], config_path: str, *, jobs: int, env,
 
   def start(run):
     run.workdir.mkdir(parents=True, exist_ok=True)
-    workdir_lib.write_sweep_args(
-        run.workdir, {'config': config, 'overrides': run.overrides})
+    workdir_lib.write_sweep_args(run.workdir, sweep_args(run, config_path))
     command = train_command(run, config_path)
     log = open(workdir_lib.log_path(run.workdir), 'a')
     log.write(f'$ {shlex.join(command)}\n')

@@ -136,12 +136,10 @@ def check_recorded_settings(runs: Sequence[grid.Run], config_path: str
   A finished run is reused as is, and an unfinished one resumes from its
   checkpoint; both would silently mix settings.
   """
-  config = runner.config_for_record(config_path)
   conflicts = []
   for run in runs:
     recorded = workdir_lib.read_sweep_args(run.workdir)
-    current = {'config': config, 'overrides': run.overrides}
-    if recorded is not None and workdir_lib.differing_keys(recorded, current):
+    if runner.other_settings(recorded, run, config_path):
       conflicts.append(f'  {run.workdir}: recorded {recorded}')
   if conflicts:
     raise ValueError(

@@ -78,6 +78,7 @@ def test_bad_config_is_one_line_before_loading_or_writing(tmp_path, override,
   assert not (workdir / 'config.json').exists()
 
 
+@pytest.mark.slow
 def test_batch_larger_than_data_leaves_the_workdir_to_the_corrected_run(
     tmp_path):
   # Digits has 1,437 training images; the size is known once it is loaded,
@@ -142,6 +143,7 @@ def test_every_shipped_config_passes_and_every_key_has_help():
     train.validate_config(module.get_config())
 
 
+@pytest.mark.slow
 def test_unwritable_workdir_is_one_line(tmp_path):
   a_file = tmp_path / 'a_file'
   a_file.write_text('')
@@ -207,6 +209,7 @@ def test_help_shows_the_docstring_and_every_key_with_value_and_help():
   assert "(default: 'resnet18')" in out and '(default: 0.3)' in out
 
 
+@pytest.mark.slow
 def test_progress_bar_shows_no_eta_until_the_compiled_steps_are_timed(
     tmp_path, capsys):
   # The first epoch compiles the train steps and the evaluation: an ETA from

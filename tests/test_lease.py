@@ -66,16 +66,21 @@ def test_lease_stops_a_run_at_the_deadline_and_packs_only_finished_ones(
 
   class DeadlineOnceFastIsDone(lease.Deadline):
     """The deadline comes once `fast` has finished and `slow` is going."""
+    fast_done = False
 
     @property
     def deadline(self):
-      done = ((fast / 'result.json').exists()
-              and (slow / 'child.pid').exists())
-      return 0.0 if done else self._deadline
+      if self.fast_done and (slow / 'child.pid').exists():
+        return 0.0
+      return self._deadline
 
     @deadline.setter
     def deadline(self, value):
       self._deadline = value
+
+    def on_done(self, run, seconds):
+      super().on_done(run, seconds)
+      self.fast_done |= run.workdir == fast
 
   monkeypatch.setattr(lease, 'Deadline', DeadlineOnceFastIsDone)
   spec = write_spec(tmp_path / 'spec.json', root, ['slow', 'fast'],
@@ -201,6 +206,7 @@ def test_lease_run_rejects_bad_arguments(tmp_path, capsys, fake_config, argv,
 SCRIPT = sweep.REPO_ROOT / 'experiments' / 'gpu_lease.sh'
 
 
+@pytest.mark.slow
 def test_gpu_lease_script_runs_what_fits_then_merge_and_a_second_lease(
     tmp_path, capsys):
   pytest.importorskip('ml_collections')
@@ -272,6 +278,7 @@ def _processes_mentioning(text):
   return found
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_runs_and_leaves_the_summary(tmp_path):
   pytest.importorskip('ml_collections')
   spec = write_spec(

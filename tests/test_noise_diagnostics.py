@@ -51,6 +51,7 @@ def _write_image_folder(root, per_class, num_test=4, seed=0):
         Image.fromarray(pixels).save(root / split / name / f'{i:02d}.png')
 
 
+@pytest.mark.slow
 def test_labels_csv_run_reports_the_realised_noise(tmp_path):
   root = tmp_path / 'data'
   _write_image_folder(root, per_class=20)
@@ -85,6 +86,7 @@ def test_labels_csv_refuses_added_noise(tmp_path):
       train.load_data(config)
 
 
+@pytest.mark.slow
 def test_authors_protocol_run_realises_truncated_counts(tmp_path):
   config = _config(tmp_path, method='ce',
                    **{'noise.protocol': 'authors', 'seed': 5})

@@ -76,10 +76,10 @@ def test_the_deadline_stops_the_runs_going_with_their_processes(
   slow = runs[0].workdir
 
   def deadline_when():  # fast has finished, and slow is going and reported
-    return ((runs[1].workdir / 'result.json').exists()
+    text = out.getvalue()
+    return ('fast symmetric:0.4 seed 0: done' in text
             and (slow / 'child.pid').exists()
-            and 'slow symmetric:0.4 seed 0: epoch 1/2, test 25.0%, '
-            in out.getvalue())
+            and 'slow symmetric:0.4 seed 0: epoch 1/2, test 25.0%, ' in text)
 
   outcome = runner.execute(runs, 'config.py', jobs=2, env=runner.child_env(
       tmp_path, 2), out=out, status_every_s=0.05,

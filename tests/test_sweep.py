@@ -318,6 +318,7 @@ def test_main_rejects_unknown_override_key(tmp_path, capsys):
 DIGITS_CONFIG = sweep.REPO_ROOT / 'experiments' / 'configs' / 'digits.py'
 
 
+@pytest.mark.slow
 def test_end_to_end_on_digits_runs_skips_and_resumes(tmp_path, monkeypatch,
                                                       capsys):
   # The test conftest's 8 simulated devices are for the sharding tests; the

@@ -104,6 +104,15 @@ def test_baseline_method_and_bad_configs(tmp_path, cache):
                              str(tmp_path / 'gce'))
 
 
+def test_a_batch_larger_than_the_data_creates_no_workdir(tmp_path, cache):
+  with pytest.raises(train.ConfigError, match=r'config\.batch_size=5000 '
+                     r"exceeds the 1437 training images of 'digits'"):
+    train.train_and_evaluate(tiny_config(cache, batch_size=5000),
+                             str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.slow
 def test_sharded_training_equals_single_device(tmp_path, cache):
   if jax.device_count() < 8:
     pytest.skip('needs XLA_FLAGS=--xla_force_host_platform_device_count=8')
@@ -123,6 +132,7 @@ def test_sharded_training_equals_single_device(tmp_path, cache):
     assert a['loss'] == pytest.approx(b['loss'], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(tmp_path, cache):
   args = ['--config.num_epochs=6', '--config.ogc.queue_size=256',
           '--config.ogc.update_period=2', '--config.progress=False',

@@ -31,6 +31,7 @@ def _flatten(rows):
   return np.asarray(out, np.float64)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('steps_per_dispatch', [0, 4])
 def test_chunked_steps_match_single_steps(tmp_path, steps_per_dispatch):
   # Digits: 11 steps an epoch, so 4 gives chunks of 4, 4 and 3 (two programs).

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from experiments import workdir as workdir_lib
+from experiments.errors import ConfigError
 
 
 def test_paths_are_the_documented_layout(tmp_path):
@@ -133,3 +134,22 @@ def test_write_atomic_replaces_whole_files_or_nothing(tmp_path):
   umask = os.umask(0)
   os.umask(umask)
   assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_check_can_hold_and_claim_write_only_when_claiming(tmp_path):
+  config = {'method': 'ce', 'progress': True}
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('')
+  with pytest.raises(ConfigError, match='is a file, not a folder'):
+    workdir_lib.check_can_hold(str(a_file), config)
+  with pytest.raises(ConfigError, match='cannot be written: Not a directory'):
+    workdir_lib.claim(str(a_file / 'run'), config)
+  run = tmp_path / 'run'
+  workdir_lib.check_can_hold(str(run), config)  # creates nothing
+  assert not run.exists()
+  workdir_lib.claim(str(run), config)
+  assert workdir_lib.read_config(run) == config
+  # Another run's workdir; progress does not change results.
+  workdir_lib.check_can_hold(str(run), dict(config, progress=False))
+  with pytest.raises(ConfigError, match=r"differs in \['method'\]"):
+    workdir_lib.check_can_hold(str(run), dict(config, method='gce'))
