@@ -29,17 +29,17 @@ _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), 'configs',
 _HELP_FLAGS = re.compile(r'--?(\?|help|helpshort|helpfull)(=.*)?')
 
 
-def _define_flags(flag_values=flags.FLAGS):
+def _define_flags(flag_values, argv):
   """--config and --workdir.
 
   Defining --config loads its default file with the ``--config.KEY=VALUE``
-  overrides of ``sys.argv``, so a key the file lacks fails here.
+  overrides of ``argv``, so a key the file lacks fails here.
   """
   config_flags.DEFINE_config_file(
       'config', _DEFAULT_CONFIG,
       'Training configuration (a Python file with get_config()); '
       '--config.KEY=VALUE sets one of the keys listed above.',
-      flag_values=flag_values, lock_config=True)
+      flag_values=flag_values, lock_config=True, sys_argv=argv)
   flags.DEFINE_string(
       'workdir', 'runs/digits_default', 'Where metrics, checkpoints and the '
       'result go; rerunning the same command resumes.',
@@ -60,7 +60,7 @@ def usage_text(argv) -> str:
   lines = [train.__doc__.rstrip()]
   flag_values = flags.FlagValues()
   try:
-    _define_flags(flag_values)
+    _define_flags(flag_values, argv)
     flag_values(argv, known_only=True)
     values = dict(validate.flat_items(flag_values.config))
   except Exception:  # pylint: disable=broad-except
@@ -103,12 +103,16 @@ def _override_error(error, argv) -> str:
 
 
 def parse_flags(argv):
-  """Defines and parses the flags; a bad --config or key is one line."""
+  """Defines and parses the flags; a bad --config or key is one line.
+
+  ``--help`` prints `usage_text` and exits 0; an error exits with
+  ``error: ...`` (status 1).
+  """
   if any(_HELP_FLAGS.fullmatch(arg) for arg in argv[1:]):
     sys.stdout.write(usage_text(argv))
     sys.exit(0)
   try:
-    _define_flags()
+    _define_flags(flags.FLAGS, argv)
     argv = app.parse_flags_with_usage(argv)
     if not isinstance(flags.FLAGS.config, ml_collections.ConfigDict):
       flags.FLAGS.config.lock()  # raises why config_flags could not load it

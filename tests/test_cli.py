@@ -1,9 +1,11 @@
 """The command line as a user meets it: errors in one line, --help, progress.
 
-Errors are checked where the user sees them, by running
-``python -m experiments.train`` as a subprocess: a non-zero exit, at most two
-lines on stderr, no traceback, the key, the bad value and a valid choice in
-the message, and nothing loaded (no data cache) or written (no config.json).
+Errors are checked as `experiments.cli` exits with them (in-process, with
+absl's flags as a new process has them) and, in the slow tier, where the user
+sees them, by running ``python -m experiments.train`` as a subprocess: a
+non-zero exit, at most two lines on stderr, no traceback, the key, the bad
+value and a valid choice in the message, and nothing loaded (no data cache)
+or written (no workdir).
 """
 
 import os
@@ -11,6 +13,8 @@ import re
 import subprocess
 import sys
 
+from absl import app
+from absl import flags
 import pytest
 
 from experiments import cli
@@ -66,16 +70,49 @@ BAD_CONFIGS = [
 ]
 
 
+@pytest.fixture
+def fresh_flags(monkeypatch):
+  """absl's global flags as a new process has them, for `cli.parse_flags`."""
+  flag_values = flags.FlagValues()
+  monkeypatch.setattr(flags, 'FLAGS', flag_values)
+  monkeypatch.setattr(app, 'FLAGS', flag_values)
+  return flag_values
+
+
+def cli_error(*args):
+  """The message `python -m experiments.train ARGS` exits with, in-process."""
+  with pytest.raises(SystemExit) as exit_:
+    cli.main(cli.parse_flags(['experiments.train', *args]))
+  message = exit_.value.code
+  assert message.startswith('error: ') and '\n' not in message, message
+  return message
+
+
 @pytest.mark.parametrize('override,expected', BAD_CONFIGS,
                          ids=[c[0] for c in BAD_CONFIGS])
-def test_bad_config_is_one_line_before_loading_or_writing(tmp_path, override,
-                                                          expected):
+def test_bad_config_is_one_line_before_loading_or_writing(
+    tmp_path, fresh_flags, override, expected):
+  del fresh_flags
+  workdir, cache = tmp_path / 'run', tmp_path / 'cache'
+  message = cli_error(f'--workdir={workdir}', f'--config.cache_dir={cache}',
+                      override)
+  for text in expected:
+    assert text in message, (text, message)
+  assert not cache.exists(), 'the data was loaded'
+  assert not workdir.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('override,expected', BAD_CONFIGS,
+                         ids=[c[0] for c in BAD_CONFIGS])
+def test_bad_config_is_one_line_in_a_new_process(tmp_path, override,
+                                                  expected):
   workdir, cache = tmp_path / 'run', tmp_path / 'cache'
   proc = run_train(f'--workdir={workdir}', f'--config.cache_dir={cache}',
                    override)
   assert_one_line_error(proc, *expected)
   assert not cache.exists(), 'the data was loaded'
-  assert not (workdir / 'config.json').exists()
+  assert not workdir.exists()
 
 
 @pytest.mark.slow
@@ -166,12 +203,15 @@ def test_unwritable_workdir_is_one_line(tmp_path):
   assert_one_line_error(proc, f'{unwritable}', 'cannot be written')
 
 
-def test_unknown_config_file_and_stray_argument_are_one_line(tmp_path):
-  proc = run_train(f'--workdir={tmp_path}', '--config=no/such/config.py',
-                   '--config.noise.rate=0.1')
-  assert_one_line_error(proc, '--config', 'no/such/config.py')
-  proc = run_train(f'--workdir={tmp_path}', 'experiments/configs/digits.py')
-  assert_one_line_error(proc, 'unexpected arguments', '--config')
+def test_unknown_config_file_and_stray_argument_are_one_line(tmp_path,
+                                                             fresh_flags):
+  del fresh_flags
+  message = cli_error(f'--workdir={tmp_path}', '--config=no/such/config.py',
+                      '--config.noise.rate=0.1')
+  assert '--config' in message and 'no/such/config.py' in message
+  with pytest.raises(SystemExit) as exit_:
+    cli.main(['experiments.train', 'experiments/configs/digits.py'])
+  assert 'unexpected arguments' in exit_.value.code
 
 
 def test_a_data_error_is_one_line_and_leaves_no_workdir(tmp_path,

@@ -8,6 +8,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from experiments import data
 from experiments import train
 from experiments.configs import digits
+from ogc_jax import losses as ogc_losses
 from experiments import noise as noise_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,6 +87,24 @@ def test_trains_ogc_on_digits_and_writes_everything(tmp_path, cache):
     assert json.load(f)['method'] == 'ogc_ce'
   # A finished workdir returns its result without training again.
   assert train.train_and_evaluate(config, workdir) == result
+
+
+def test_a_baseline_is_its_loss_under_weights_of_one():
+  config = tiny_config(None, method='gce', **{'loss_hparams.q': 0.5})
+  method = train.Method(config)
+  weighting = train.make_weighting(config, method, 0.1)
+  logits = jnp.array([[2.0, -1.0, 0.5], [0.1, 0.2, 0.3]])
+  labels = jnp.array([0, 2])
+  p = ogc_losses.probability_of_label(logits, labels)
+  weights, state = weighting.update(p, weighting.init())
+  assert state == {} and weights.tolist() == [1.0, 1.0]
+  # GCE by hand: (1 - p^q) / q, averaged over the batch.
+  probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  p_label = np.asarray(probs)[[0, 1], [0, 2]].astype(np.float64)
+  expected = np.mean((1 - p_label ** 0.5) / 0.5)
+  assert float(method.loss(logits, labels, p, weights)) == pytest.approx(
+      expected, rel=1e-6)
+  assert not method.is_ogc
 
 
 def test_baseline_method_and_bad_configs(tmp_path, cache):
