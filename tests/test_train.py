@@ -107,6 +107,7 @@ def test_a_baseline_is_its_loss_under_weights_of_one():
   assert not method.is_ogc
 
 
+@pytest.mark.slow
 def test_baseline_method_and_bad_configs(tmp_path, cache):
   result = train.train_and_evaluate(
       tiny_config(cache, method='gce', num_epochs=2), str(tmp_path / 'gce'))
