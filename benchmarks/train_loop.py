@@ -1,6 +1,6 @@
-"""Throughput of the training harness: per-step dispatch, chunked steps, packed runs.
+"""Throughput of the training harness: per-step dispatch, chunked steps, processes.
 
-Trains the same configuration (`experiments.train`, method OGC-CE) in four
+Trains the same configuration (`experiments.train`, method OGC-CE) in three
 ways, side by side in one call, and prints images per second of training
 (the median over the epochs after the first, which compiles), in all:
 
@@ -8,10 +8,8 @@ ways, side by side in one call, and prints images per second of training
   the loop before chunking);
 * ``epoch``: one compiled loop per epoch (``steps_per_dispatch=0``, the
   default);
-* ``packed xN``: N runs (seeds 0..N-1) as one program over a leading run axis
-  (`experiments.train.train_and_evaluate_runs`);
-* ``processes xN``: the same N runs as N processes at once, in the
-  environment ``experiments.sweep --jobs N`` gives them (`sweep.child_env`:
+* ``processes xN``: N runs (seeds 0..N-1) as N processes at once, in the
+  environment ``experiments.sweep --jobs N`` gives them (`runner.child_env`:
   0.9 / N of the GPU memory each, one thread each on a CPU, a shared
   compilation cache).
 
@@ -38,7 +36,7 @@ import time
 import jax
 import numpy as np
 
-from experiments import sweep
+from experiments import runner
 from experiments import train
 from experiments import workdir as workdir_lib
 from experiments.configs import cifar10
@@ -76,7 +74,7 @@ def _images_per_second(workdirs):
 
 def _processes(args, dtype, root):
   """N processes at once, in the environment `experiments.sweep` gives them."""
-  env = sweep.child_env(root, args.pack)
+  env = runner.child_env(root, args.pack)
   procs, workdirs = [], []
   for seed in range(args.pack):
     workdir = os.path.join(root, f'process{seed}')
@@ -111,13 +109,13 @@ def main(argv=None):
                       help='the CIFAR-10 copy (default: TFDS cifar10; '
                            'cifar10_jpeg, folder:PATH); --quick: digits')
   parser.add_argument('--pack', type=int, default=None,
-                      help='runs packed together (default 4; quick: 2)')
+                      help='runs at once, as processes (default 4; quick: 2)')
   parser.add_argument('--epochs', type=int, default=None,
                       help='epochs per run (default 3)')
   parser.add_argument('--model', default=None, help='override the model')
   parser.add_argument('--train-subset', type=int, default=0,
                       help='train on N images (0: all)')
-  parser.add_argument('--modes', default='per-step,epoch,packed,processes')
+  parser.add_argument('--modes', default='per-step,epoch,processes')
   args = parser.parse_args(argv)
   args.pack = args.pack or (2 if args.quick else 4)
   args.epochs = args.epochs or (2 if args.quick else 3)
@@ -126,7 +124,7 @@ def main(argv=None):
   modes = args.modes.split(',')
   print(f'device: {jax.devices()[0].device_kind} ({jax.default_backend()}), '
         f'{"digits MLP" if args.quick else "CIFAR-10 ResNet-18"}, batch 128 '
-        f'per run, {args.epochs} epochs, packs of {args.pack}')
+        f'per run, {args.epochs} epochs, {args.pack} processes at once')
   print('| dtype | mode | runs | images/s in all | vs per-step |')
   print('| --- | --- | ---: | ---: | ---: |')
   summary = []
@@ -143,10 +141,6 @@ def main(argv=None):
         elif mode == 'epoch':
           workdirs = [os.path.join(root, 'run')]
           train.train_and_evaluate(_config(args, dtype), workdirs[0])
-        elif mode == 'packed':
-          workdirs = [os.path.join(root, f'run{s}') for s in range(args.pack)]
-          train.train_and_evaluate_runs(
-              [_config(args, dtype, s) for s in range(args.pack)], workdirs)
         elif mode == 'processes':
           workdirs = _processes(args, dtype, root)
         else:

@@ -170,12 +170,13 @@ def build(config, *, num_classes=10, image_shape=(32, 32, 3), num_batches=4):
       step = _per_example_step(config, model, method, tx_per_example,
                                schedule, mean, std, num_train)
     else:
-      step, _ = train.make_steps(config, model, method, None, tx, mean, std,
-                                 data_sharding, num_train)
+      step, _ = train.make_steps(
+          config, model, method, train.make_weighting(config, method, schedule),
+          tx, mean, std, data_sharding, num_train)
     # Buffers of its own for every variant: the steps donate them.
     carries[name] = jax.device_put(
-        jax.tree_util.tree_map(jnp.array, (state, train.zero_sums(
-            method.is_ogc and name == "OGC fused"))), replicated)
+        jax.tree_util.tree_map(jnp.array, (state, train.EpochSums.zeros())),
+        replicated)
     steps[name] = jax.jit(step, donate_argnums=(0, 1),
                           out_shardings=(replicated, replicated))
   return Variants(steps, carries, (data, perm, jax.random.key(1)), weighting)

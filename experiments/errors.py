@@ -1,10 +1,10 @@
-"""`ConfigError`: what the command line prints as one line, without a traceback."""
+"""The error of a configuration or workdir that cannot give a run."""
 
 
 class ConfigError(ValueError):
-  """A configuration, workdir or dataset that cannot give a run.
+  """A configuration, data or workdir that cannot give a run; says why.
 
   `experiments.train.train_and_evaluate` raises it before it writes a file;
-  the command line prints it as one line, ``error: ...``, and exits with
-  status 1. The message says what is wrong and how to put it right.
+  the command line (`experiments.cli`) prints it as one line, without a
+  traceback. Data loaders raise subclasses of it.
   """

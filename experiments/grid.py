@@ -14,7 +14,9 @@ import pathlib
 import re
 from typing import NamedTuple, Sequence
 
-NOISE_KINDS = ('none', 'symmetric', 'asymmetric', 'instance')
+from experiments import noise
+
+NOISE_KINDS = noise.KINDS
 # Keys the sweep sets itself, from the grid; an override may not touch them.
 GRID_KEYS = ('method', 'noise.kind', 'noise.rate', 'seed')
 

@@ -29,6 +29,10 @@ queues) goes into ``OUT/records.tar.gz`` as soon as the run ends, with a
 summary in ``OUT/lease.json`` and ``OUT/lease.md``, so what finished is in
 OUT even if the slot is cut short.
 
+The runs are started, watched and stopped by `experiments.runner` under a
+deadline policy (`Deadline`); the archive and its merge are
+`experiments.records`'.
+
 ``merge`` unpacks the records into the spec's root. A run already finished
 there with the same record is left as it is (merging twice is harmless); a
 finished run whose record differs is refused, as is a record that is not a
@@ -38,32 +42,26 @@ every record can be merged.
 
 import argparse
 import datetime
-import io
-import json
 import os
 import pathlib
 import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 from typing import Optional, Sequence
 
-from experiments import grid
+from experiments import records
+from experiments import runner
 from experiments import sweep as sweep_lib
 from experiments import tables
 from experiments import workdir as workdir_lib
 
 ARCHIVE_FILE = 'records.tar.gz'
-SUMMARY_FILE = 'lease.json'  # also the manifest inside the archive
+SUMMARY_FILE = records.MANIFEST_FILE  # also the manifest inside the archive
 SUMMARY_MARKDOWN_FILE = 'lease.md'
-# A run's log is packed only as its last bytes (the error, if any); the
-# summary keeps less of a failed or stopped run's log.
-LOG_TAIL_BYTES = 4096
+# The summary keeps the last bytes of a failed or stopped run's log.
 FAILED_LOG_TAIL_BYTES = 1500
-# The only names an archive may hold in a run's directory.
-PACKED_FILES = workdir_lib.RECORD_FILES + (workdir_lib.LOG_FILE,)
 
 
 # ----------------------------------------------------------------------------
@@ -120,20 +118,6 @@ class RunTimeEstimate:
             else '--run-seconds')
 
 
-def run_config(config_path: str, overrides: dict):
-  """A run's config as ``experiments.train`` builds it from its flags."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  argv = (['lease', f'--config={config_path}']
-          + [f'--config.{k}={v}' for k, v in overrides.items()])
-  flag_values = flags.FlagValues()
-  # config_flags defines a flag per override it finds in `sys_argv`.
-  holder = config_flags.DEFINE_config_file('config', flag_values=flag_values,
-                                           sys_argv=argv)
-  flag_values(argv)
-  return holder.value
-
-
 def prepare(sweep: sweep_lib.Sweep, out=None) -> None:
   """Loads the data of the sweep's first unfinished run, filling the caches.
 
@@ -150,10 +134,10 @@ def prepare(sweep: sweep_lib.Sweep, out=None) -> None:
     return
   from experiments import train  # pylint: disable=g-import-not-at-top
   start = time.monotonic()
-  config = run_config(sweep.config, pending[0].overrides)
-  _, images, _, _, noise = train.load_data(config)
-  print(f'prepare: {config.dataset}, {len(images)} training images '
-        f'{images.shape[1:]}, realised noise {noise.noise_rate:.4f} '
+  config = sweep_lib.load_config(sweep.config, pending[0].overrides)
+  data = train.load_data(config)
+  print(f'prepare: {config.dataset}, {len(data.images)} training images '
+        f'{data.images.shape[1:]}, realised noise {data.noise.noise_rate:.4f} '
         f'({pending[0].name}), in {time.monotonic() - start:.1f} s',
         file=out, flush=True)
 
@@ -162,181 +146,78 @@ def prepare(sweep: sweep_lib.Sweep, out=None) -> None:
 # Packing and merging.
 
 
-def _relative(run: grid.Run, root) -> str:
-  return run.workdir.relative_to(root).as_posix()
+# ----------------------------------------------------------------------------
+# The deadline policy.
 
 
-def _log_tail(workdir, size: int = LOG_TAIL_BYTES) -> Optional[bytes]:
-  """The last ``size`` bytes of a run's log; None where it has none."""
-  path = workdir_lib.log_path(workdir)
-  if not path.is_file():
-    return None
-  data = path.read_bytes()
-  if len(data) <= size:
-    return data
-  return (f'[... the first {len(data) - size} bytes of the log are not '
-          'kept]\n').encode() + data[-size:]
+def projected_seconds_left(workdir, min_epochs: int = 3) -> Optional[float]:
+  """Seconds a running run still needs, from the times of its recent epochs.
 
-
-def pack_records(path, root, runs: Sequence[grid.Run], manifest: dict
-                 ) -> None:
-  """Writes the records of finished runs into one ``.tar.gz``, atomically.
-
-  The archive holds ``lease.json`` (``manifest``) and, for each run,
-  ``<its workdir relative to root>/<file>`` for the files of
-  `workdir.RECORD_FILES` it has and the tail of its log.
-  """
-  path = pathlib.Path(path)
-  tmp = path.with_name(path.name + '.tmp')
-
-  def add(tar, name, data):
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = int(time.time())
-    info.mode = 0o644
-    tar.addfile(info, io.BytesIO(data))
-
-  with tarfile.open(tmp, 'w:gz') as tar:
-    add(tar, SUMMARY_FILE, json.dumps(manifest, indent=2,
-                                      sort_keys=True).encode())
-    for run in runs:
-      rel = _relative(run, root)
-      for name in workdir_lib.RECORD_FILES:
-        file = run.workdir / name
-        if file.is_file():
-          add(tar, f'{rel}/{name}', file.read_bytes())
-      tail = _log_tail(run.workdir)
-      if tail is not None:
-        add(tar, f'{rel}/{workdir_lib.LOG_FILE}', tail)
-  os.replace(tmp, path)
-
-
-def read_records(path) -> tuple[dict, dict[str, dict[str, bytes]]]:
-  """Reads an archive of `pack_records`.
-
-  Returns:
-    ``(manifest, records)``: the archive's ``lease.json``, and for each run
-    directory (relative to the root) its files by name.
-
-  Raises:
-    ValueError: the file is not such an archive, or holds a member that is
-      not a regular file, lies outside a run directory
-      ``METHOD/NOISE/seed_N``, or is not one of `PACKED_FILES`.
-  """
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise ValueError(f'{path} is not a file')
-  manifest, records = None, {}
-  try:
-    with tarfile.open(path, 'r:gz') as tar:
-      for member in tar.getmembers():
-        parts = pathlib.PurePosixPath(member.name).parts
-        if not member.isfile() or member.name.startswith('/') or '..' in parts:
-          raise ValueError(f'{path}: member {member.name!r} is not a record '
-                           'file')
-        data = tar.extractfile(member).read()
-        if member.name == SUMMARY_FILE:
-          manifest = json.loads(data)
-        elif len(parts) == 4 and parts[-1] in PACKED_FILES:
-          records.setdefault('/'.join(parts[:3]), {})[parts[-1]] = data
-        else:
-          raise ValueError(
-              f'{path}: member {member.name!r} is not METHOD/NOISE/seed_N/FILE '
-              f'with FILE one of {", ".join(PACKED_FILES)}')
-  except (tarfile.TarError, OSError, EOFError) as e:
-    raise ValueError(f'{path} is not a .tar.gz of run records: {e}') from None
-  if manifest is None:
-    raise ValueError(f'{path} has no {SUMMARY_FILE}: not made by '
-                     '`experiments.lease run`')
-  return manifest, records
-
-
-def _write_bytes(path: pathlib.Path, data: bytes) -> None:
-  tmp = path.with_name(path.name + '.tmp')
-  tmp.write_bytes(data)
-  os.replace(tmp, path)
-
-
-def merge(path, sweep: sweep_lib.Sweep, out=None) -> tuple[int, int]:
-  """Unpacks an archive of `pack_records` into the sweep's root.
-
-  Every record is checked before anything is written: it must be a finished
-  run of the sweep (``result.json`` with `workdir.RESULT_KEYS`), recorded
-  with the sweep's settings. A run already finished in the root with the
-  same ``config.json``, ``metrics.jsonl`` and ``result.json`` is left alone;
-  one with a different record, or an unfinished workdir of another config,
-  is a conflict. ``result.json`` is written last, so a merge cut short
-  leaves no run that looks finished without its record.
+  The median ``epoch_time_s`` of its last five epochs (leaving out the first,
+  which compiles) times the epochs left.
 
   Args:
-    path: the archive.
-    sweep: the sweep whose runs it holds.
-    out: where the report lines go (default stdout).
+    workdir: the run's directory.
+    min_epochs: the fewest finished epochs to project from.
 
   Returns:
-    ``(merged, identical)``: counts of runs written and of runs left alone.
+    The projection; None before ``min_epochs`` epochs or without a config.
 
-  Raises:
-    ValueError: on any of the problems above; nothing is written then.
+  Example:
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as workdir:
+    ...   workdir_lib.write_json(workdir_lib.config_path(workdir),
+    ...                          {'num_epochs': 10})
+    ...   workdir_lib.write_metrics(workdir, [
+    ...       {'epoch': e, 'epoch_time_s': t}
+    ...       for e, t in [(1, 30.0), (2, 2.0), (3, 3.0), (4, 2.5)]])
+    ...   projected_seconds_left(workdir)
+    15.0
   """
-  out = out or sys.stdout
-  _, records = read_records(path)
-  planned = {_relative(r, sweep.root): r for r in sweep.runs()}
-  config = sweep_lib.config_for_record(sweep.config)
-  problems, to_write, identical = [], [], 0
-  for rel, files in sorted(records.items()):
-    run = planned.get(rel)
-    if run is None:
-      problems.append(f'{rel}: not a run of the spec')
-      continue
-    missing = [n for n in (workdir_lib.CONFIG_FILE, workdir_lib.METRICS_FILE,
-                           workdir_lib.RESULT_FILE) if n not in files]
-    if missing:
-      problems.append(f'{rel}: lacks {", ".join(missing)}')
-      continue
-    try:
-      result = json.loads(files[workdir_lib.RESULT_FILE])
-      recorded = json.loads(files.get(workdir_lib.SWEEP_ARGS_FILE, b'null'))
-      returned_config = json.loads(files[workdir_lib.CONFIG_FILE])
-    except json.JSONDecodeError as e:
-      problems.append(f'{rel}: a record file is not valid JSON: {e}')
-      continue
-    lacking = [k for k in workdir_lib.RESULT_KEYS if k not in result]
-    if lacking:
-      problems.append(f'{rel}: {workdir_lib.RESULT_FILE} lacks {lacking}')
-      continue
-    current = {'config': config, 'overrides': run.overrides}
-    if recorded is not None and workdir_lib.differing_keys(recorded, current):
-      problems.append(f'{rel}: run with other settings ({recorded}) than the '
-                      f'spec ({current})')
-      continue
-    if workdir_lib.result_path(run.workdir).exists():
-      differ = [n for n in workdir_lib.RECORD_FILES
-                if n in files and (run.workdir / n).is_file()
-                and (run.workdir / n).read_bytes() != files[n]]
-      if differ:
-        problems.append(f'{rel}: finished in {sweep.root} with a different '
-                        f'record ({", ".join(differ)} differ)')
-      else:
-        identical += 1
-      continue
-    local_config = workdir_lib.read_config(run.workdir)
-    if local_config and workdir_lib.differing_keys(
-        local_config, returned_config,
-        ignore=workdir_lib.RESULT_NEUTRAL_KEYS):
-      problems.append(f'{rel}: an unfinished run of another configuration is '
-                      f'in {run.workdir}')
-      continue
-    to_write.append((run, files))
-  if problems:
-    raise ValueError(f'{path}: nothing merged into {sweep.root}:\n  '
-                     + '\n  '.join(problems))
-  for run, files in to_write:
-    run.workdir.mkdir(parents=True, exist_ok=True)
-    for name in sorted(files, key=lambda n: n == workdir_lib.RESULT_FILE):
-      _write_bytes(run.workdir / name, files[name])
-    print(f'merged {run.name} into {run.workdir}', file=out, flush=True)
-  return len(to_write), identical
+  rows = workdir_lib.read_metrics(workdir)
+  num_epochs = workdir_lib.read_config(workdir).get('num_epochs')
+  times = sorted(r['epoch_time_s'] for r in rows[1:][-5:]
+                 if r.get('epoch_time_s') is not None)
+  if len(rows) < min_epochs or not num_epochs or not times:
+    return None
+  return (num_epochs - rows[-1]['epoch']) * times[len(times) // 2]
+
+
+class Deadline(runner.Policy):
+  """The lease's `runner.Policy`: runs start only if they fit before it.
+
+  A run starts only if `estimate` seconds from now fall before the
+  deadline; every ``check_every_s`` the runs going are projected to their
+  end (`projected_seconds_left`), and those that would end after it are
+  named, so that the runner stops one and the others finish.
+  """
+
+  def __init__(self, deadline: float, estimate: RunTimeEstimate,
+               check_every_s: Optional[float], on_done):
+    self.deadline = deadline
+    self.estimate = estimate
+    self.check_every_s = check_every_s
+    self._on_done = on_done
+
+  def fits(self, run):
+    return time.monotonic() + self.estimate() <= self.deadline
+
+  def start_note(self, run):
+    return f', expected to take {self.estimate():.0f} s'
+
+  def not_started_note(self, run):
+    return f'not started: it needs about {self.estimate():.0f} s'
+
+  def late(self, runs):
+    now, late = time.monotonic(), []
+    for run in runs:
+      left = projected_seconds_left(run.workdir)
+      if left is not None and now + left > self.deadline:
+        late.append(f'{run.name} by {now + left - self.deadline:.0f} s')
+    return late
+
+  def on_done(self, run, seconds):
+    self._on_done(run, seconds)
 
 
 # ----------------------------------------------------------------------------
@@ -396,8 +277,8 @@ def run_lease(sweep: sweep_lib.Sweep, spec_path, *, budget_s: float,
   estimate = RunTimeEstimate([r.wall_time_s for r in finished],
                              run_seconds=run_seconds, startup_s=startup_s)
   summary = {
-      'spec': sweep_lib.repo_relative(spec_path),
-      'root': sweep_lib.repo_relative(sweep.root),
+      'spec': runner.repo_relative(spec_path),
+      'root': runner.repo_relative(sweep.root),
       'started': datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec='seconds'),
       'device': _device(), 'budget_s': budget_s, 'jobs': jobs,
@@ -422,7 +303,7 @@ def run_lease(sweep: sweep_lib.Sweep, spec_path, *, budget_s: float,
         status.update((run.index, name) for run in group)
     rows = []
     for run in runs:
-      row = {'name': run.name, 'workdir': _relative(run, sweep.root),
+      row = {'name': run.name, 'workdir': records.relative(run, sweep.root),
              'status': status.get(run.index, (
                  'skipped' if run.workdir in finished_before
                  else 'not started' if final else 'pending')),
@@ -432,16 +313,17 @@ def run_lease(sweep: sweep_lib.Sweep, spec_path, *, budget_s: float,
         row.update(final_test_accuracy=result['final_test_accuracy'],
                    wall_time_s=result['wall_time_s'])
       elif row['status'] in ('failed', 'stopped'):  # why, from over there
-        tail = _log_tail(run.workdir, FAILED_LOG_TAIL_BYTES)
+        tail = records.log_tail(run.workdir, FAILED_LOG_TAIL_BYTES)
         row['log_tail'] = tail.decode(errors='replace') if tail else None
       rows.append(row)
     summary.update(runs=rows, note=note, elapsed_s=time.monotonic() - began,
                    counts={s: sum(r['status'] == s for r in rows) for s in (
                        'done', 'failed', 'stopped', 'not started', 'pending',
                        'skipped')})
-    pack_records(out_dir / ARCHIVE_FILE, sweep.root, done, summary)
+    records.pack_records(out_dir / ARCHIVE_FILE, sweep.root, done, summary)
     workdir_lib.write_json(out_dir / SUMMARY_FILE, summary)
-    (out_dir / SUMMARY_MARKDOWN_FILE).write_text(_summary_markdown(summary))
+    workdir_lib.write_atomic(out_dir / SUMMARY_MARKDOWN_FILE,
+                             _summary_markdown(summary))
 
   def on_done(run, elapsed):
     done.append(run)
@@ -450,7 +332,7 @@ def run_lease(sweep: sweep_lib.Sweep, spec_path, *, budget_s: float,
     write_outputs('In progress.')
 
   write_outputs('In progress.')
-  env = sweep_lib.child_env(sweep.root, jobs)
+  env = runner.child_env(sweep.root, jobs)
   try:
     if do_prepare and len(finished) < len(runs):
       left = deadline - time.monotonic()
@@ -460,7 +342,7 @@ def run_lease(sweep: sweep_lib.Sweep, spec_path, *, budget_s: float,
         prepared = subprocess.run(
             [sys.executable, '-m', 'experiments.lease', 'prepare', '--spec',
              str(pathlib.Path(spec_path).resolve())],
-            cwd=sweep_lib.REPO_ROOT, check=False,
+            cwd=runner.REPO_ROOT, check=False,
             env=dict(env, JAX_PLATFORMS='cpu'), timeout=max(left, 1))
         prepare_failed = prepared.returncode != 0
       except subprocess.TimeoutExpired:
@@ -471,10 +353,10 @@ def run_lease(sweep: sweep_lib.Sweep, spec_path, *, budget_s: float,
         print('lease: preparing the data failed; no run started', file=out,
               flush=True)
         return 1
-    outcome = sweep_lib.execute(
-        runs, sweep.config, jobs=jobs, env=env, out=out, deadline=deadline,
-        estimate=lambda run: estimate(), on_done=on_done,
-        status_every_s=status_every_s, stop_late_every_s=stop_late_every_s)
+    outcome = runner.execute(
+        runs, sweep.config, jobs=jobs, env=env, out=out,
+        status_every_s=status_every_s,
+        policy=Deadline(deadline, estimate, stop_late_every_s, on_done))
   except KeyboardInterrupt:  # while preparing: no run started
     outcome = None
   seconds.update(outcome.seconds if outcome else {})
@@ -499,11 +381,7 @@ def run_lease(sweep: sweep_lib.Sweep, spec_path, *, budget_s: float,
 
 
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-      prog='python -m experiments.lease',
-      description=__doc__.split('\n\n')[0],
-      formatter_class=argparse.RawDescriptionHelpFormatter,
-      epilog=__doc__.split('\n\n', 1)[1])
+  parser = sweep_lib.parser_of_module('experiments.lease', __doc__)
   commands = parser.add_subparsers(dest='command', required=True)
   run = commands.add_parser(
       'run', help='run the unfinished runs of a spec that fit in a budget')
@@ -551,8 +429,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   try:
     spec_path = args.spec
     if args.command == 'merge' and spec_path is None:
-      manifest, _ = read_records(args.archive)
-      spec_path = sweep_lib.REPO_ROOT / manifest['spec']
+      manifest, _ = records.read_records(args.archive)
+      spec_path = runner.REPO_ROOT / manifest['spec']
     sweep = sweep_lib.load_spec(spec_path)
     if args.command == 'run':
       for name in ('budget_s', 'run_seconds', 'startup_s', 'reserve_s',
@@ -579,11 +457,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
   if args.command == 'merge':
     try:
-      merged, identical = merge(args.archive, sweep)
+      merged, identical = records.merge(args.archive, sweep)
     except ValueError as e:
       print(f'error: {e}', file=sys.stderr)
       return 1
-    print(f'{merged} runs merged into {sweep_lib.repo_relative(sweep.root)}, '
+    print(f'{merged} runs merged into {runner.repo_relative(sweep.root)}, '
           f'{identical} already there with the same record. The tables: '
           f'{sweep.command} --aggregate-only', flush=True)
     return 0

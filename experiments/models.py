@@ -38,6 +38,8 @@ from flax import linen as nn
 import jax
 import jax.numpy as jnp
 
+from experiments.errors import ConfigError
+
 ModuleDef = Any
 
 # PyTorch's default kernel init: kaiming_uniform_(a=sqrt(5)), whose bound is
@@ -270,3 +272,19 @@ def create_model(name: str, num_classes: int,
     raise ValueError(
         f'Unknown model {name!r}; expected one of {sorted(_MODELS)}.')
   return _MODELS[name](num_classes=num_classes, dtype=dtype)
+
+
+def from_config(config, num_classes: int) -> nn.Module:
+  """``config.model`` in its compute dtype ``config.dtype``.
+
+  Raises:
+    ConfigError: an unknown model or dtype.
+  """
+  if config.dtype not in ('float32', 'bfloat16'):
+    raise ConfigError(f'Unknown config.dtype={config.dtype!r}; expected one '
+                      "of ('float32', 'bfloat16').")
+  try:
+    return create_model(config.model, num_classes,
+                        dtype=jnp.dtype(config.dtype))
+  except ValueError as e:
+    raise ConfigError(f'config.model: {e}') from None

@@ -9,7 +9,7 @@ A sweep is the product of method entries, noise settings and seeds::
     --table experiments/results/digits.md --set num_epochs=50
 
 Each run is ``python -m experiments.train`` in its own workdir,
-``ROOT/<method entry>/<kind>_<rate>/seed_<seed>``. A run is finished when its
+``ROOT/<method entry>/<kind>_<rate>/seed_<seed>`` (`experiments.runner`). A run is finished when its
 ``result.json`` exists; finished runs are not redone, and an unfinished one is
 started again with the same command, which resumes from its last checkpoint,
 so an interrupted sweep continues where it stopped. The sweep then writes a
@@ -39,40 +39,51 @@ says what its table holds.
 """
 
 import argparse
+import ast
 import difflib
 import importlib.util
 import json
 import os
 import pathlib
 import shlex
-import signal
-import subprocess
 import sys
-import time
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 from experiments import grid
+from experiments import runner
 from experiments import tables
 from experiments import workdir as workdir_lib
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-# When runs share the CPU, each keeps to one thread (XLA's default is one per
-# core per process, which oversubscribes the machine).
-SINGLE_THREAD_XLA_FLAGS = (
-    '--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1')
-# When runs share a GPU, together they take this fraction of its memory (JAX
-# preallocates 75% of it per process by default, so a second one fails).
-GPU_MEMORY_FRACTION = 0.9
+REPO_ROOT = runner.REPO_ROOT
 
 
 # ----------------------------------------------------------------------------
-# Running.
+# The config of a run.
 
 
-def load_config(config_path: str):
-  """Loads ``get_config()`` of a config file, as ``--config`` does.
+def load_config(config_path: str, overrides: Optional[dict] = None,
+                where: str = '--set'):
+  """A run's config as ``experiments.train`` builds it from its flags.
 
-  A ``path.py:ARG`` suffix calls ``get_config(ARG)``, as in ml_collections.
+  Loads ``get_config()`` of a config file, as ``--config`` does (a
+  ``path.py:ARG`` suffix calls ``get_config(ARG)``), then sets the
+  ``KEY=VALUE`` overrides, strings as on the command line, with
+  ml_collections' ``update_from_flattened_dict``.
+
+  Args:
+    config_path: the config file.
+    overrides: dotted key -> value as text (``{'noise.rate': '0.4'}``).
+    where: where the overrides come from, for the error message.
+
+  Raises:
+    ValueError: the file does not exist or has no ``get_config()``, or an
+      override names a key the config lacks or a value of the wrong type.
+
+  Example:
+    >>> config = load_config('experiments/configs/digits.py',
+    ...                      {'noise.rate': '0.2', 'method': 'ce'})
+    >>> config.noise.rate, config.method
+    (0.2, 'ce')
   """
   path, _, arg = config_path.partition(':')
   if not os.path.isfile(path):
@@ -82,7 +93,25 @@ def load_config(config_path: str):
   spec.loader.exec_module(module)
   if not hasattr(module, 'get_config'):
     raise ValueError(f'config file {path!r} has no get_config()')
-  return module.get_config(arg) if arg else module.get_config()
+  config = module.get_config(arg) if arg else module.get_config()
+  overrides = overrides or {}
+  check_override_keys(config, list(overrides), where)
+  values = {}
+  for key, text in overrides.items():
+    parent, _, leaf = key.rpartition('.')
+    node = config[parent] if parent else config
+    if node.get_type(leaf) is str:
+      values[key] = text
+    else:
+      try:
+        values[key] = ast.literal_eval(text)
+      except (ValueError, SyntaxError):
+        values[key] = text  # refused below, with the field's type
+  try:
+    config.update_from_flattened_dict(values)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f'{where}: {e}') from None
+  return config
 
 
 def check_override_keys(config, keys: Sequence[str], where: str) -> None:
@@ -100,25 +129,6 @@ def check_override_keys(config, keys: Sequence[str], where: str) -> None:
             f'{", ".join(known)})') from None
 
 
-def repo_relative(path) -> str:
-  """``path`` relative to the repository root where it lies inside it.
-
-  Example:
-    >>> repo_relative(REPO_ROOT / 'experiments' / 'configs' / 'digits.py')
-    'experiments/configs/digits.py'
-  """
-  resolved = pathlib.Path(path).resolve()
-  if resolved.is_relative_to(REPO_ROOT):
-    return resolved.relative_to(REPO_ROOT).as_posix()
-  return resolved.as_posix()
-
-
-def config_for_record(config_path: str) -> str:
-  """The config file as a sweep records it: relative to the repository."""
-  path, sep, arg = config_path.partition(':')
-  return repo_relative(path) + sep + arg
-
-
 def check_recorded_settings(runs: Sequence[grid.Run], config_path: str
                             ) -> None:
   """Raises ValueError if a workdir was started by a sweep with other settings.
@@ -126,12 +136,10 @@ def check_recorded_settings(runs: Sequence[grid.Run], config_path: str
   A finished run is reused as is, and an unfinished one resumes from its
   checkpoint; both would silently mix settings.
   """
-  config = config_for_record(config_path)
   conflicts = []
   for run in runs:
     recorded = workdir_lib.read_sweep_args(run.workdir)
-    current = {'config': config, 'overrides': run.overrides}
-    if recorded is not None and workdir_lib.differing_keys(recorded, current):
+    if runner.other_settings(recorded, run, config_path):
       conflicts.append(f'  {run.workdir}: recorded {recorded}')
   if conflicts:
     raise ValueError(
@@ -139,330 +147,6 @@ def check_recorded_settings(runs: Sequence[grid.Run], config_path: str
         'delete them:\n' + '\n'.join(conflicts[:10])
         + (f'\n  ... and {len(conflicts) - 10} more' if len(conflicts) > 10
            else ''))
-
-
-def train_command(run: grid.Run, config_path: str) -> list[str]:
-  """The ``experiments.train`` command line of a run."""
-  path, sep, arg = config_path.partition(':')
-  config = str(pathlib.Path(path).resolve()) + sep + arg
-  return ([sys.executable, '-m', 'experiments.train', '--config', config,
-           '--workdir', str(run.workdir.resolve())]
-          + [f'--config.{k}={v}' for k, v in run.overrides.items()])
-
-
-def child_env(root, jobs: int) -> dict[str, str]:
-  """The environment of the training processes.
-
-  All runs share a persistent compilation cache under ROOT (unless
-  ``JAX_COMPILATION_CACHE_DIR`` is set), so a process reuses what an earlier
-  one compiled. With ``jobs > 1`` the processes share the machine: on a CPU
-  each keeps to one thread, and on a GPU each takes ``0.9 / jobs`` of its
-  memory (``XLA_PYTHON_CLIENT_MEM_FRACTION``, unless it or
-  ``XLA_PYTHON_CLIENT_PREALLOCATE`` is set already). Each setting is read by
-  its own backend only, so both are set whatever the machine.
-  """
-  env = dict(os.environ)
-  env.setdefault('JAX_COMPILATION_CACHE_DIR',
-                 str((pathlib.Path(root) / '.jax_cache').resolve()))
-  # Cache every compilation, not only those over JAX's 1 s default: a digits
-  # run compiles a dozen sub-second programs.
-  env.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
-  env['PYTHONUNBUFFERED'] = '1'  # the log shows progress as it happens
-  if jobs > 1:
-    env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') + ' '
-                        + SINGLE_THREAD_XLA_FLAGS).strip()
-    if not {'XLA_PYTHON_CLIENT_MEM_FRACTION',
-            'XLA_PYTHON_CLIENT_PREALLOCATE'} & set(env):
-      env['XLA_PYTHON_CLIENT_MEM_FRACTION'] = (
-          f'{GPU_MEMORY_FRACTION / jobs:.3f}')
-  return env
-
-
-def _last_line(path: pathlib.Path) -> str:
-  try:
-    lines = [l for l in path.read_text(errors='replace').splitlines()
-             if l.strip()]
-  except OSError:
-    return ''
-  return lines[-1].strip()[:200] if lines else ''
-
-
-def stop_process_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
-  """Ends a run started by `execute` and every process it started.
-
-  Sends SIGTERM to the run's process group, waits up to ``grace_s`` for the
-  run to exit, then SIGKILLs whatever of the group is left.
-  """
-  for sig in (signal.SIGTERM, signal.SIGKILL):
-    try:
-      os.killpg(proc.pid, sig)
-    except ProcessLookupError:  # the whole group has exited
-      pass
-    if sig == signal.SIGTERM:
-      try:
-        proc.wait(timeout=grace_s)
-      except subprocess.TimeoutExpired:
-        pass
-  proc.wait()
-
-
-def projected_seconds_left(workdir, min_epochs: int = 3) -> Optional[float]:
-  """Seconds a running run still needs, from the times of its recent epochs.
-
-  The median ``epoch_time_s`` of its last five epochs (leaving out the first,
-  which compiles) times the epochs left.
-
-  Args:
-    workdir: the run's directory.
-    min_epochs: the fewest finished epochs to project from.
-
-  Returns:
-    The projection; None before ``min_epochs`` epochs or without a config.
-
-  Example:
-    >>> import tempfile
-    >>> with tempfile.TemporaryDirectory() as workdir:
-    ...   workdir_lib.write_json(workdir_lib.config_path(workdir),
-    ...                          {'num_epochs': 10})
-    ...   workdir_lib.write_metrics(workdir, [
-    ...       {'epoch': e, 'epoch_time_s': t}
-    ...       for e, t in [(1, 30.0), (2, 2.0), (3, 3.0), (4, 2.5)]])
-    ...   projected_seconds_left(workdir)
-    15.0
-  """
-  rows = workdir_lib.read_metrics(workdir)
-  num_epochs = workdir_lib.read_config(workdir).get('num_epochs')
-  times = sorted(r['epoch_time_s'] for r in rows[1:][-5:]
-                 if r.get('epoch_time_s') is not None)
-  if len(rows) < min_epochs or not num_epochs or not times:
-    return None
-  return (num_epochs - rows[-1]['epoch']) * times[len(times) // 2]
-
-
-class Outcome(NamedTuple):
-  """What `execute` did with each run it was given.
-
-  Attributes:
-    done: runs that finished in this call.
-    skipped: runs that had finished before.
-    failed: runs that exited without a valid ``result.json``.
-    stopped: runs stopped at the deadline, unfinished.
-    not_started: runs that would not have finished before the deadline, or
-      were not reached before an interruption.
-    seconds: wall-clock seconds of each run started, by ``Run.index``.
-    interrupted: a KeyboardInterrupt (Ctrl-C, or a SIGTERM its caller turns
-      into one) stopped the runs going, which are in ``stopped``.
-  """
-  done: list
-  skipped: list
-  failed: list
-  stopped: list
-  not_started: list
-  seconds: dict
-  interrupted: bool = False
-
-
-def execute(runs: Sequence[grid.Run], config_path: str, *, jobs: int, env,
-            out=None, deadline: Optional[float] = None,
-            estimate: Optional[Callable[[grid.Run], float]] = None,
-            on_done: Optional[Callable[[grid.Run, float], None]] = None,
-            status_every_s: Optional[float] = None,
-            stop_late_every_s: Optional[float] = None) -> Outcome:
-  """Runs the unfinished runs, ``jobs`` at a time, printing one line per event.
-
-  Each run is a process in its own process group, writing to
-  ``WORKDIR/log.txt`` (appended to, so a resumed run keeps its earlier log).
-  A failed run is reported and the others go on. Runs start in the given
-  order; with a ``deadline``, a run starts only if ``estimate(run)`` seconds
-  from now fall before it (a run that does not fit waits, and a later one
-  that fits may start first), and the runs still going at the deadline are
-  stopped (`stop_process_group`). Their workdirs stay as they are: the same
-  command on the same machine resumes them from their last checkpoint.
-
-  Runs that share a machine share its speed, and an estimate can be wrong:
-  with ``stop_late_every_s``, every so many seconds the runs going are
-  projected to their end (`projected_seconds_left`); if one would end after
-  the deadline, the run last in order is stopped, so that the others get its
-  share of the machine, and no other run starts.
-
-  Args:
-    runs: the planned runs (`grid.plan_runs`).
-    config_path: the config file of the sweep.
-    jobs: runs at a time.
-    env: the environment of the processes (`child_env`).
-    out: where the progress lines go (default stdout).
-    deadline: a ``time.monotonic()`` value, or None for no deadline.
-    estimate: seconds a run is expected to take; needed with ``deadline``.
-    on_done: called as ``on_done(run, seconds)`` after each run finishes.
-    status_every_s: if given, every so many seconds one line per running run
-      with its last finished epoch and test accuracy.
-    stop_late_every_s: with a deadline, how often to check for runs
-      projected to end after it (see above); None: never.
-
-  Returns:
-    The `Outcome`. On a KeyboardInterrupt the runs going are stopped and the
-    `Outcome` so far is returned, marked ``interrupted``.
-  """
-  if deadline is not None and estimate is None:
-    raise ValueError('execute: a deadline needs an estimate of run times')
-  out = out or sys.stdout
-  total = len(runs)
-  config = config_for_record(config_path)
-  pending = list(runs)
-  running = {}  # Popen -> (run, start time, log file)
-  outcome = Outcome([], [], [], [], [], {})
-  starting = True  # False once a run was stopped to let the others finish
-
-  def say(run, text):
-    print(f'[{run.index}/{total}] {run.name}: {text}', file=out, flush=True)
-
-  def finish(proc, run, start, log):
-    log.close()
-    elapsed = time.monotonic() - start
-    outcome.seconds[run.index] = elapsed
-    result = None
-    if proc.returncode == 0:
-      try:
-        result = workdir_lib.read_result(run.workdir)
-      except ValueError as e:
-        outcome.failed.append(run)
-        say(run, f'FAILED: {e}')
-        return
-    if result is not None:
-      final = result['final_test_accuracy']
-      outcome.done.append(run)
-      say(run, f'done in {elapsed:.1f} s, final {100 * final:.1f}%')
-      if on_done is not None:
-        on_done(run, elapsed)
-      return
-    outcome.failed.append(run)
-    why = (f'exit code {proc.returncode}' if proc.returncode
-           else f'exited without writing {workdir_lib.RESULT_FILE}')
-    log_path = workdir_lib.log_path(run.workdir)
-    last = _last_line(log_path)
-    say(run, f'FAILED ({why}) after {elapsed:.1f} s; log: {log_path}'
-        + (f'\n    {last}' if last else ''))
-
-  def next_run():
-    """The first pending run that is unfinished and fits before the deadline;
-    finished ones met on the way are skipped."""
-    if not starting:
-      return None
-    for run in list(pending):
-      if workdir_lib.result_path(run.workdir).exists():
-        pending.remove(run)
-        outcome.skipped.append(run)
-        say(run, 'skipped (finished)')
-        continue
-      if deadline is None or time.monotonic() + estimate(run) <= deadline:
-        pending.remove(run)
-        return run
-    return None
-
-  def start(run):
-    run.workdir.mkdir(parents=True, exist_ok=True)
-    workdir_lib.write_sweep_args(
-        run.workdir, {'config': config, 'overrides': run.overrides})
-    command = train_command(run, config_path)
-    log = open(workdir_lib.log_path(run.workdir), 'a')
-    log.write(f'$ {shlex.join(command)}\n')
-    log.flush()
-    resuming = workdir_lib.metrics_path(run.workdir).exists()
-    proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
-    running[proc] = (run, time.monotonic(), log)
-    say(run, 'started' + (' (resuming)' if resuming else '')
-        + (f', expected to take {estimate(run):.0f} s'
-           if deadline is not None else ''))
-
-  def status():
-    for proc, (run, started, _) in running.items():
-      rows = workdir_lib.read_metrics(run.workdir)
-      num_epochs = workdir_lib.read_config(run.workdir).get('num_epochs', '?')
-      epoch = (f'epoch {rows[-1]["epoch"]}/{num_epochs}, test '
-               f'{100 * rows[-1]["test_accuracy"]:.1f}%' if rows
-               else 'no epoch finished yet')
-      say(run, f'{epoch}, {time.monotonic() - started:.0f} s')
-
-  def stop_all(why):
-    for proc in [p for p in running if p.poll() is not None]:
-      finish(proc, *running.pop(proc))
-    for proc, (run, started, log) in running.items():
-      stop_process_group(proc)
-      log.close()
-      outcome.stopped.append(run)
-      outcome.seconds[run.index] = time.monotonic() - started
-      say(run, f'stopped unfinished {why} after '
-          f'{outcome.seconds[run.index]:.0f} s; dropped')
-    running.clear()
-
-  def stop_last_if_late():
-    nonlocal starting
-    now = time.monotonic()
-    late = []
-    for run, _, _ in running.values():
-      left = projected_seconds_left(run.workdir)
-      if left is not None and now + left > deadline:
-        late.append(f'{run.name} by {now + left - deadline:.0f} s')
-    if not late:
-      return
-    proc = max(running, key=lambda p: running[p][0].index)
-    run, started, log = running.pop(proc)
-    stop_process_group(proc)
-    log.close()
-    outcome.stopped.append(run)
-    outcome.seconds[run.index] = time.monotonic() - started
-    starting = False
-    say(run, f'stopped early after {outcome.seconds[run.index]:.0f} s, so '
-        'that the others get its share of the machine: projected past the '
-        f'deadline: {", ".join(late)}; dropped')
-
-  next_status = (time.monotonic() + status_every_s if status_every_s
-                 else float('inf'))
-  check_late = stop_late_every_s and deadline is not None
-  next_late_check = time.monotonic() + (stop_late_every_s or 0)
-  try:
-    while True:
-      while len(running) < jobs:
-        run = next_run()
-        if run is None:
-          break
-        start(run)
-      if not running:
-        break  # all done, or nothing left fits before the deadline
-      now = time.monotonic()
-      if deadline is not None and now >= deadline:
-        stop_all('at the deadline')
-        break
-      # Until a run ends (one running: block on it), the next status line
-      # or the deadline.
-      wait_s = min(next_status, deadline or float('inf')) - now
-      if len(running) == 1:
-        try:
-          next(iter(running)).wait(
-              timeout=None if wait_s == float('inf') else max(wait_s, 0.01))
-        except subprocess.TimeoutExpired:
-          pass
-      else:
-        time.sleep(max(min(0.2, wait_s), 0.01))
-      for proc in [p for p in running if p.poll() is not None]:
-        finish(proc, *running.pop(proc))
-      if time.monotonic() >= next_status:
-        status()
-        next_status = time.monotonic() + status_every_s
-      if (check_late and len(running) > 1
-          and time.monotonic() >= next_late_check):
-        stop_last_if_late()
-        next_late_check = time.monotonic() + stop_late_every_s
-  except KeyboardInterrupt:
-    stop_all('by an interruption')
-    outcome.not_started.extend(pending)
-    return outcome._replace(interrupted=True)
-  outcome.not_started.extend(pending)
-  for run in pending:
-    say(run, f'not started: it needs about {estimate(run):.0f} s')
-  return outcome
 
 
 # ----------------------------------------------------------------------------
@@ -592,18 +276,17 @@ def load_spec(path) -> Sweep:
         _repo_path(root), _repo_path(table) if table else None,
         title or f'Sweep of {config}',
         shlex.join(['python', '-m', 'experiments.sweep', '--spec',
-                    repo_relative(path)]))
+                    runner.repo_relative(path)]))
   except ValueError as e:
     raise ValueError(f'spec {path}: {e}') from None
 
 
 def check_sweep_config(sweep: Sweep) -> None:
-  """Loads the sweep's config and checks every override key against it."""
-  config = load_config(sweep.config)
-  check_override_keys(config, list(sweep.set_overrides), '--set')
+  """Loads the sweep's config with its ``--set`` and each method's overrides."""
+  load_config(sweep.config, sweep.set_overrides, '--set')
   for method in sweep.methods:
-    check_override_keys(config, [k for k, _ in method.overrides],
-                        f'method entry {method.entry!r}')
+    load_config(sweep.config, dict(method.overrides),
+                f'method entry {method.entry!r}')
 
 
 def write_tables(sweep: Sweep) -> list[tables.RunResult]:
@@ -611,7 +294,7 @@ def write_tables(sweep: Sweep) -> list[tables.RunResult]:
   results = tables.collect_results(sweep.root, sweep.methods, sweep.noises,
                                    sweep.seeds)
   sweep.table.parent.mkdir(parents=True, exist_ok=True)
-  sweep.table.write_text(tables.render_table(
+  workdir_lib.write_atomic(sweep.table, tables.render_table(
       results, sweep.methods, sweep.noises, sweep.seeds, title=sweep.title,
       command=sweep.command))
   tables.write_csv(results, sweep.table.with_suffix('.csv'))
@@ -630,12 +313,19 @@ def _split(text: str) -> list[str]:
   return [part for part in (p.strip() for p in text.split(',')) if part]
 
 
-def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-      prog='python -m experiments.sweep',
-      description=__doc__.split('\n\n')[0],
+def parser_of_module(module: str, doc: str) -> argparse.ArgumentParser:
+  """An argument parser for ``python -m MODULE``: its docstring as the help.
+
+  The first paragraph is the description, the rest the epilog, as written.
+  """
+  return argparse.ArgumentParser(
+      prog=f'python -m {module}', description=doc.split('\n\n')[0],
       formatter_class=argparse.RawDescriptionHelpFormatter,
-      epilog=__doc__.split('\n\n', 1)[1])
+      epilog=doc.split('\n\n', 1)[1])
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = parser_of_module('experiments.sweep', __doc__)
   parser.add_argument('--spec', default=None,
                       help='sweep specification file (JSON); replaces the '
                       'flags from --config to --set')
@@ -720,8 +410,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
   failed = []
   if not args.aggregate_only:
-    env = child_env(sweep.root, args.jobs)
-    outcome = execute(runs, sweep.config, jobs=args.jobs, env=env)
+    env = runner.child_env(sweep.root, args.jobs)
+    outcome = runner.execute(runs, sweep.config, jobs=args.jobs, env=env)
     if outcome.interrupted:
       print('interrupted; run the same command again to continue',
             flush=True)

@@ -7,6 +7,7 @@ over seeds, best mean per column in bold) and `write_csv` one CSV row per run.
 
 import collections
 import csv
+import io
 import math
 import pathlib
 from typing import NamedTuple, Optional, Sequence
@@ -168,12 +169,13 @@ CSV_FIELDS = ('method', 'label', 'noise_kind', 'noise_rate', 'seed',
 
 def write_csv(results: Sequence[RunResult], path) -> None:
   """Writes one row per finished run; accuracies as fractions in [0, 1]."""
-  with open(path, 'w', newline='') as f:
-    writer = csv.writer(f)
-    writer.writerow(CSV_FIELDS)
-    for r in results:
-      writer.writerow([
-          r.method.entry, r.method.label, r.noise.kind, f'{r.noise.rate:g}',
-          r.seed, repr(r.final_test_accuracy), repr(r.best_test_accuracy),
-          f'{r.wall_time_s:.3f}', r.num_epochs, repr(r.true_noise_rate),
-          r.workdir.as_posix()])
+  text = io.StringIO(newline='')
+  writer = csv.writer(text)
+  writer.writerow(CSV_FIELDS)
+  for r in results:
+    writer.writerow([
+        r.method.entry, r.method.label, r.noise.kind, f'{r.noise.rate:g}',
+        r.seed, repr(r.final_test_accuracy), repr(r.best_test_accuracy),
+        f'{r.wall_time_s:.3f}', r.num_epochs, repr(r.true_noise_rate),
+        r.workdir.as_posix()])
+  workdir_lib.write_atomic(path, text.getvalue())

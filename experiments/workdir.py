@@ -12,17 +12,21 @@
     sweep_args.json      the sweep's settings of the run (`experiments.sweep`)
     log.txt              the run's output when a sweep started it
 
-Every JSON file is replaced atomically (written beside, then renamed), so a
-killed run leaves either the old file or the new one.
+Every file is replaced atomically (`write_atomic`: written beside under a
+unique name, then renamed), so a killed run leaves either the old file or
+the new one.
 """
 
 import json
 import os
 import pathlib
 import re
-from typing import Optional, Sequence
+import tempfile
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
+
+from experiments.errors import ConfigError
 
 CONFIG_FILE = 'config.json'
 METRICS_FILE = 'metrics.jsonl'
@@ -80,16 +84,63 @@ def queue_path(workdir, epoch: int) -> pathlib.Path:
 
 
 # ----------------------------------------------------------------------------
-# JSON files
+# Writing
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
+# New files get the permissions open() would give them (mkstemp's are 0600).
+_FILE_MODE = 0o666 & ~_umask()
+
+
+def write_atomic(path, content: Union[bytes, str, Callable]) -> None:
+  """Replaces ``path`` with ``content``, atomically.
+
+  The content goes to a file of a unique name in the same folder
+  (`tempfile.mkstemp`), which is then renamed over ``path``: a reader, or a
+  writer killed midway, sees the old file or the new one, never a part, and
+  two writers never share a temporary file.
+
+  Args:
+    path: the file to replace; its folder exists.
+    content: bytes, text (written as UTF-8), or a function that writes to
+      the open binary file it is given (``np.save``, ``tarfile``, ...).
+
+  Example:
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...   write_atomic(os.path.join(folder, 'a.txt'), 'one')
+    ...   write_atomic(os.path.join(folder, 'a.txt'), b'two')
+    ...   print(os.listdir(folder), open(os.path.join(folder, 'a.txt')).read())
+    ['a.txt'] two
+  """
+  path = os.fspath(path)
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.',
+                             prefix=os.path.basename(path) + '.',
+                             suffix='.tmp')
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      if callable(content):
+        content(f)
+      else:
+        f.write(content.encode() if isinstance(content, str) else content)
+    os.chmod(tmp, _FILE_MODE)
+    os.replace(tmp, path)
+  except BaseException:
+    try:
+      os.unlink(tmp)
+    except OSError:
+      pass
+    raise
 
 
 def write_json(path, obj) -> None:
   """Writes ``obj`` as indented JSON with sorted keys, atomically."""
-  path = os.fspath(path)
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+  write_atomic(path, json.dumps(obj, indent=2, sort_keys=True))
 
 
 def read_json(path):
@@ -136,6 +187,41 @@ def check_config(workdir, config: dict) -> None:
     raise ValueError(
         f'{workdir} holds a run with a different configuration (differs in '
         f'{diff}); use another --workdir or delete that one.')
+
+
+def check_can_hold(workdir, config: dict) -> None:
+  """Refuses a workdir that is a file or holds a run of another config.
+
+  Creates and writes nothing, so it can come before the data is loaded.
+
+  Raises:
+    ConfigError: the workdir cannot hold a run of ``config``.
+  """
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f'workdir {workdir} is a file, not a folder.')
+  if config_path(workdir).exists():
+    try:
+      check_config(workdir, config)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+
+
+def claim(workdir, config: dict) -> None:
+  """Creates the workdir and writes or checks its ``config.json``.
+
+  Raises:
+    ConfigError: the workdir cannot be created or written, or holds a run
+      of another configuration.
+  """
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=workdir):  # can we write there?
+      pass
+  except OSError as e:
+    raise ConfigError(f'workdir {workdir} cannot be written: {e.strerror} '
+                      f'({e.filename}).') from None
+  check_can_hold(workdir, config)
+  check_config(workdir, config)
 
 
 def read_config(workdir) -> dict:
@@ -218,12 +304,8 @@ def read_metrics(workdir, up_to_epoch: Optional[int] = None) -> list[dict]:
 
 def write_metrics(workdir, rows: Sequence[dict]) -> None:
   """Replaces ``metrics.jsonl`` with ``rows``, one JSON object per line."""
-  path = os.fspath(metrics_path(workdir))
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    for row in rows:
-      f.write(json.dumps(row, sort_keys=True) + '\n')
-  os.replace(tmp, path)
+  write_atomic(metrics_path(workdir),
+               ''.join(json.dumps(row, sort_keys=True) + '\n' for row in rows))
 
 
 # ----------------------------------------------------------------------------
@@ -234,7 +316,7 @@ def save_queue(workdir, epoch: int, queue: np.ndarray) -> pathlib.Path:
   """Saves the OGC queue (H values, oldest first) at the end of ``epoch``."""
   path = queue_path(workdir, epoch)
   path.parent.mkdir(parents=True, exist_ok=True)
-  np.save(path, queue)
+  write_atomic(path, lambda f: np.save(f, queue))
   return path
 
 

@@ -1,9 +1,11 @@
 """The command line as a user meets it: errors in one line, --help, progress.
 
-Errors are checked where the user sees them, by running
-``python -m experiments.train`` as a subprocess: a non-zero exit, at most two
-lines on stderr, no traceback, the key, the bad value and a valid choice in
-the message, and nothing loaded (no data cache) or written (no config.json).
+Errors are checked as `experiments.cli` exits with them (in-process, with
+absl's flags as a new process has them) and, in the slow tier, where the user
+sees them, by running ``python -m experiments.train`` as a subprocess: a
+non-zero exit, at most two lines on stderr, no traceback, the key, the bad
+value and a valid choice in the message, and nothing loaded (no data cache)
+or written (no workdir).
 """
 
 import os
@@ -11,9 +13,13 @@ import re
 import subprocess
 import sys
 
+from absl import app
+from absl import flags
 import pytest
 
+from experiments import cli
 from experiments import train
+from experiments import validate
 from experiments.configs import cifar10
 from experiments.configs import cifar100
 from experiments.configs import cifar10_cpu
@@ -64,29 +70,69 @@ BAD_CONFIGS = [
 ]
 
 
+@pytest.fixture
+def fresh_flags(monkeypatch):
+  """absl's global flags as a new process has them, for `cli.parse_flags`."""
+  flag_values = flags.FlagValues()
+  monkeypatch.setattr(flags, 'FLAGS', flag_values)
+  monkeypatch.setattr(app, 'FLAGS', flag_values)
+  return flag_values
+
+
+def cli_error(*args):
+  """The message `python -m experiments.train ARGS` exits with, in-process."""
+  with pytest.raises(SystemExit) as exit_:
+    cli.main(cli.parse_flags(['experiments.train', *args]))
+  message = exit_.value.code
+  assert message.startswith('error: ') and '\n' not in message, message
+  return message
+
+
 @pytest.mark.parametrize('override,expected', BAD_CONFIGS,
                          ids=[c[0] for c in BAD_CONFIGS])
-def test_bad_config_is_one_line_before_loading_or_writing(tmp_path, override,
-                                                          expected):
+def test_bad_config_is_one_line_before_loading_or_writing(
+    tmp_path, fresh_flags, override, expected):
+  del fresh_flags
+  workdir, cache = tmp_path / 'run', tmp_path / 'cache'
+  message = cli_error(f'--workdir={workdir}', f'--config.cache_dir={cache}',
+                      override)
+  for text in expected:
+    assert text in message, (text, message)
+  assert not cache.exists(), 'the data was loaded'
+  assert not workdir.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('override,expected', BAD_CONFIGS,
+                         ids=[c[0] for c in BAD_CONFIGS])
+def test_bad_config_is_one_line_in_a_new_process(tmp_path, override,
+                                                  expected):
   workdir, cache = tmp_path / 'run', tmp_path / 'cache'
   proc = run_train(f'--workdir={workdir}', f'--config.cache_dir={cache}',
                    override)
   assert_one_line_error(proc, *expected)
   assert not cache.exists(), 'the data was loaded'
-  assert not (workdir / 'config.json').exists()
+  assert not workdir.exists()
 
 
+@pytest.mark.slow
 def test_batch_larger_than_data_leaves_the_workdir_to_the_corrected_run(
     tmp_path):
   # Digits has 1,437 training images; the size is known once it is loaded,
-  # and the check comes before any file of the run is written.
+  # and the check comes before the workdir is created.
   workdir, cache = tmp_path / 'run', tmp_path / 'cache'
   args = [f'--workdir={workdir}', f'--config.cache_dir={cache}',
           '--config.num_epochs=1', '--config.method=ce',
           '--config.progress=False']
   proc = run_train(*args, '--config.batch_size=5000')
   assert_one_line_error(proc, 'config.batch_size=5000', '1437', 'at most')
-  assert not (workdir / 'config.json').exists()
+  assert not workdir.exists()
+  # A folder the user had keeps what it held, and gets nothing.
+  workdir.mkdir()
+  (workdir / 'notes.txt').write_text('mine')
+  proc = run_train(*args, '--config.batch_size=5000')
+  assert_one_line_error(proc, 'config.batch_size=5000')
+  assert [p.name for p in workdir.iterdir()] == ['notes.txt']
   # The corrected command trains in the same workdir.
   proc = run_train(*args)
   assert proc.returncode == 0, proc.stderr
@@ -127,13 +173,14 @@ def test_a_key_the_library_call_adds_is_refused_with_a_hint(tmp_path):
 
 
 def test_every_shipped_config_passes_and_every_key_has_help():
-  flat = dict(train._flat_items(default.get_config()))  # pylint: disable=protected-access
+  flat = dict(validate.flat_items(default.get_config()))
   assert list(flat) and set(flat) == set(default.HELP)
   assert all(text.strip() for text in default.HELP.values())
   for module in (digits, cifar10, cifar100, cifar10_cpu, default):
     train.validate_config(module.get_config())
 
 
+@pytest.mark.slow
 def test_unwritable_workdir_is_one_line(tmp_path):
   a_file = tmp_path / 'a_file'
   a_file.write_text('')
@@ -156,23 +203,42 @@ def test_unwritable_workdir_is_one_line(tmp_path):
   assert_one_line_error(proc, f'{unwritable}', 'cannot be written')
 
 
-def test_unknown_config_file_and_stray_argument_are_one_line(tmp_path):
-  proc = run_train(f'--workdir={tmp_path}', '--config=no/such/config.py',
-                   '--config.noise.rate=0.1')
-  assert_one_line_error(proc, '--config', 'no/such/config.py')
-  proc = run_train(f'--workdir={tmp_path}', 'experiments/configs/digits.py')
-  assert_one_line_error(proc, 'unexpected arguments', '--config')
+def test_unknown_config_file_and_stray_argument_are_one_line(tmp_path,
+                                                             fresh_flags):
+  del fresh_flags
+  message = cli_error(f'--workdir={tmp_path}', '--config=no/such/config.py',
+                      '--config.noise.rate=0.1')
+  assert '--config' in message and 'no/such/config.py' in message
+  with pytest.raises(SystemExit) as exit_:
+    cli.main(['experiments.train', 'experiments/configs/digits.py'])
+  assert 'unexpected arguments' in exit_.value.code
+
+
+def test_a_data_error_is_one_line_and_leaves_no_workdir(tmp_path,
+                                                        monkeypatch):
+  class DataError(train.ConfigError):  # as experiments.data raises them
+    pass
+
+  def missing(config):
+    raise DataError(f'{config.dataset!r} is not prepared; run `prepare X`.')
+
+  monkeypatch.setattr(train, 'load_data', missing)
+  with pytest.raises(SystemExit) as exit_:
+    cli.train_or_exit(digits.get_config(), str(tmp_path / 'run'))
+  assert exit_.value.code == "error: 'digits' is not prepared; run `prepare X`."
+  assert not (tmp_path / 'run').exists()
 
 
 def test_help_shows_the_docstring_and_every_key_with_value_and_help():
   proc = run_train('--help')
   out = normalized(proc.stdout)
+  assert proc.returncode == 0, proc.stderr
   assert 'Traceback' not in proc.stderr
   # The docstring as written: absl %-formats it, which turned "60% symmetric"
   # into "60/.../train.pyymmetric".
   assert normalized(train.__doc__) in out
   assert '60% symmetric' in out and 'train.pyymmetric' not in out
-  values = dict(train._flat_items(digits.get_config()))  # pylint: disable=protected-access
+  values = dict(validate.flat_items(digits.get_config()))
   for key, text in default.HELP.items():
     entry = normalized(f'--config.{key}: {text} (default: {values[key]!r})')
     assert entry in out, entry
@@ -183,6 +249,7 @@ def test_help_shows_the_docstring_and_every_key_with_value_and_help():
   assert "(default: 'resnet18')" in out and '(default: 0.3)' in out
 
 
+@pytest.mark.slow
 def test_progress_bar_shows_no_eta_until_the_compiled_steps_are_timed(
     tmp_path, capsys):
   # The first epoch compiles the train steps and the evaluation: an ETA from

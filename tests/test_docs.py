@@ -112,16 +112,10 @@ def test_python_block(tmp_path, name, index, code):
 
 @pytest.mark.parametrize('name,index,code', BASH_BLOCKS,
                          ids=[f'{n}-{i}' for n, i, _ in BASH_BLOCKS])
-def test_bash_block(tmp_path, name, index, code, request):
+def test_bash_block(tmp_path, name, index, code):
   del name, index
   if _not_run_reason(code):
     pytest.skip(_not_run_reason(code))
-  if '--help' in code:
-    # Strict: once the command line's --help exits 0, this mark fails
-    # the test, and goes.
-    request.applymarker(pytest.mark.xfail(
-        reason='--help exits with status 1 until the command line is fixed',
-        strict=True))
   # The commands are written for the repository root; the temporary folder
   # stands in for it, with the checkout's code reached through PYTHONPATH and
   # its configs through a link.

@@ -362,6 +362,7 @@ def test_small_models(name):
   assert not np.array_equal(bf16, f32)
 
 
+@pytest.mark.slow
 def test_resnet34_one_batch():
   model = models.create_model('resnet34', 10)
   x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 32, 32, 3)),

@@ -1,4 +1,4 @@
-"""Tests for `ogc_jax.noise`."""
+"""Tests for `experiments.noise`."""
 
 import math
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from ogc_jax import noise
+from experiments import noise
 
 # CIFAR-100 coarse label of each fine label, as distributed with the dataset
 # (the widely used ``sparse2coarse`` table); an independent check of the

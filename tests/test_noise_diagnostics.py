@@ -14,9 +14,10 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from experiments import input_pipeline
 from experiments import train
 from experiments.configs import digits
-from ogc_jax import noise as noise_lib
+from experiments import noise as noise_lib
 
 
 def _config(tmp_path, **overrides):
@@ -50,6 +51,7 @@ def _write_image_folder(root, per_class, num_test=4, seed=0):
         Image.fromarray(pixels).save(root / split / name / f'{i:02d}.png')
 
 
+@pytest.mark.slow
 def test_labels_csv_run_reports_the_realised_noise(tmp_path):
   root = tmp_path / 'data'
   _write_image_folder(root, per_class=20)
@@ -84,14 +86,15 @@ def test_labels_csv_refuses_added_noise(tmp_path):
       train.load_data(config)
 
 
+@pytest.mark.slow
 def test_authors_protocol_run_realises_truncated_counts(tmp_path):
   config = _config(tmp_path, method='ce',
                    **{'noise.protocol': 'authors', 'seed': 5})
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(config, workdir)
   metrics, result = _read(workdir)
-  _, _, _, true, _ = train.load_data(_config(
-      tmp_path, **{'noise.kind': 'none', 'noise.rate': 0.0}))
+  true = train.load_data(_config(
+      tmp_path, **{'noise.kind': 'none', 'noise.rate': 0.0})).true_labels
   # By hand: int(0.4 / 9 * n_i) labels of class i go to each other class.
   sizes = np.bincount(true, minlength=10)
   per_cell = np.floor(0.4 / 9 * sizes)
@@ -106,9 +109,10 @@ def test_authors_protocol_run_realises_truncated_counts(tmp_path):
 
 def test_noise_seed_and_protocol_keys(tmp_path):
   def given(**overrides):
-    return train.load_data(_config(tmp_path, **overrides))[2]
+    return train.load_data(_config(tmp_path, **overrides)).labels
 
-  _, _, labels, true, out = train.load_data(_config(tmp_path))
+  data = train.load_data(_config(tmp_path))
+  labels, true, out = data.labels, data.true_labels, data.noise
   # Protocol 'ours' without noise.seed: the run's seed, as before the keys.
   np.testing.assert_array_equal(
       labels, noise_lib.symmetric(true, 10, 0.4, seed=0).labels)
@@ -133,22 +137,23 @@ def test_authors_protocol_uses_their_cifar100_map(tmp_path, monkeypatch):
   # TFDS CIFAR-100 is not on this machine: a 100-class stand-in with the
   # name the config uses, 5 training images a class.
   images = np.zeros((500, 2, 2, 3), np.uint8)
-  stand_in = train.data_lib.Dataset(
+  stand_in = input_pipeline.data_lib.Dataset(
       name='cifar100', train_images=images,
       train_labels=np.arange(100, dtype=np.int32).repeat(5),
       test_images=images[:10], test_labels=np.arange(10, dtype=np.int32),
       num_classes=100, class_names=tuple(map(str, range(100))))
-  monkeypatch.setattr(train.data_lib, 'load_dataset',
+  monkeypatch.setattr(input_pipeline.data_lib, 'load_dataset',
                       lambda *args, **kwargs: stand_in)
   blocks = noise_lib.ASYMMETRIC_MAPPINGS['cifar100_blocks']
   superclasses = noise_lib.ASYMMETRIC_MAPPINGS['cifar100']
   for protocol, mapping, targets in (('authors', None, blocks),
                                      ('authors', 'cifar100', superclasses),
                                      ('ours', None, superclasses)):
-    _, _, labels, true, out = train.load_data(_config(
+    data = train.load_data(_config(
         tmp_path, dataset='cifar100', **{
             'noise.kind': 'asymmetric', 'noise.protocol': protocol,
             'noise.mapping': mapping}))
+    labels, true, out = data.labels, data.true_labels, data.noise
     moved = labels != true
     np.testing.assert_array_equal(labels[moved],
                                   [targets[c] for c in true[moved]])

@@ -4,13 +4,13 @@ import json
 import pathlib
 import re
 import sys
-import textwrap
 import time
 
 import pytest
 
 from experiments import grid
 from experiments import plot
+from experiments import runner
 from experiments import sweep
 from experiments import workdir as workdir_lib
 from tests.test_tables import _table_rows
@@ -34,7 +34,7 @@ def test_plan_runs_merges_overrides_method_last():
       'method': 'ogc_ce', 'noise.kind': 'symmetric', 'noise.rate': '0.4',
       'seed': '1', 'ogc.epsilon': '5', 'num_epochs': '3'}
   assert runs[2].overrides['ogc.epsilon'] == '2'
-  command = sweep.train_command(runs[1], 'experiments/configs/digits.py')
+  command = runner.train_command(runs[1], 'experiments/configs/digits.py')
   assert command[:3] == [sys.executable, '-m', 'experiments.train']
   assert command[command.index('--workdir') + 1] == str(
       pathlib.Path('root/ogc_ce+ogc.epsilon=5/symmetric_0.4/seed_1').resolve())
@@ -52,29 +52,6 @@ def test_check_override_keys():
     sweep.check_override_keys(config, ['ogc.eps'], 'x')
   with pytest.raises(ValueError, match="unknown config key 'num_epochs.x'"):
     sweep.check_override_keys(config, ['num_epochs.x'], 'x')
-
-
-def test_child_env(tmp_path, monkeypatch):
-  monkeypatch.setenv('XLA_FLAGS', '--foo')
-  monkeypatch.delenv('JAX_COMPILATION_CACHE_DIR', raising=False)
-  for name in ('XLA_PYTHON_CLIENT_MEM_FRACTION',
-               'XLA_PYTHON_CLIENT_PREALLOCATE'):
-    monkeypatch.delenv(name, raising=False)
-  env = sweep.child_env(tmp_path, jobs=1)
-  assert env['XLA_FLAGS'] == '--foo'
-  assert env['JAX_COMPILATION_CACHE_DIR'] == str(tmp_path / '.jax_cache')
-  assert 'XLA_PYTHON_CLIENT_MEM_FRACTION' not in env  # JAX's default, 75%
-  env = sweep.child_env(tmp_path, jobs=2)
-  assert env['XLA_FLAGS'] == '--foo ' + sweep.SINGLE_THREAD_XLA_FLAGS
-  # Runs sharing a GPU split 90% of its memory.
-  assert env['XLA_PYTHON_CLIENT_MEM_FRACTION'] == '0.450'
-  assert sweep.child_env(tmp_path, jobs=4)[
-      'XLA_PYTHON_CLIENT_MEM_FRACTION'] == '0.225'
-  # A setting of the user's own is kept.
-  monkeypatch.setenv('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
-  env = sweep.child_env(tmp_path, jobs=4)
-  assert 'XLA_PYTHON_CLIENT_MEM_FRACTION' not in env
-  assert env['XLA_PYTHON_CLIENT_PREALLOCATE'] == 'false'
 
 
 def test_aggregate_only_writes_table_with_its_command(tmp_path, capsys):
@@ -144,7 +121,7 @@ def test_spec_names_the_same_sweep_as_the_flags(tmp_path, capsys):
   # The config path is relative to the repository root, wherever we are.
   assert from_spec.config == str(
       sweep.REPO_ROOT / 'experiments/configs/none.py')
-  assert sweep.config_for_record(from_spec.config) == (
+  assert runner.config_for_record(from_spec.config) == (
       'experiments/configs/none.py')
 
   assert sweep.main(['--spec', str(spec), '--aggregate-only']) == 0
@@ -240,9 +217,9 @@ def test_cifar10_spec_is_the_issue_table():
       'dataset', 'num_epochs', 'dtype', 'noise.protocol')} == {
           'dataset': 'cifar10_jpeg', 'num_epochs': '150', 'dtype': 'bfloat16',
           'noise.protocol': 'authors'}
-  assert sweep.repo_relative(loaded.root) == (
+  assert runner.repo_relative(loaded.root) == (
       'experiments/results/records/cifar10_resnet18')
-  assert sweep.repo_relative(loaded.table) == (
+  assert runner.repo_relative(loaded.table) == (
       'experiments/results/cifar10_resnet18.md')
   # The 25 core cells come first.
   assert {r.method.label for r in loaded.runs()[:25]} == {
@@ -260,7 +237,7 @@ def test_recorded_settings_conflict_is_an_error(tmp_path):
   runs = grid.plan_runs(tmp_path, [METHODS[0]], [NOISES[0]], [0],
                         {'num_epochs': '5'})
   runs[0].workdir.mkdir(parents=True)
-  record = {'config': sweep.config_for_record('experiments/configs/d.py'),
+  record = {'config': runner.config_for_record('experiments/configs/d.py'),
             'overrides': runs[0].overrides}
   (runs[0].workdir / workdir_lib.SWEEP_ARGS_FILE).write_text(json.dumps(record))
   sweep.check_recorded_settings(runs, 'experiments/configs/d.py')
@@ -271,50 +248,15 @@ def test_recorded_settings_conflict_is_an_error(tmp_path):
 
 
 # ----------------------------------------------------------------------------
-# Running, with a stand-in for experiments.train.
-
-# Writes result.json with final = 0.5 + seed / 100 unless the method is
-# `fails`; records the environment it saw and counts its launches.
-_FAKE_TRAIN = textwrap.dedent('''
-    import json, os, pathlib, sys
-    workdir = pathlib.Path(sys.argv[1])
-    overrides = dict(a[len('--config.'):].split('=', 1) for a in sys.argv[2:])
-    launches = workdir / 'launches'
-    launches.write_text(str(int(launches.read_text() or 0) + 1)
-                        if launches.exists() else '1')
-    print('training', overrides['method'])
-    if overrides['method'] == 'fails':
-      print('Traceback: boom', file=sys.stderr)
-      sys.exit(3)
-    (workdir / 'result.json').write_text(json.dumps({
-        'final_test_accuracy': 0.5 + int(overrides['seed']) / 100,
-        'best_test_accuracy': 0.6, 'wall_time_s': 0.1,
-        'num_epochs': int(overrides['num_epochs']), 'true_noise_rate': 0.2,
-        'env': {k: os.environ.get(k) for k in
-                ('XLA_FLAGS', 'JAX_COMPILATION_CACHE_DIR')}}))
-''')
-
-
-def _fake_train_command(run, config_path):
-  del config_path
-  return ([sys.executable, '-c', _FAKE_TRAIN, str(run.workdir)]
-          + [f'--config.{k}={v}' for k, v in run.overrides.items()])
-
+# Running, with a stand-in for experiments.train (conftest.FAKE_TRAIN).
 
 @pytest.mark.parametrize('jobs', [1, 2])
 def test_main_runs_missing_skips_finished_and_reports_failures(
-    tmp_path, monkeypatch, capsys, jobs):
-  monkeypatch.setattr(sweep, 'train_command', _fake_train_command)
+    tmp_path, monkeypatch, capsys, jobs, fake_train, fake_config):
+  del fake_train
   monkeypatch.setenv('XLA_FLAGS', '')
   monkeypatch.delenv('JAX_COMPILATION_CACHE_DIR', raising=False)
-  config = tmp_path / 'config.py'
-  config.write_text(textwrap.dedent('''
-      import ml_collections
-      def get_config():
-        return ml_collections.ConfigDict({
-            'method': 'ce', 'seed': 0, 'num_epochs': 1,
-            'noise': {'kind': 'none', 'rate': 0.0}})
-  '''))
+  config = fake_config
   root = tmp_path / 'runs'
   argv = ['--config', str(config), '--methods', 'ce,fails',
           '--noise', 'symmetric:0.2', '--seeds', '0,1', '--root', str(root),
@@ -337,7 +279,7 @@ def test_main_runs_missing_skips_finished_and_reports_failures(
   assert result['env']['JAX_COMPILATION_CACHE_DIR'] == str(
       root.resolve() / '.jax_cache')
   assert result['env']['XLA_FLAGS'] == (
-      sweep.SINGLE_THREAD_XLA_FLAGS if jobs > 1 else '')
+      runner.SINGLE_THREAD_XLA_FLAGS if jobs > 1 else '')
   rows = _table_rows((root / 'results.md').read_text())
   assert rows == {'ce': ['**50.5 ± 0.7**'], 'fails': ['–']}  # sd(50, 51)
 
@@ -376,6 +318,7 @@ def test_main_rejects_unknown_override_key(tmp_path, capsys):
 DIGITS_CONFIG = sweep.REPO_ROOT / 'experiments' / 'configs' / 'digits.py'
 
 
+@pytest.mark.slow
 def test_end_to_end_on_digits_runs_skips_and_resumes(tmp_path, monkeypatch,
                                                       capsys):
   # The test conftest's 8 simulated devices are for the sharding tests; the
@@ -439,3 +382,18 @@ def test_end_to_end_on_digits_runs_skips_and_resumes(tmp_path, monkeypatch,
       'test_accuracy.png', 'memorised.png', 'threshold.png',
       'h_histogram_ogc_ce_symmetric_0.4_seed_0.png']
   assert len(notes) == 2
+
+
+def test_load_config_sets_overrides_as_the_command_line_does():
+  config = sweep.load_config(
+      str(DIGITS_CONFIG), {'noise.rate': '0.2', 'noise.mapping': 'mnist',
+                           'loss_hparams.tau': '5', 'progress': 'False',
+                           'lr_decay_epochs': '(0.5,)'})
+  assert (config.noise.rate, config.noise.mapping, config.loss_hparams.tau,
+          config.progress, tuple(config.lr_decay_epochs)) == (
+              0.2, 'mnist', 5.0, False, (0.5,))
+  with pytest.raises(ValueError, match=r"method entry 'x': unknown config key "
+                     r"'ogc.eps' \(ogc has: epsilon, queue_size"):
+    sweep.load_config(str(DIGITS_CONFIG), {'ogc.eps': '2'}, "method entry 'x'")
+  with pytest.raises(ValueError, match='--set: .*num_epochs'):
+    sweep.load_config(str(DIGITS_CONFIG), {'num_epochs': 'many'})

@@ -8,6 +8,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -15,7 +16,8 @@ import pytest
 from experiments import data
 from experiments import train
 from experiments.configs import digits
-from ogc_jax import noise as noise_lib
+from ogc_jax import losses as ogc_losses
+from experiments import noise as noise_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -87,6 +89,25 @@ def test_trains_ogc_on_digits_and_writes_everything(tmp_path, cache):
   assert train.train_and_evaluate(config, workdir) == result
 
 
+def test_a_baseline_is_its_loss_under_weights_of_one():
+  config = tiny_config(None, method='gce', **{'loss_hparams.q': 0.5})
+  method = train.Method(config)
+  weighting = train.make_weighting(config, method, 0.1)
+  logits = jnp.array([[2.0, -1.0, 0.5], [0.1, 0.2, 0.3]])
+  labels = jnp.array([0, 2])
+  p = ogc_losses.probability_of_label(logits, labels)
+  weights, state = weighting.update(p, weighting.init())
+  assert state == {} and weights.tolist() == [1.0, 1.0]
+  # GCE by hand: (1 - p^q) / q, averaged over the batch.
+  probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  p_label = np.asarray(probs)[[0, 1], [0, 2]].astype(np.float64)
+  expected = np.mean((1 - p_label ** 0.5) / 0.5)
+  assert float(method.loss(logits, labels, p, weights)) == pytest.approx(
+      expected, rel=1e-6)
+  assert not method.is_ogc
+
+
+@pytest.mark.slow
 def test_baseline_method_and_bad_configs(tmp_path, cache):
   result = train.train_and_evaluate(
       tiny_config(cache, method='gce', num_epochs=2), str(tmp_path / 'gce'))
@@ -104,6 +125,15 @@ def test_baseline_method_and_bad_configs(tmp_path, cache):
                              str(tmp_path / 'gce'))
 
 
+def test_a_batch_larger_than_the_data_creates_no_workdir(tmp_path, cache):
+  with pytest.raises(train.ConfigError, match=r'config\.batch_size=5000 '
+                     r"exceeds the 1437 training images of 'digits'"):
+    train.train_and_evaluate(tiny_config(cache, batch_size=5000),
+                             str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.slow
 def test_sharded_training_equals_single_device(tmp_path, cache):
   if jax.device_count() < 8:
     pytest.skip('needs XLA_FLAGS=--xla_force_host_platform_device_count=8')
@@ -123,6 +153,7 @@ def test_sharded_training_equals_single_device(tmp_path, cache):
     assert a['loss'] == pytest.approx(b['loss'], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(tmp_path, cache):
   args = ['--config.num_epochs=6', '--config.ogc.queue_size=256',
           '--config.ogc.update_period=2', '--config.progress=False',

@@ -104,6 +104,7 @@ class UpdateScheduleTest(parameterized.TestCase):
         self.assertEqual(taus[s], taus[s - 1])
     self.assertLess(taus[8], 1 / MIN_PROB)
 
+  @pytest.mark.slow
   def test_vmap_over_runs_matches_each_run_and_keeps_the_refit_a_cond(self):
     # Three runs stepped together under vmap (as experiments.train packs
     # them). Run 2 sees a NaN in its first batch, so its queue fills one
@@ -186,16 +187,29 @@ class RoutesTest(chex.TestCase, parameterized.TestCase):
       chex.assert_trees_all_close(s1, s2, rtol=1e-5, atol=1e-7)
     return g1, s1
 
-  @parameterized.parameters(losses.cross_entropy, losses.focal,
-                            losses.generalized_cross_entropy)
-  def test_fused_route_equals_per_example_route(self, base_loss):
-    _, state = self._run_both(base_loss, variant=jax.jit)
+  @chex.variants(with_jit=True)
+  def test_fused_route_equals_per_example_route(self):
+    _, state = self._run_both(losses.cross_entropy, variant=self.variant)
     self.assertGreater(int(state.num_threshold_updates), 0)
     self.assertGreater(float(state.clipped_fraction), 0.0)
 
-  def test_fused_route_equals_per_example_route_without_jit(self):
-    # Op by op is slow (the EM loop dispatches each primitive): fewer steps.
-    _, state = self._run_both(losses.cross_entropy, steps=4)
+  @chex.variants(with_jit=True)
+  @parameterized.named_parameters(('focal', losses.focal),
+                                  ('gce', losses.generalized_cross_entropy))
+  @pytest.mark.slow
+  def test_fused_route_equals_per_example_route_of_other_losses(
+      self, base_loss):
+    _, state = self._run_both(base_loss, variant=self.variant)
+    self.assertGreater(int(state.num_threshold_updates), 0)
+    self.assertGreater(float(state.clipped_fraction), 0.0)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @pytest.mark.slow
+  def test_fused_route_equals_per_example_route_with_and_without_jit(self):
+    # Op by op is slow (the EM loop dispatches each primitive): 4 steps, with
+    # one refit, in both variants.
+    _, state = self._run_both(losses.cross_entropy, steps=4,
+                              variant=self.variant)
     self.assertGreater(int(state.num_threshold_updates), 0)
 
   def test_update_is_mean_of_scaled_per_example_gradients(self):
@@ -742,6 +756,7 @@ class TransferGuardTest(absltest.TestCase):
     self.assertNotIn("callback", text)
 
 
+@pytest.mark.slow
 class ShardingTest(absltest.TestCase):
 
   def test_sharded_batch_equals_single_device(self):

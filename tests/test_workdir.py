@@ -1,11 +1,13 @@
 """Tests for experiments/workdir.py: the layout of a run's workdir."""
 
 import json
+import os
 
 import numpy as np
 import pytest
 
 from experiments import workdir as workdir_lib
+from experiments.errors import ConfigError
 
 
 def test_paths_are_the_documented_layout(tmp_path):
@@ -110,3 +112,44 @@ def test_sweep_args_and_differing_keys(tmp_path):
   other = dict(args, overrides={'seed': '1', 'method': 'ce'})
   assert workdir_lib.differing_keys(recorded, other) == ['overrides']
   assert workdir_lib.differing_keys({'a': 1}, {'b': 1}) == ['a', 'b']
+
+
+def test_write_atomic_replaces_whole_files_or_nothing(tmp_path):
+  path = tmp_path / 'metrics.jsonl'
+  workdir_lib.write_atomic(path, 'old\n')
+  # A writer that fails midway leaves the old file and no temporary one.
+  def fails(f):
+    f.write(b'partial')
+    raise RuntimeError('killed')
+  with pytest.raises(RuntimeError):
+    workdir_lib.write_atomic(path, fails)
+  assert path.read_text() == 'old\n'
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['metrics.jsonl']
+  # The temporary name is unique: a file named like the old fixed one stays.
+  (tmp_path / 'metrics.jsonl.tmp').write_text('not mine')
+  workdir_lib.write_atomic(path, lambda f: np.save(f, np.arange(3)))
+  assert np.load(path).tolist() == [0, 1, 2]
+  assert (tmp_path / 'metrics.jsonl.tmp').read_text() == 'not mine'
+  # Permissions as open() gives them, not mkstemp's 0600.
+  umask = os.umask(0)
+  os.umask(umask)
+  assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_check_can_hold_and_claim_write_only_when_claiming(tmp_path):
+  config = {'method': 'ce', 'progress': True}
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('')
+  with pytest.raises(ConfigError, match='is a file, not a folder'):
+    workdir_lib.check_can_hold(str(a_file), config)
+  with pytest.raises(ConfigError, match='cannot be written: Not a directory'):
+    workdir_lib.claim(str(a_file / 'run'), config)
+  run = tmp_path / 'run'
+  workdir_lib.check_can_hold(str(run), config)  # creates nothing
+  assert not run.exists()
+  workdir_lib.claim(str(run), config)
+  assert workdir_lib.read_config(run) == config
+  # Another run's workdir; progress does not change results.
+  workdir_lib.check_can_hold(str(run), dict(config, progress=False))
+  with pytest.raises(ConfigError, match=r"differs in \['method'\]"):
+    workdir_lib.check_can_hold(str(run), dict(config, method='gce'))

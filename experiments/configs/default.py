@@ -32,10 +32,10 @@ HELP = {
     'cache_dir': 'folder of decoded datasets (.npz); None: ~/.cache/ogc_jax',
     'train_subset': 'train on a fixed random N training images (0: all)',
     'test_subset': 'evaluate on a fixed random N test images (0: all)',
-    # Label noise added to the training labels (ogc_jax.noise).
+    # Label noise added to the training labels (experiments.noise).
     'noise.kind': 'none | symmetric | asymmetric | instance',
     'noise.rate': 'noise rate eta in [0, 1); 0 with kind none',
-    'noise.mapping': 'asymmetric: a map of ogc_jax.noise.ASYMMETRIC_MAPPINGS '
+    'noise.mapping': 'asymmetric: a map of experiments.noise.ASYMMETRIC_MAPPINGS '
                      "(None: the dataset's own)",
     'noise.protocol': "'ours' (independent draws per label) or 'authors' "
                       '(their code: exactly int(T_ij * n_i) labels of class i '

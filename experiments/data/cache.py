@@ -8,10 +8,9 @@ times, so that adding or changing a file decodes again.
 import hashlib
 import json
 import os
-import tempfile
-
 import numpy as np
 
+from experiments import workdir
 from experiments.data.dataset import Dataset
 
 # Bump when decoding changes, so that old caches are not reused.
@@ -75,14 +74,7 @@ def _save_npz(path, dataset):
   }
   if dataset.train_clean_labels is not None:
     arrays['train_clean_labels'] = dataset.train_clean_labels
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.tmp')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      np.savez(f, **arrays)
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
+  workdir.write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
 def _load_npz(path):

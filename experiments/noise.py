@@ -30,13 +30,16 @@ the corruption and these diagnostics; a training loop must consume
 ``NoisyLabels.labels`` only.
 
 The module is plain NumPy: label corruption runs once, on the host, before
-training.
+training. `settings` reads a run's ``config.noise`` (checking it, in the
+config's words) and `corrupt` applies it to a dataset's training labels.
 """
 
 import numbers
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as np
+
+from experiments.errors import ConfigError
 
 KINDS = ('none', 'symmetric', 'asymmetric', 'instance')
 
@@ -273,7 +276,7 @@ def realised_noise(labels, noisy_labels, num_classes):
 
   Example:
     >>> import numpy as np
-    >>> from ogc_jax import noise
+    >>> from experiments import noise
     >>> out = noise.realised_noise(np.array([0, 0, 1, 1]),
     ...                            np.array([0, 1, 1, 1]), 2)
     >>> out.noise_rate, out.transition_matrix.tolist()
@@ -324,7 +327,7 @@ def from_transition_matrix(labels, transition_matrix, seed):
 
   Example:
     >>> import numpy as np
-    >>> from ogc_jax import noise
+    >>> from experiments import noise
     >>> t = np.array([[0.7, 0.3], [0.25, 0.75]])
     >>> out = noise.from_transition_matrix(np.repeat([0, 1], 10), t, seed=0)
     >>> (out.transition_matrix * 10).round().astype(int).tolist()
@@ -416,7 +419,7 @@ def symmetric(labels, num_classes, rate, seed, *, protocol='ours'):
 
   Example:
     >>> import numpy as np
-    >>> from ogc_jax import noise
+    >>> from experiments import noise
     >>> out = noise.symmetric(np.arange(10).repeat(1000), 10, 0.4, seed=0)
     >>> round(out.noise_rate, 2)
     0.4
@@ -485,7 +488,7 @@ def asymmetric(labels, num_classes, rate, seed, dataset, *, protocol='ours'):
 
   Example:
     >>> import numpy as np
-    >>> from ogc_jax import noise
+    >>> from experiments import noise
     >>> y = np.arange(10).repeat(1000)
     >>> out = noise.asymmetric(y, 10, 0.4, seed=0, dataset='cifar10')
     >>> np.unique(y[out.labels != y]).tolist()  # bird, cat, deer, dog, truck
@@ -598,7 +601,7 @@ def instance_dependent(labels, features, num_classes, rate, seed, *,
 
   Example:
     >>> import numpy as np
-    >>> from ogc_jax import noise
+    >>> from experiments import noise
     >>> x = np.random.default_rng(0).normal(size=(10000, 8, 8))
     >>> out = noise.instance_dependent(np.arange(10).repeat(1000), x, 10, 0.4,
     ...                                seed=0)
@@ -695,7 +698,7 @@ def corrupt_labels(kind, labels, num_classes, rate, seed, *,
 
   Example:
     >>> import numpy as np
-    >>> from ogc_jax import noise
+    >>> from experiments import noise
     >>> out = noise.corrupt_labels('none', np.array([0, 1, 1]), 2, 0.0, seed=0)
     >>> out.labels, out.noise_rate
     (array([0, 1, 1], dtype=int32), 0.0)
@@ -721,3 +724,81 @@ def corrupt_labels(kind, labels, num_classes, rate, seed, *,
   return instance_dependent(labels, features, num_classes, rate, seed,
                             protocol=protocol)
 
+
+
+# ---------------------------------------------------------------------------
+# A run's noise, from its config.
+
+# Datasets whose asymmetric mapping is known: name -> key of
+# `ASYMMETRIC_MAPPINGS`.
+MAPPING_OF_DATASET = {
+    'digits': 'digits', 'mnist': 'mnist', 'cifar10': 'cifar10',
+    'cifar10_jpeg': 'cifar10', 'cifar100': 'cifar100',
+}
+
+
+class Settings(NamedTuple):
+  """The noise a run adds to its training labels (`settings`)."""
+  kind: str
+  rate: float
+  seed: int
+  mapping: Optional[str]
+  protocol: str
+
+
+def settings(config) -> Settings:
+  """The checked noise settings of a run config, with defaults resolved.
+
+  The seed defaults to the run's (``'ours'``) or `AUTHORS_SEED`
+  (``'authors'``); the mapping to the dataset's own, and under the authors'
+  protocol CIFAR-100's to theirs (``'cifar100_blocks'``).
+
+  Raises:
+    ConfigError: a key of ``config.noise`` is invalid; the message names the
+      key, the value and the choices.
+  """
+  noise = config.noise
+  kind, rate, protocol, mapping = (noise.kind, noise.rate, noise.protocol,
+                                   noise.mapping)
+  if kind not in KINDS:
+    raise ConfigError(f'Unknown noise config.noise.kind={kind!r}; expected one '
+                      f'of {KINDS}.')
+  if not 0 <= rate < 1:
+    raise ConfigError(f'config.noise.rate={rate!r} is not a noise rate; '
+                      'expected a number in [0, 1).')
+  if kind == 'none' and rate != 0:
+    raise ConfigError(f'config.noise.rate={rate!r} with config.noise.kind='
+                      f"'none'; set the rate to 0 or a kind of {KINDS[1:]}.")
+  if protocol not in PROTOCOLS:
+    raise ConfigError(f'Unknown config.noise.protocol={protocol!r}; expected '
+                      f'one of {PROTOCOLS}.')
+  if noise.seed is not None and noise.seed < 0:
+    raise ConfigError(f'config.noise.seed={noise.seed!r} is negative; '
+                      'expected None (the run\'s seed) or an integer >= 0.')
+  mappings = sorted(ASYMMETRIC_MAPPINGS)
+  if mapping is not None and mapping not in mappings:
+    raise ConfigError(f'Unknown config.noise.mapping={mapping!r}; expected '
+                      f'one of {mappings}.')
+  if (kind == 'asymmetric' and mapping is None
+      and config.dataset not in MAPPING_OF_DATASET):
+    raise ConfigError(
+        f'config.noise.kind=\'asymmetric\' has no mapping for '
+        f'config.dataset={config.dataset!r}; set config.noise.mapping to one '
+        f'of {mappings}.')
+  authors = protocol == 'authors'
+  seed = noise.seed
+  if seed is None:
+    seed = AUTHORS_SEED if authors else config.seed
+  if mapping is None:
+    mapping = MAPPING_OF_DATASET.get(config.dataset)
+    if authors and mapping == 'cifar100':
+      mapping = 'cifar100_blocks'  # their map: blocks of 5 consecutive indices
+  return Settings(kind, rate, seed, mapping, protocol)
+
+
+def corrupt(settings_: Settings, labels, num_classes, features=None
+            ) -> NoisyLabels:
+  """`corrupt_labels` with a run's `settings`."""
+  return corrupt_labels(settings_.kind, labels, num_classes, settings_.rate,
+                        settings_.seed, features=features,
+                        dataset=settings_.mapping, protocol=settings_.protocol)

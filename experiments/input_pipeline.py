@@ -1,0 +1,164 @@
+"""A run's data: the dataset of its config, with the training labels it uses.
+
+`load_data` loads the dataset `experiments.data` names, cuts it to the
+config's subsets and corrupts the training labels as ``config.noise`` asks
+(`experiments.noise`); `check_dataset` checks the data keys of a config
+without loading anything.
+"""
+
+import dataclasses
+import difflib
+import os
+from typing import NamedTuple
+
+import numpy as np
+
+from experiments import data as data_lib
+from experiments import noise as noise_lib
+from experiments.errors import ConfigError
+
+# The datasets `experiments.data.load_dataset` knows by name.
+OWN_DATASETS = ('digits', 'cifar10_jpeg')
+_DATASET_CHOICES = (
+    "'digits', 'cifar10_jpeg' (CIFAR-10 as an image folder), 'folder:PATH' (an "
+    'image folder: PATH/train/<class>/*.jpg and PATH/test/<class>/*.jpg) or a '
+    "TFDS name such as 'cifar10', 'cifar100', 'mnist', 'cifar10_n' (prepared "
+    'by `tfds build NAME --data_dir=DIR --file_format=array_record`, then '
+    '--config.data_dir=DIR)')
+
+
+class Data(NamedTuple):
+  """The data of a run (`load_data`).
+
+  Attributes:
+    dataset: the `experiments.data.Dataset`, its test split cut to
+      ``config.test_subset``.
+    images: uint8 ``[n, H, W, C]`` training images, cut to
+      ``config.train_subset``.
+    labels: int32 ``[n]``, the labels trained on (noisy).
+    true_labels: ``[n]``, the true labels (diagnostics only).
+    noise: the `experiments.noise.NoisyLabels` of ``labels``.
+  """
+  dataset: data_lib.Dataset
+  images: np.ndarray
+  labels: np.ndarray
+  true_labels: np.ndarray
+  noise: noise_lib.NoisyLabels
+
+
+def did_you_mean(name, choices) -> str:
+  """`` (did you mean 'a', 'b' or 'c'?)`` for the choices close to ``name``.
+
+  Example:
+    >>> did_you_mean('cifar11', ['cifar10', 'cifar100', 'digits'])
+    " (did you mean 'cifar10' or 'cifar100'?)"
+  """
+  close = [repr(c) for c in difflib.get_close_matches(name, choices, n=3)]
+  if not close:
+    return ''
+  if len(close) > 1:
+    close = [', '.join(close[:-1]), close[-1]]
+  return f' (did you mean {" or ".join(close)}?)'
+
+
+def check_dataset(config) -> None:
+  """The dataset's name, its label options and its noise, without loading it.
+
+  Raises:
+    ConfigError: an unknown dataset, a label option it does not take, or
+      noise added to data that brings its own noisy labels.
+  """
+  name, label_key, labels_csv = (config.dataset, config.label_key,
+                                 config.labels_csv)
+  folder = None
+  if name.startswith('folder:'):
+    folder = name[len('folder:'):]
+  elif os.sep in name and os.path.isdir(name):
+    folder = name
+  tfds_base = None
+  if name not in OWN_DATASETS and folder is None:
+    # TFDS: 'cifar10', 'cifar10_n:1.0.4', 'imagenet2012/subset'. Its registry
+    # is a cheap lookup; a name it lacks may still be prepared in data_dir.
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    tfds_base = name.split(':')[0].split('/')[0]
+    registered = tfds.list_builders(with_community_datasets=False)
+    if tfds_base not in registered and not (
+        config.data_dir and os.path.isdir(os.path.join(config.data_dir,
+                                                       tfds_base))):
+      hint = did_you_mean(name, list(OWN_DATASETS) + list(registered))
+      raise ConfigError(f'Unknown dataset config.dataset={name!r}{hint}; '
+                        f'expected {_DATASET_CHOICES}.')
+  if folder is not None and not os.path.isdir(folder):
+    raise ConfigError(f'config.dataset={name!r}: {folder!r} is not a folder; '
+                      f'expected {_DATASET_CHOICES}.')
+  if label_key is not None and tfds_base is None:
+    raise ConfigError(f'config.label_key={label_key!r} applies to TFDS '
+                      f'datasets, not to config.dataset={name!r}.')
+  label_keys = data_lib.CIFAR_N_LABEL_KEYS.get(tfds_base)
+  if label_key is not None and label_keys and label_key not in label_keys:
+    raise ConfigError(f'config.label_key={label_key!r} is not a label key of '
+                      f'{name!r}; expected one of {label_keys}.')
+  if labels_csv is not None:
+    if folder is None and name != 'cifar10_jpeg':
+      raise ConfigError(f'config.labels_csv={labels_csv!r} applies to image '
+                        f'folders, not to config.dataset={name!r}.')
+    if not os.path.isfile(labels_csv):
+      raise ConfigError(f'config.labels_csv={labels_csv!r} is not a file.')
+  if (label_keys or labels_csv is not None) and (
+      config.noise.kind != 'none' or config.noise.rate != 0):
+    source = ' with config.labels_csv' if labels_csv is not None else ''
+    raise ConfigError(
+        f'config.dataset={name!r}{source} brings its own noisy labels, so '
+        f'config.noise.kind={config.noise.kind!r} with rate '
+        f'{config.noise.rate!r} would add more; set --config.noise.kind=none '
+        '--config.noise.rate=0.')
+
+
+def load_data(config) -> Data:
+  """The dataset with training labels corrupted as the config asks.
+
+  The noise follows `experiments.noise.settings`. Data that brings its own
+  noisy labels is not corrupted further (`check_dataset` refuses added
+  noise); its noise is measured against the true labels.
+
+  Raises:
+    ConfigError: `check_dataset` or `experiments.noise.settings` refuses the
+      config.
+  """
+  check_dataset(config)
+  noise_settings = noise_lib.settings(config)
+  cache_dir = config.cache_dir or os.path.join(
+      os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache')),
+      'ogc_jax')
+  dataset = data_lib.load_dataset(
+      config.dataset, data_dir=config.data_dir, label_key=config.label_key,
+      labels_csv=config.labels_csv, cache_dir=cache_dir)
+  images, labels = dataset.train_images, dataset.train_labels
+  true = (dataset.train_clean_labels if dataset.train_clean_labels is not None
+          else labels)
+  if config.train_subset:
+    # A fixed random subset (the same for every seed and method): folders
+    # list images class by class, so a prefix would hold few classes.
+    keep = np.sort(np.random.default_rng(0).permutation(len(labels))[
+        :config.train_subset])
+    images, labels, true = images[keep], labels[keep], true[keep]
+  if config.test_subset:
+    keep = np.sort(np.random.default_rng(1).permutation(
+        len(dataset.test_labels))[:config.test_subset])
+    dataset = dataclasses.replace(dataset, test_images=dataset.test_images[keep],
+                                  test_labels=dataset.test_labels[keep])
+  if dataset.train_clean_labels is not None:
+    # The noise came with the data: report what it is against the true labels.
+    noise = noise_lib.realised_noise(true, labels, dataset.num_classes)
+  else:
+    noise = noise_lib.corrupt(noise_settings, labels, dataset.num_classes,
+                              features=images)
+  return Data(dataset, images, noise.labels, true, noise)
+
+
+def steps_per_epoch(config, num_train: int, images: str) -> int:
+  """Full batches an epoch; a batch larger than the ``images`` is an error."""
+  if config.batch_size > num_train:
+    raise ConfigError(f'config.batch_size={config.batch_size} exceeds '
+                      f'{images}; expected at most {num_train}.')
+  return num_train // config.batch_size
