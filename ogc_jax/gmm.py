@@ -15,7 +15,10 @@ the fit takes few of them:
   ``init``, the previous fit (a warm start: between two refits the queue's
   distribution drifts slowly). Their likelihoods take one pass, and EM
   starts from the most likely, so a queue whose distribution jumped starts
-  cold again.
+  cold again. (This is a rule on the starts, not a proof: a previous fit more
+  likely than every cold start, that EM then took to a worse mode than the
+  best cold start would reach, is conceivable; on the tests' noise jump, where
+  EM from the previous fit alone is stuck, the cold start wins.)
 * EM accelerated by SQUAREM (Varadhan & Roland, 2008): each cycle takes two
   EM steps, extrapolates along the squared-iteration direction and takes one
   EM step from there, and keeps that point only if its EM residual is
