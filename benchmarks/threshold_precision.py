@@ -5,7 +5,8 @@ For each base loss (CE, focal with gamma 0.5, GCE with q 0.7), learning rate
 separated to overlapping, the gradient threshold tau of
 
 * ours: `ogc_jax.solve_threshold` in float32 under `jax.jit` (Gauss-Legendre
-  quadrature, 32 bisection steps in log p), and
+  quadrature; the crossing bracketed by 3 rounds of 16 points at once in
+  u = sqrt(-log p - MIN_H), then regula falsi), and
 * the authors' numerics: a 1000-point grid in H and 10 bisection steps in p
   (`ogc_jax.testing.authors_threshold`)
 

@@ -9,8 +9,9 @@ both import (as optax keeps ``optax._src.test_utils``), independent of the
 * the noise-to-clean ratio and the clipping threshold in float64: SciPy's
   adaptive quadrature over ``scipy.stats.truncnorm`` and Brent's root finder
   (`ratio`, `threshold`);
-* a converged scikit-learn mixture fit (`sklearn_fit`) and realistic queues of
-  losses (`realistic_queue`);
+* a converged scikit-learn mixture fit (`sklearn_fit`), realistic queues of
+  losses (`realistic_queue`) and two between which the noise level jumps
+  (`noise_jump_queues`);
 * the authors' original pipeline, for comparison: scikit-learn's
   ``GaussianMixture`` with its defaults, a 1000-point grid and 10 bisection
   steps (`authors_fit`, `authors_threshold`, `authors_pipeline`).
@@ -153,6 +154,32 @@ def realistic_queue(noise_rate, seed, n=4096):
   clean = rng.gamma(shape=1.0, scale=0.15, size=n - n_noisy)
   noisy = rng.uniform(1.5, 6.0, size=n_noisy)
   return np.concatenate([clean, noisy]).astype(np.float32)
+
+
+def noise_jump_queues(n=4096):
+  """Two queues of H between which the noise level jumps from 15% to 40%.
+
+  Before: 85% clean H ~ Gamma(1, 0.15), 15% noisy H uniform on [6, 8].
+  After: 60% clean, 30% noisy H uniform on [1, 2] (a new kind of noise, say
+  a class the model now confuses), 10% still on [6, 8]. A two-component fit
+  of the second queue has two modes: noisy component near 2.6 (the better
+  one) or near 7, where EM started from the fit of the first queue stays.
+
+  Args:
+    n: queue length.
+
+  Returns:
+    ``(before, after)``, float32 arrays of shape [n].
+  """
+  def queue(seed, parts):
+    rng = np.random.default_rng(seed)
+    sizes = [int(round(f * n)) for f, _ in parts[1:]]
+    values = [rng.gamma(1.0, 0.15, n - sum(sizes))]
+    values += [rng.uniform(lo, hi, k) for k, (_, (lo, hi)) in zip(sizes, parts[1:])]
+    return np.concatenate(values).astype(np.float32)
+  before = queue(1, [(0.85, None), (0.15, (6.0, 8.0))])
+  after = queue(2, [(0.6, None), (0.3, (1.0, 2.0)), (0.1, (6.0, 8.0))])
+  return before, after
 
 
 def sklearn_fit(h, reg_covar=1e-3):

@@ -15,8 +15,9 @@ The expectations are computed by composite Gauss-Legendre quadrature on each
 truncated component, split at the clipping point (where the integrand has a
 kink) and in the variable u = sqrt(H - H_min), which smooths losses whose
 derivative behaves like sqrt(H) near p = 1 (focal loss). The threshold is
-found by bisection in log p. Both are fixed-size, so the solver compiles to a
-short static loop.
+bracketed in the same u by a few rounds of R at many points at once, then
+interpolated. Both are fixed-size, so the solver compiles to three
+sequential steps and no loop.
 """
 
 import math
@@ -39,7 +40,12 @@ MAX_H = -math.log(1e-7)  # H of MIN_PROB
 _NUM_PANELS = 4  # panels per side of the clipping point
 _NUM_NODES = 16  # Gauss-Legendre nodes per panel
 _SUPPORT = 12.0  # integrate each component over mean +- 12 standard deviations
-NUM_BISECTION_STEPS = 32  # resolution (MAX_H - MIN_H) / 2**32 in log p
+# The threshold search: rounds of R evaluated at evenly spaced points of the
+# bracket in u = sqrt(H - MIN_H), all points of a round at once (one
+# sequential step); each round shrinks the bracket NUM_SEARCH_POINTS - 1
+# fold, to sqrt(MAX_H - MIN_H) / 15**3 = 1.2e-3 in u after three.
+NUM_SEARCH_ROUNDS = 3
+NUM_SEARCH_POINTS = 16
 
 
 def derivative_magnitude(base_loss, p: chex.Array) -> chex.Array:
@@ -121,11 +127,16 @@ def noise_to_clean_ratio(gmm: GMM, base_loss, p_threshold: chex.Array):
 def solve_threshold(gmm: GMM, base_loss, learning_rate, epsilon=20.0):
   """Finds the clipping threshold where R(tau) = 1 + learning_rate * epsilon.
 
-  R falls towards 1 as the threshold tightens, so the threshold is found by
-  bisection in log p over the feasible range, with `NUM_BISECTION_STEPS` steps.
-  Boundary rules of the method: if R without clipping (p_threshold = 1e-7)
-  already meets the target, nothing is clipped; if even full clipping
-  (p_threshold = 1 - 1e-7) leaves R above it, everything is clipped.
+  R falls towards 1 as the threshold tightens, so the crossing is bracketed
+  by a search over the feasible range in u = sqrt(-log p - MIN_H), the
+  variable of the quadrature: `NUM_SEARCH_ROUNDS` rounds, each evaluating R
+  at `NUM_SEARCH_POINTS` points of the current bracket at once and keeping
+  the sub-interval where R crosses the target, then one step of linear
+  interpolation (regula falsi) inside the last bracket. The first round's
+  grid includes both ends, where the boundary rules of the method apply: if
+  R without clipping (p_threshold = 1e-7) already meets the target, nothing
+  is clipped; if even full clipping (p_threshold = 1 - 1e-7) leaves R above
+  it, everything is clipped.
 
   Args:
     gmm: the fitted mixture over H = -log p (`ogc_jax.fit_gmm`).
@@ -153,20 +164,29 @@ def solve_threshold(gmm: GMM, base_loss, learning_rate, epsilon=20.0):
   """
   dtype = jnp.result_type(gmm.mean_clean, float)
   target = 1.0 + jnp.asarray(learning_rate, dtype) * epsilon
-  ratio_at_h = lambda h: noise_to_clean_ratio(gmm, base_loss, jnp.exp(-h))
+  p_at_u = lambda u: jnp.exp(-(MIN_H + u * u))
+  # R - target at a vector of points, all in one evaluation.
+  excess_at = jax.vmap(
+      lambda u: noise_to_clean_ratio(gmm, base_loss, p_at_u(u)) - target)
 
-  def bisect(_, bounds):
-    lo, hi = bounds
-    mid = 0.5 * (lo + hi)
-    above = ratio_at_h(mid) > target  # too little clipping: move towards p = 1
-    return jnp.where(above, lo, mid), jnp.where(above, mid, hi)
-
-  lo, hi = jax.lax.fori_loop(
-      0, NUM_BISECTION_STEPS, bisect,
-      (jnp.asarray(MIN_H, dtype), jnp.asarray(MAX_H, dtype)))
-  p_threshold = jnp.exp(-0.5 * (lo + hi))
-  no_clipping = ratio_at_h(jnp.asarray(MAX_H, dtype)) <= target
-  full_clipping = ratio_at_h(jnp.asarray(MIN_H, dtype)) > target
+  # Round 0: the whole range, both ends included.
+  u_max = math.sqrt(MAX_H - MIN_H)
+  u = jnp.linspace(0.0, u_max, NUM_SEARCH_POINTS, dtype=dtype)
+  excess = excess_at(u)
+  no_clipping = excess[-1] <= 0
+  full_clipping = excess[0] > 0
+  for round_ in range(NUM_SEARCH_ROUNDS):
+    if round_ > 0:  # the NUM_SEARCH_POINTS - 2 interior points of the bracket
+      u = jnp.linspace(lo, hi, NUM_SEARCH_POINTS, dtype=dtype)
+      excess = jnp.concatenate([excess_lo[None], excess_at(u[1:-1]),
+                                excess_hi[None]])
+    # The first point above the target (R increases with u); at least 1.
+    i = jnp.clip(jnp.argmax(excess > 0), 1, NUM_SEARCH_POINTS - 1)
+    lo, hi, excess_lo, excess_hi = u[i - 1], u[i], excess[i - 1], excess[i]
+  # Regula falsi in the last bracket, where R is nearly linear in u.
+  fraction = jnp.clip(excess_lo / (excess_lo - excess_hi), 0.0, 1.0)
+  p_threshold = p_at_u(lo + jnp.where(jnp.isfinite(fraction), fraction, 0.5)
+                       * (hi - lo))
   p_threshold = jnp.where(no_clipping, MIN_PROB,
                           jnp.where(full_clipping, MAX_PROB, p_threshold))
   p_threshold = p_threshold.astype(dtype)

@@ -350,7 +350,8 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
         queue_count=jnp.minimum(state.queue_count + n_valid, queue_size))
 
   def refit(state: OGCState, lr):
-    gmm = fit_gmm(state.queue)
+    # Warm start: the last fit is one more candidate start of EM.
+    gmm = fit_gmm(state.queue, init=state.gmm)
     p_threshold, tau = solve_threshold(gmm, base_loss, lr, epsilon)
     fitted = dict(gmm=gmm, p_threshold=p_threshold, tau=tau,
                   noise_to_clean_ratio=noise_to_clean_ratio(gmm, base_loss,

@@ -10,8 +10,24 @@ from absl.testing import parameterized
 
 import ogc_jax
 from ogc_jax import losses
-from ogc_jax.gmm import fit_gmm
-from ogc_jax.testing import realistic_queue, sklearn_fit
+from ogc_jax import gmm as gmm_lib
+from ogc_jax.gmm import (GMM, MAX_ITER, REG_COVAR, fit_gmm,
+                         fit_gmm_counting_steps)
+from ogc_jax.testing import noise_jump_queues, realistic_queue, sklearn_fit
+from scipy import stats
+
+_FIELDS = ("mean_clean", "var_clean", "mean_noisy", "var_noisy", "weight_noisy")
+
+
+def mean_loglik(gmm, h):
+  """Mean log-likelihood of ``h`` under ``gmm``, in float64 with SciPy."""
+  g = {k: float(getattr(gmm, k)) for k in _FIELDS}
+  h = np.asarray(h, np.float64)
+  return float(np.mean(np.logaddexp(
+      np.log1p(-g["weight_noisy"]) + stats.norm.logpdf(
+          h, g["mean_clean"], np.sqrt(g["var_clean"])),
+      np.log(g["weight_noisy"]) + stats.norm.logpdf(
+          h, g["mean_noisy"], np.sqrt(g["var_noisy"])))))
 
 
 class FitGMMTest(chex.TestCase, parameterized.TestCase):
@@ -40,6 +56,49 @@ class FitGMMTest(chex.TestCase, parameterized.TestCase):
       solve = jax.jit(lambda g, lr: ogc_jax.solve_threshold(g, base_loss, lr)[1])
       for lr in (0.1, 0.01, 0.001):
         np.testing.assert_allclose(solve(ours, lr), solve(ref, lr), rtol=0.02)
+
+  def test_warm_start_after_a_noise_jump_is_no_worse_than_cold(self):
+    # The previous refit's fit is a candidate start of EM; after the noise
+    # level jumps it must not hold EM in a worse mode than cold starts find.
+    before, after = noise_jump_queues()
+    previous = jax.jit(fit_gmm)(before)
+    warm = jax.jit(fit_gmm)(after, previous)
+    cold = jax.jit(fit_gmm)(after)
+    # The trap is real: EM from the previous fit alone stays in a worse mode.
+    theta = jax.lax.fori_loop(
+        0, MAX_ITER, lambda _, t: gmm_lib._em_step(after, t, REG_COVAR)[0],
+        gmm_lib._as_theta(previous, jnp.float32))
+    stuck = gmm_lib._as_gmm(theta)
+    self.assertGreater(float(stuck.mean_noisy), 6.0)
+    self.assertLess(mean_loglik(stuck, after), mean_loglik(cold, after) - 0.1)
+    self.assertLess(float(warm.mean_noisy), 3.0)
+    self.assertGreaterEqual(mean_loglik(warm, after),
+                            mean_loglik(cold, after) - 1e-6)
+    chex.assert_trees_all_close(warm, cold, rtol=2e-3, atol=2e-4)
+
+  @parameterized.parameters(0.15, 0.4, 0.8)
+  def test_warm_start_from_the_last_refit_converges_in_few_steps(self, noise_rate):
+    # Between refits the queue is replaced, its distribution drifts slowly.
+    fit = jax.jit(fit_gmm_counting_steps)
+    previous, _ = fit(realistic_queue(noise_rate, seed=1))
+    h = realistic_queue(noise_rate, seed=2)
+    warm, warm_steps = fit(h, previous)
+    _, cold_steps = fit(h)
+    ref = sklearn_fit(h)
+    for field in _FIELDS:
+      np.testing.assert_allclose(getattr(warm, field), getattr(ref, field),
+                                 rtol=2e-3, atol=2e-4, err_msg=field)
+    # The refit's budget of sequential steps (issue 17): EM within 30.
+    self.assertLessEqual(int(warm_steps), int(cold_steps))
+    self.assertLessEqual(int(cold_steps), 30)
+
+  def test_invalid_init_is_never_chosen(self):
+    # OGC's state holds an all-zero GMM before its first fit.
+    h = realistic_queue(0.4, seed=3)
+    zeros = GMM(**{k: jnp.float32(0) for k in _FIELDS})
+    chex.assert_trees_all_equal(jax.jit(fit_gmm)(h, zeros), jax.jit(fit_gmm)(h))
+    nan = GMM(**{k: jnp.float32(jnp.nan) for k in _FIELDS})
+    chex.assert_trees_all_equal(jax.jit(fit_gmm)(h, nan), jax.jit(fit_gmm)(h))
 
   def test_deterministic_and_order_invariant(self):
     h = realistic_queue(0.4, seed=3)
