@@ -581,3 +581,33 @@ def test_train_and_evaluate_raises_data_errors_as_one_line(
     train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert isinstance(error.value, data.DataError)
   assert '\n' not in str(error.value)
+
+
+def test_cifar10_cpu_config_reads_tfds_and_its_image_folder_alike(tmp_path):
+  # configs/cifar10_cpu.py defaults to TFDS cifar10; its table ran on an
+  # image-folder copy. From the same source, both give the same training
+  # images with the same true labels (the folder is in class order), and the
+  # authors' protocol moves the same number of labels.
+  from experiments import input_pipeline
+  from experiments.configs import cifar10_cpu
+  out = tmp_path / 'folder'
+  config = cifar10_cpu.get_config()
+  config.cache_dir = str(tmp_path / 'cache')
+  config.noise.protocol = 'authors'
+  # 300 images: about 30 a class, so that the protocol's int(0.4 / 9 * n)
+  # moves at least one label of each class to each other class.
+  with tfds.testing.mock_data(num_examples=300):
+    assert make_image_folder.main(['--source', 'tfds', '--out', str(out)]) == 0
+    from_tfds = input_pipeline.load_data(config)
+  config.dataset = f'folder:{out}'
+  from_folder = input_pipeline.load_data(config)
+
+  def rows(d):
+    flat = d.images.reshape(len(d.images), -1)
+    order = np.lexsort(np.c_[flat, d.true_labels].T[::-1])
+    return flat[order], np.asarray(d.true_labels)[order]
+
+  for a, b in zip(rows(from_tfds), rows(from_folder)):
+    np.testing.assert_array_equal(a, b)
+  assert (from_tfds.labels != from_tfds.true_labels).sum() == (
+      from_folder.labels != from_folder.true_labels).sum() > 0
