@@ -46,7 +46,7 @@ EXPECTED_OUTPUT = {
     'num_invalid': r'ValueError: `epsilon`.*\n.*num_invalid 2',
     'train.train_and_evaluate': r'test accuracy after 3 epochs: 0\.\d+',
     '--config.noise.rate=0.2 --help':
-        r"--config\.noise\.rate: .*\(default: 0\.2\)",
+        r"--config\.noise\.rate: [^\n]*\n +\(default: 0\.2\)",
 }
 
 
