@@ -173,18 +173,23 @@ def threshold_h(p_threshold) -> Optional[float]:
   return -math.log(p_threshold)
 
 
-def plot_test_accuracy(runs: Sequence[RunData]) -> plt.Figure:
-  """Test accuracy (%) per epoch, one line per run."""
+def _plot_percent_per_epoch(runs, key: str, ylabel: str) -> plt.Figure:
+  """A metric in [0, 1] as % per epoch, one line per run."""
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for run in runs:
-    ax.plot(run.epochs, 100 * run.series('test_accuracy'), label=run.label)
+    ax.plot(run.epochs, 100 * run.series(key), label=run.label)
   ax.set_xlabel('epoch')
   ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
-  ax.set_ylabel('test accuracy (%)')
+  ax.set_ylabel(ylabel)
   ax.grid(alpha=0.3)
   ax.legend(fontsize='small')
   fig.tight_layout()
   return fig
+
+
+def plot_test_accuracy(runs: Sequence[RunData]) -> plt.Figure:
+  """Test accuracy (%) per epoch, one line per run."""
+  return _plot_percent_per_epoch(runs, 'test_accuracy', 'test accuracy (%)')
 
 
 def plot_memorised(runs: Sequence[RunData]) -> plt.Figure:
@@ -194,17 +199,9 @@ def plot_memorised(runs: Sequence[RunData]) -> plt.Figure:
   label: ``train_accuracy_noisy`` of the metrics (chance is about
   ``100 / num_classes``).
   """
-  fig, ax = plt.subplots(figsize=(7, 4.5))
-  for run in runs:
-    ax.plot(run.epochs, 100 * run.series('train_accuracy_noisy'),
-            label=run.label)
-  ax.set_xlabel('epoch')
-  ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
-  ax.set_ylabel('noisy samples predicted as their wrong label (%)')
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize='small')
-  fig.tight_layout()
-  return fig
+  return _plot_percent_per_epoch(
+      runs, 'train_accuracy_noisy',
+      'noisy samples predicted as their wrong label (%)')
 
 
 def plot_threshold(runs: Sequence[RunData]) -> plt.Figure:

@@ -17,10 +17,12 @@ unique name, then renamed), so a killed run leaves either the old file or
 the new one.
 """
 
+import contextlib
 import json
 import os
 import pathlib
 import re
+import shutil
 import tempfile
 from typing import Callable, Optional, Sequence, Union
 
@@ -95,6 +97,36 @@ def _umask() -> int:
 
 # New files get the permissions open() would give them (mkstemp's are 0600).
 _FILE_MODE = 0o666 & ~_umask()
+
+
+@contextlib.contextmanager
+def staged_folder(dest):
+  """Builds a folder under a unique temporary name, then moves it to ``dest``.
+
+  The body of the ``with`` fills the folder it is given; when it ends, the
+  folder replaces ``dest`` (which must be absent or an empty folder), so a
+  reader never sees a part of it. On an error nothing is left behind.
+
+  Example:
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as parent:
+    ...   with staged_folder(os.path.join(parent, 'out')) as staging:
+    ...     write_atomic(os.path.join(staging, 'a.txt'), 'one')
+    ...   print(os.listdir(parent), os.listdir(os.path.join(parent, 'out')))
+    ['out'] ['a.txt']
+  """
+  dest = os.fspath(dest)
+  parent = os.path.dirname(dest)
+  os.makedirs(parent, exist_ok=True)
+  staging = tempfile.mkdtemp(dir=parent, prefix=f'.{os.path.basename(dest)}-')
+  try:
+    yield staging
+    if os.path.isdir(dest):
+      os.rmdir(dest)  # an empty folder; a full one is an OSError
+    os.replace(staging, dest)
+  except BaseException:
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
 
 
 def write_atomic(path, content: Union[bytes, str, Callable]) -> None:

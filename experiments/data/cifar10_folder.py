@@ -11,10 +11,9 @@ the original python batches.
 """
 
 import os
-import shutil
 import tarfile
-import tempfile
 
+from experiments import workdir
 from experiments.data import folders
 from experiments.data.dataset import DataError
 from experiments.data.tfds import CIFAR10_PYTHON_URL
@@ -103,10 +102,7 @@ def prepare_cifar10_jpeg(dest, archive_dir=None) -> str:
     raise DataError(
         f'cifar10_jpeg: no image folder at {dest} and no archive {archive}; '
         f'{_how_to_build(dest)}.')
-  parent = os.path.dirname(dest)
-  os.makedirs(parent, exist_ok=True)
-  staging = tempfile.mkdtemp(dir=parent, prefix='.cifar10-jpeg-')
-  try:
+  with workdir.staged_folder(dest) as staging:  # dest is empty or absent
     try:
       with tarfile.open(archive) as tar:
         tar.extractall(staging, filter='data')
@@ -117,10 +113,4 @@ def prepare_cifar10_jpeg(dest, archive_dir=None) -> str:
     if problem:
       raise DataError(f'cifar10_jpeg: {archive} does not hold the CIFAR-10 '
                       f'image folder ({problem}); {_how_to_build(dest)}.')
-    if os.path.isdir(dest):
-      os.rmdir(dest)  # Empty, checked above.
-    os.replace(staging, dest)
-  except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
   return dest

@@ -21,14 +21,13 @@ import argparse
 import concurrent.futures
 import os
 import pickle
-import shutil
 import sys
 import tarfile
-import tempfile
 
 import numpy as np
 from PIL import Image
 
+from experiments import workdir
 from experiments.data.dataset import DataError
 from experiments.data.dataset import Dataset
 from experiments.data.tfds import CIFAR10_PYTHON_URL
@@ -149,42 +148,34 @@ def write_image_folder(dataset: Dataset, out, image_format='png',
   out = os.path.abspath(os.fspath(out))
   if os.path.exists(out) and not (os.path.isdir(out) and not os.listdir(out)):
     raise DataError(f'{out} already exists and is not an empty folder.')
-  parent = os.path.dirname(out)
-  os.makedirs(parent, exist_ok=True)
-  staging = tempfile.mkdtemp(dir=parent, prefix=f'.{os.path.basename(out)}-')
   extension = _EXTENSIONS[image_format]
   options = {'quality': quality} if image_format == 'jpeg' else {}
-  jobs, counts = [], {}
-  for split in ('train', 'test'):
-    images = getattr(dataset, f'{split}_images')
-    labels = getattr(dataset, f'{split}_labels')
-    counts[split] = len(labels)
-    width = max(4, len(str(max(np.bincount(labels).max() - 1, 0))))
-    for name in dataset.class_names:
-      os.makedirs(os.path.join(staging, split, name))
-    rank = np.zeros(dataset.num_classes, np.int64)
-    for image, label in zip(images, labels):
-      name = f'{rank[label]:0{width}d}.{extension}'
-      rank[label] += 1
-      jobs.append((image, os.path.join(
-          staging, split, dataset.class_names[label], name)))
 
   def save(job):
     image, path = job
     Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(
         path, **options)
 
-  try:
+  counts = {}
+  with workdir.staged_folder(out) as staging:  # out is empty or absent
+    jobs = []
+    for split in ('train', 'test'):
+      images = getattr(dataset, f'{split}_images')
+      labels = getattr(dataset, f'{split}_labels')
+      counts[split] = len(labels)
+      width = max(4, len(str(max(np.bincount(labels).max() - 1, 0))))
+      for name in dataset.class_names:
+        os.makedirs(os.path.join(staging, split, name))
+      rank = np.zeros(dataset.num_classes, np.int64)
+      for image, label in zip(images, labels):
+        name = f'{rank[label]:0{width}d}.{extension}'
+        rank[label] += 1
+        jobs.append((image, os.path.join(
+            staging, split, dataset.class_names[label], name)))
     # PIL releases the GIL while encoding, so threads help.
     with concurrent.futures.ThreadPoolExecutor(
         max_workers=min(8, os.cpu_count() or 1)) as pool:
       list(pool.map(save, jobs))
-    if os.path.isdir(out):
-      os.rmdir(out)  # Empty, checked above.
-    os.replace(staging, out)
-  except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
   return counts
 
 
