@@ -46,6 +46,7 @@ import orbax.checkpoint as ocp
 import ogc_jax
 from ogc_jax import losses
 from experiments import augment
+from experiments import distributed
 from experiments import input_pipeline
 from experiments import models
 from experiments import progress as progress_lib
@@ -284,30 +285,6 @@ def _devices(config):
   return devices
 
 
-_DISTRIBUTED_KEYS = ('coordinator_address', 'num_processes', 'process_id')
-
-
-def initialize_distributed(config) -> None:
-  """``jax.distributed.initialize`` for ``config.distributed``, once.
-
-  Passes the keys of `_DISTRIBUTED_KEYS` that are set; JAX detects the
-  others on Cloud TPU, SLURM, Open MPI and Kubernetes, and reads
-  JAX_COORDINATOR_ADDRESS. A failure is a one-line `ConfigError`.
-  """
-  if not config.distributed or jax.distributed.is_initialized():
-    return
-  kwargs = {k: config[k] for k in _DISTRIBUTED_KEYS if config[k] is not None}
-  try:
-    jax.distributed.initialize(**kwargs)
-  except (ValueError, RuntimeError) as e:
-    reason = ' '.join(str(e).split())
-    raise ConfigError(
-        f'config.distributed: jax.distributed.initialize({kwargs}) failed: '
-        f'{reason[:300]}; outside Cloud TPU, SLURM, Open MPI or Kubernetes '
-        'set --config.coordinator_address, --config.num_processes and '
-        '--config.process_id.') from None
-
-
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains and evaluates one configuration; returns the result dict.
 
@@ -327,7 +304,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       devices). It is raised before the workdir is created or a file written,
       so the corrected call works in the same workdir.
   """
-  initialize_distributed(config)  # before any JAX computation
+  distributed.initialize(config)  # before any JAX computation
   validate_config(config)
   workdir = os.path.abspath(workdir)
   workdir_lib.check_can_hold(workdir, _config_dict(config))
