@@ -17,6 +17,10 @@ import sys
 
 import pytest
 
+# Each block runs in a fresh interpreter (a subprocess importing JAX): the
+# end-to-end tier.
+pytestmark = pytest.mark.slow
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DOCS = [REPO / 'README.md'] + sorted((REPO / 'docs').glob('*.md'))
 TIMEOUT_S = 300  # ~20 s on an idle 2-core machine; far longer when loaded

@@ -14,6 +14,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from flax import nnx
+import pytest
 
 import ogc_jax
 from ogc_jax import losses
@@ -23,6 +24,9 @@ UPDATE_PERIOD = 4
 QUEUE_SIZE = 128
 BATCH = 32
 SCHEDULE = optax.piecewise_constant_schedule(0.1, {20: 0.1})
+
+# Flax NNX end to end (training, Orbax): the slow tier.
+pytestmark = pytest.mark.slow
 
 
 def learning_rate(optimizer):

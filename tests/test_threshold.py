@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl.testing import absltest
 from absl.testing import parameterized
+import pytest
 
 from ogc_jax import losses
 from ogc_jax.gmm import GMM
@@ -117,6 +118,7 @@ class SolveThresholdTest(chex.TestCase, parameterized.TestCase):
         derivative_magnitude(losses.generalized_cross_entropy, p),
         ref.gce_derivative(np.float64(p)), rtol=1e-5)
 
+  @pytest.mark.slow
   def test_any_jnp_base_loss(self):
     """A base loss never seen before: l(p) = 1 - sqrt(p), |l'| = p^-0.5 / 2."""
     sqrt_loss = lambda p: 1.0 - jnp.sqrt(p)

@@ -658,6 +658,7 @@ class BadInputTest(parameterized.TestCase):
     np.testing.assert_allclose(weights, np.minimum(1.0, 4.0 * np.asarray(probs)),
                                rtol=1e-6)
 
+  @pytest.mark.slow
   def test_invalid_probabilities_do_not_poison_the_state(self):
     base_loss = losses.cross_entropy
     transform = ogc_jax.ogc(base_loss, update_period=1, queue_size=16)
