@@ -7,18 +7,19 @@ and ``lax`` control flow: no host round-trip, no scikit-learn. What costs on
 an accelerator is the number of sequential steps, not the work in each, so
 the fit takes few of them:
 
-* Starts, deterministic, with no random restarts: four hard splits of the
-  data, at the mean of H (the first step of two-means, scikit-learn's
-  default initialisation, whose further steps, one sequential pass each,
-  changed no fit in the tests) and at 5%, 15% and 30% of the range of H,
-  which find a tight clean mode near 0 under heavy noise; and, given
-  ``init``, the previous fit (a warm start: between two refits the queue's
-  distribution drifts slowly). Their likelihoods take one pass, and EM
-  starts from the most likely, so a queue whose distribution jumped starts
-  cold again. (This is a rule on the starts, not a proof: a previous fit more
-  likely than every cold start, that EM then took to a worse mode than the
-  best cold start would reach, is conceivable; on the tests' noise jump, where
-  EM from the previous fit alone is stuck, the cold start wins.)
+* Starts, deterministic, with no random restarts: five hard splits of the
+  data, the optimal two-means split (scikit-learn's default initialisation,
+  found exactly in one dimension, see `_two_means_threshold`), the split at
+  the mean of H and at 5%, 15% and 30% of the range of H, which find a tight
+  clean mode near 0 under heavy noise; and, given ``init``, the previous fit
+  (a warm start: between two refits the queue's distribution drifts
+  slowly). EM runs from every start at once (the starts are a leading axis
+  of every array, so they cost work, not sequential steps) and the fit is
+  the most likely of the fixed points it reaches. Which start leads to the
+  best fixed point cannot be told from the starts' own likelihoods: early in
+  training, when the losses are one broad bump, the most likely start (a
+  range split) leads to a mode with a tight "clean" component and a mean
+  log-likelihood lower by 0.06 than the two-means start's.
 * EM accelerated by SQUAREM (Varadhan & Roland, 2008): each cycle takes two
   EM steps, extrapolates along the squared-iteration direction and takes one
   EM step from there, and keeps that point only if its EM residual is
@@ -30,6 +31,17 @@ the fit takes few of them:
   less than ``tol`` between two successive EM steps (or by less than two
   units in its last place, which in float32 is rounding noise), or after
   ``max_iter`` EM steps.
+
+``fit="published"`` is instead the fit of the authors' published code
+(their ``fit_gmm``: scikit-learn's ``GaussianMixture(n_components=2,
+max_iter=10, reg_covar=1e-3)``), made deterministic: the two-means split of
+the data (scikit-learn's default initialisation; in one dimension the
+optimal split is found exactly after a sort, where scikit-learn runs k-means
+from a random start), then at most 10 plain EM steps with scikit-learn's
+stopping rule (the mean log-likelihood changes by less than 1e-3 between two
+E-steps). It starts cold at every refit. From a queue whose clean and noisy
+losses overlap, 10 steps stop well short of EM's fixed point; during
+training that leaves the threshold looser at first than the converged fit's.
 
 References:
   Varadhan & Roland, `Simple and globally convergent methods for
@@ -44,10 +56,14 @@ import chex
 import jax
 import jax.numpy as jnp
 
-# Defaults of `fit_gmm`.
+# Defaults of `fit_gmm`: the variance floor, and per fit the budget of EM
+# steps and the tolerance on the change of mean log-likelihood.
+REG_COVAR = 1e-3
 MAX_ITER = 300
 TOL = 1e-7
-REG_COVAR = 1e-3
+PUBLISHED_MAX_ITER = 10  # the authors' GaussianMixture(max_iter=10)
+PUBLISHED_TOL = 1e-3  # scikit-learn's default tol
+FITS = ("converged", "published")
 
 
 class GMM(NamedTuple):
@@ -87,8 +103,29 @@ def _initial_params(h: chex.Array, reg_covar) -> chex.Array:
   component 1 being the points above the split.
   """
   lo, hi = jnp.min(h), jnp.max(h)
-  thresholds = jnp.stack([jnp.mean(h)]
+  thresholds = jnp.stack([_two_means_threshold(h), jnp.mean(h)]
                          + [lo + f * (hi - lo) for f in _RANGE_SPLITS])
+  return _split_params(h, thresholds, reg_covar)
+
+
+def _two_means_threshold(h: chex.Array) -> chex.Array:
+  """The split of the optimal two-means partition of 1-D data: ``h > t``.
+
+  In one dimension the partition that minimises the within-cluster sum of
+  squares is contiguous in sorted order, so it is the best of the n - 1
+  splits of the sorted data, each scored by its between-cluster sum of
+  squares S_k^2 n / (k (n - k)), S_k the sum of the k lowest centred values
+  (one sort and one cumulative sum, no Lloyd iterations).
+  """
+  n = h.shape[0]
+  s = jnp.sort(h)
+  lower_sums = jnp.cumsum(s - jnp.mean(s))[:-1]
+  k = jnp.arange(1, n, dtype=h.dtype)
+  return s[jnp.argmax(lower_sums**2 / (k * (n - k)))]
+
+
+def _split_params(h: chex.Array, thresholds: chex.Array, reg_covar):
+  """M-steps of the hard splits ``h > threshold``, one row each, ``[K, 5]``."""
   upper = h[None] > thresholds[:, None]
   # All values equal: no split exists, so both components start identical.
   split_exists = jnp.any(upper, axis=1) & ~jnp.all(upper, axis=1)
@@ -103,8 +140,24 @@ def _initial_params(h: chex.Array, reg_covar) -> chex.Array:
   return jnp.concatenate([means, variances, weights[:, 1:]], axis=1)
 
 
+def _log_joints(h: chex.Array, theta: chex.Array):
+  """log w_k N_k(h) of both components, and h minus each mean.
+
+  ``theta`` is ``[..., 5]``, ``(mean_0, mean_1, var_0, var_1, weight_1)``;
+  the results are ``[..., n]``.
+  """
+  mean_0, mean_1, var_0, var_1, weight_1 = (theta[..., i, None]
+                                            for i in range(5))
+  c0, c1 = h - mean_0, h - mean_1
+  log_joint_0 = (jnp.log1p(-weight_1) - 0.5 * jnp.log(2 * jnp.pi * var_0)
+                 - 0.5 * c0 * c0 / var_0)
+  log_joint_1 = (jnp.log(weight_1) - 0.5 * jnp.log(2 * jnp.pi * var_1)
+                 - 0.5 * c1 * c1 / var_1)
+  return log_joint_0, log_joint_1, c0, c1
+
+
 def _em_step(h: chex.Array, theta: chex.Array, reg_covar):
-  """One EM iteration in closed form.
+  """One EM iteration in closed form, of one mixture or of several at once.
 
   With two components the E-step is a logistic function of the difference
   of the two log joint densities, d = log w1 N1 - log w0 N0: responsibility
@@ -114,48 +167,38 @@ def _em_step(h: chex.Array, theta: chex.Array, reg_covar):
 
   Args:
     h: ``[n]`` data.
-    theta: ``[5]``, ``(mean_0, mean_1, var_0, var_1, weight_1)``.
+    theta: ``[..., 5]``, ``(mean_0, mean_1, var_0, var_1, weight_1)``.
     reg_covar: the variance floor.
 
   Returns:
-    The parameters after the step and the mean log-likelihood of ``theta``.
+    The parameters after the step, ``[..., 5]``, and the mean
+    log-likelihood of ``theta``, ``[...]``.
   """
-  mean_0, mean_1, var_0, var_1, weight_1 = theta
-  c0, c1 = h - mean_0, h - mean_1
-  log_joint_0 = (jnp.log1p(-weight_1) - 0.5 * jnp.log(2 * jnp.pi * var_0)
-                 - 0.5 * c0 * c0 / var_0)
-  log_joint_1 = (jnp.log(weight_1) - 0.5 * jnp.log(2 * jnp.pi * var_1)
-                 - 0.5 * c1 * c1 / var_1)
+  log_joint_0, log_joint_1, c0, c1 = _log_joints(h, theta)
   d = log_joint_1 - log_joint_0
   e = jnp.exp(-jnp.abs(d))  # shared by the sigmoid and the softplus
   r = jnp.where(d >= 0, 1.0, e) / (1.0 + e)  # sigmoid(d)
   q = 1.0 - r
   loglik = log_joint_0 + jnp.maximum(d, 0) + jnp.log1p(e)
-  sums = jnp.sum(jnp.stack([q, q * c0, q * c0 * c0, r, r * c1, r * c1 * c1,
-                            loglik]), axis=1)
+  sums = [jnp.sum(x, axis=-1) for x in (q, q * c0, q * c0 * c0, r, r * c1,
+                                        r * c1 * c1, loglik)]
   tiny = 10 * jnp.finfo(h.dtype).eps  # as scikit-learn, keeps empty comps finite
   count_0, count_1 = sums[0] + tiny, sums[3] + tiny
   shift_0, shift_1 = sums[1] / count_0, sums[4] / count_1
   theta = jnp.stack([
-      mean_0 + shift_0, mean_1 + shift_1,
+      theta[..., 0] + shift_0, theta[..., 1] + shift_1,
       sums[2] / count_0 - shift_0**2 + reg_covar,
       sums[5] / count_1 - shift_1**2 + reg_covar,
-      count_1 / (count_0 + count_1)])
+      count_1 / (count_0 + count_1)], axis=-1)
   return theta, sums[6] / h.shape[0]
 
 
 def _mean_logliks(h: chex.Array, thetas: chex.Array) -> chex.Array:
   """Mean log-likelihood of ``h`` under each row of ``thetas`` ``[K, 5]``.
 
-  Written for ``[K, n]`` arrays: ``jax.vmap`` of `_em_step` compiles to
-  markedly slower code on XLA's CPU backend. A row that is not a valid
-  mixture (e.g. an all-zero ``init``) scores -inf.
+  A row that is not a valid mixture (e.g. an all-zero ``init``) scores -inf.
   """
-  mean_0, mean_1, var_0, var_1, weight_1 = (thetas[:, i:i + 1] for i in range(5))
-  log_joint_0 = (jnp.log1p(-weight_1) - 0.5 * jnp.log(2 * jnp.pi * var_0)
-                 - 0.5 * (h - mean_0)**2 / var_0)
-  log_joint_1 = (jnp.log(weight_1) - 0.5 * jnp.log(2 * jnp.pi * var_1)
-                 - 0.5 * (h - mean_1)**2 / var_1)
+  log_joint_0, log_joint_1, _, _ = _log_joints(h, thetas)
   d = log_joint_1 - log_joint_0
   loglik = jnp.mean(
       log_joint_0 + jnp.maximum(d, 0) + jnp.log1p(jnp.exp(-jnp.abs(d))), axis=1)
@@ -167,12 +210,14 @@ def _mean_logliks(h: chex.Array, thetas: chex.Array) -> chex.Array:
 # SQUAREM extrapolates in coordinates where every point is a valid mixture:
 # means, log-variances and the logit of the weight.
 def _unconstrained(theta):
-  return jnp.concatenate([theta[:2], jnp.log(theta[2:4]),
-                          jnp.log(theta[4:]) - jnp.log1p(-theta[4:])])
+  return jnp.concatenate(
+      [theta[..., :2], jnp.log(theta[..., 2:4]),
+       jnp.log(theta[..., 4:]) - jnp.log1p(-theta[..., 4:])], axis=-1)
 
 
 def _constrained(x):
-  return jnp.concatenate([x[:2], jnp.exp(x[2:4]), jax.nn.sigmoid(x[4:])])
+  return jnp.concatenate([x[..., :2], jnp.exp(x[..., 2:4]),
+                          jax.nn.sigmoid(x[..., 4:])], axis=-1)
 
 
 def _as_gmm(theta) -> GMM:
@@ -189,14 +234,20 @@ def _as_theta(gmm: GMM, dtype) -> chex.Array:
                     gmm.var_noisy, gmm.weight_noisy]).astype(dtype)
 
 
-def fit_gmm_counting_steps(h, init=None, *, reg_covar=REG_COVAR,
-                           max_iter=MAX_ITER, tol=TOL):
+def fit_gmm_counting_steps(h, init=None, *, fit="converged",
+                           reg_covar=REG_COVAR, max_iter=None, tol=None):
   """`fit_gmm`, also returning the number of EM steps it took (an int32)."""
   h = jnp.asarray(h)
   if h.ndim != 1:
     raise ValueError(f"fit_gmm expects `h` to be 1-D, got shape {h.shape}.")
   if h.shape[0] < 2:
     raise ValueError(f"fit_gmm needs at least 2 values in `h`, got {h.shape[0]}.")
+  if fit not in FITS:
+    raise ValueError(f"fit_gmm: `fit` must be one of {FITS}, got {fit!r}.")
+  if fit == "published" and init is not None:
+    raise ValueError(
+        "fit_gmm: `init` (a warm start) applies to fit='converged'; the"
+        " published fit starts from the two-means split at every refit.")
   if not jnp.issubdtype(h.dtype, jnp.floating):
     h = h.astype(jnp.float32)
   try:
@@ -208,82 +259,144 @@ def fit_gmm_counting_steps(h, init=None, *, reg_covar=REG_COVAR,
     raise ValueError(
         f"fit_gmm: `reg_covar` must be > 0, a variance floor, got {reg_covar!r}.")
   reg_covar = jnp.asarray(reg_covar, h.dtype)
+  if fit == "published":
+    return _published_fit(
+        h, reg_covar, PUBLISHED_MAX_ITER if max_iter is None else max_iter,
+        PUBLISHED_TOL if tol is None else tol)
+  max_iter = MAX_ITER if max_iter is None else max_iter
+  tol = TOL if tol is None else tol
   step = lambda theta: _em_step(h, theta, reg_covar)
 
   starts = _initial_params(h, reg_covar)
   if init is not None:
     starts = jnp.concatenate([starts, _as_theta(init, h.dtype)[None]])
-  theta_start = starts[jnp.argmax(_mean_logliks(h, starts))]
+  return _converged_fit(h, starts, reg_covar, max_iter, tol)
+
+
+def _converged_fit(h, starts, reg_covar, max_iter, tol):
+  """SQUAREM-accelerated EM from every row of ``starts``; the most likely end.
+
+  Each start runs until its own mean log-likelihood stops changing (then its
+  parameters are kept), or until the budget of EM steps is spent; a start
+  that is not a valid mixture, or whose likelihood stops being finite, stops
+  at once and is never chosen.
+  """
+  eps = jnp.finfo(h.dtype).eps
+  step = lambda theta: _em_step(h, theta, reg_covar)
 
   def cycle(carry):
-    theta_0, _, _, num_steps, max_step = carry
+    theta_0, result, done, num_steps, max_step = carry
     theta_1, loglik_0 = step(theta_0)
     theta_2, loglik_1 = step(theta_1)
     # A change below two units in the last place of the log-likelihood is
     # rounding noise (tol = 1e-7 is about that in float32): no progress.
-    threshold = jnp.maximum(tol, 2 * jnp.finfo(h.dtype).eps * jnp.abs(loglik_1))
-    done = ((jnp.abs(loglik_1 - loglik_0) < threshold)
-            | (num_steps + STEPS_PER_CYCLE >= max_iter))
+    threshold = jnp.maximum(tol, 2 * eps * jnp.abs(loglik_1))
+    converged = ((jnp.abs(loglik_1 - loglik_0) < threshold)
+                 | ~jnp.isfinite(loglik_1))
+    num_steps = num_steps + STEPS_PER_CYCLE
+    converged = converged | (num_steps >= max_iter)
     # SqS3 step of SQUAREM from theta_0 with its step length |r| / |v|,
     # within [1, max_step]; 1 gives theta_2 itself.
     x0, x1, x2 = (_unconstrained(t) for t in (theta_0, theta_1, theta_2))
     r, v = x1 - x0, x2 - 2 * x1 + x0
     step_length = jnp.clip(
-        jnp.sqrt(jnp.sum(r * r) / jnp.maximum(jnp.sum(v * v),
-                                              jnp.finfo(h.dtype).tiny)),
-        1.0, max_step)
+        jnp.sqrt(jnp.sum(r * r, -1) / jnp.maximum(jnp.sum(v * v, -1),
+                                                  jnp.finfo(h.dtype).tiny)),
+        1.0, max_step)[..., None]
     x_extrapolated = x0 + 2 * step_length * r + step_length**2 * v
     theta_3, _ = step(_constrained(x_extrapolated))
     # Kept if its EM residual beats plain EM's (a NaN residual never does).
-    accepted = (jnp.sum((_unconstrained(theta_3) - x_extrapolated)**2)
-                <= jnp.sum((x2 - x1)**2)) & ~done
+    accepted = (jnp.sum((_unconstrained(theta_3) - x_extrapolated)**2, -1)
+                <= jnp.sum((x2 - x1)**2, -1)) & ~converged
     # The bound on the step length grows while it is reached and kept.
-    at_bound = step_length >= max_step
+    at_bound = step_length[..., 0] >= max_step
     max_step = jnp.where(at_bound & accepted, 2 * max_step, max_step)
     max_step = jnp.where(at_bound & ~accepted, jnp.maximum(1.0, max_step / 2),
                          max_step)
-    theta_0 = jnp.where(accepted, theta_3, theta_2)
-    return theta_0, theta_2, done, num_steps + STEPS_PER_CYCLE, max_step
+    theta_next = jnp.where(accepted[..., None], theta_3, theta_2)
+    # A start that converged keeps its last plain EM step.
+    result = jnp.where((converged & ~done)[..., None], theta_2, result)
+    theta_0 = jnp.where(done[..., None], theta_0, theta_next)
+    return theta_0, result, done | converged, num_steps, max_step
 
-  carry = (theta_start, theta_start, jnp.asarray(False),
-           jnp.asarray(0, jnp.int32), jnp.asarray(1.0, h.dtype))
-  _, theta, _, num_steps, _ = jax.lax.while_loop(
-      lambda carry: ~carry[2], cycle, carry)
+  usable = jnp.isfinite(_mean_logliks(h, starts))
+  carry = (starts, starts, ~usable | (max_iter < 1), jnp.asarray(0, jnp.int32),
+           jnp.ones(starts.shape[:1], h.dtype))
+  _, ends, _, num_steps, _ = jax.lax.while_loop(
+      lambda carry: ~jnp.all(carry[2]), cycle, carry)
+  return _as_gmm(ends[jnp.argmax(_mean_logliks(h, ends))]), num_steps
+
+
+def _published_fit(h, reg_covar, max_iter, tol):
+  """The authors' fit: the two-means split, then scikit-learn's EM loop.
+
+  scikit-learn's ``GaussianMixture.fit`` after its initialisation: each
+  iteration takes an E-step (the mean log-likelihood of the current
+  parameters) and an M-step, and stops once that log-likelihood changed by
+  less than ``tol`` since the previous iteration, or after ``max_iter``.
+  """
+  theta = _split_params(h, _two_means_threshold(h)[None], reg_covar)[0]
+
+  def iteration(carry):
+    theta, previous, num_steps, _ = carry
+    theta, loglik = _em_step(h, theta, reg_covar)
+    num_steps = num_steps + 1
+    done = (jnp.abs(loglik - previous) < tol) | (num_steps >= max_iter)
+    return theta, loglik, num_steps, done
+
+  carry = (theta, jnp.asarray(-jnp.inf, h.dtype), jnp.asarray(0, jnp.int32),
+           jnp.asarray(max_iter < 1))
+  theta, _, num_steps, _ = jax.lax.while_loop(lambda c: ~c[3], iteration,
+                                              carry)
   return _as_gmm(theta), num_steps
 
 
 def fit_gmm(h: chex.Array,
             init: Optional[GMM] = None,
             *,
+            fit: str = "converged",
             reg_covar: float = REG_COVAR,
-            max_iter: int = MAX_ITER,
-            tol: float = TOL) -> GMM:
+            max_iter: Optional[int] = None,
+            tol: Optional[float] = None) -> GMM:
   """Fits a two-component Gaussian mixture to H = -log p by EM.
 
-  The E- and M-steps are closed form. EM starts from the most likely of
-  four fixed splits of the data and, if given, ``init`` (see the module
-  docstring), so the same queue and ``init`` always give the same fit;
-  SQUAREM extrapolation takes it to EM's fixed point in a fraction of the
-  steps. Iteration stops once the mean log-likelihood per sample changes by
-  less than ``tol`` (or by less than its float rounding) between two
-  successive EM steps, or after ``max_iter`` EM steps (checked every
-  `STEPS_PER_CYCLE` steps).
+  The E- and M-steps are closed form, and both fits are deterministic:
+
+  * ``fit="converged"`` (EM's fixed point): EM runs from five fixed splits
+    of the data and, if given, ``init`` (see the module docstring), and the
+    most likely fixed point is the fit, so the same queue and ``init``
+    always give the same fit; SQUAREM extrapolation takes each start to its
+    fixed point in a fraction of the steps. A start stops once its mean
+    log-likelihood per sample changes by less than ``tol`` (default 1e-7, or
+    less than its float rounding) between two successive EM steps, or after
+    ``max_iter`` EM steps (default 300, checked every `STEPS_PER_CYCLE`
+    steps).
+  * ``fit="published"`` (the authors' code): plain EM from the optimal
+    two-means split, stopped as scikit-learn stops it, after ``max_iter``
+    steps (default 10) or once the mean log-likelihood changes by less than
+    ``tol`` (default 1e-3): scikit-learn's ``GaussianMixture(n_components=2,
+    max_iter=10, reg_covar=1e-3)`` started from the same split.
 
   Args:
     h: 1-D array of losses H = -log p, e.g. the OGC queue.
-    init: optional previous fit, a further candidate start (a warm start);
-      one that is not a valid mixture (e.g. all zeros) is never chosen.
+    init: optional previous fit, a further candidate start of the converged
+      fit (a warm start); one that is not a valid mixture (e.g. all zeros)
+      is never chosen.
+    fit: ``"converged"`` or ``"published"``, as above.
     reg_covar: variance floor added to both variances (as in
       ``sklearn.mixture.GaussianMixture``), > 0; it also keeps a degenerate
       queue, for example one of all-equal values, finite.
-    max_iter: budget of EM steps (a static Python int).
-    tol: convergence threshold on the change of mean log-likelihood.
+    max_iter: budget of EM steps (a static Python int; None: the fit's
+      default).
+    tol: threshold on the change of mean log-likelihood (None: the fit's
+      default).
 
   Returns:
     The fitted `GMM`, components ordered so that ``mean_clean <= mean_noisy``.
 
   Raises:
-    ValueError: if ``h`` is not 1-D, holds fewer than 2 values, or
+    ValueError: if ``h`` is not 1-D, holds fewer than 2 values, ``fit`` is
+      not one of `FITS`, ``init`` is given to the published fit, or
       ``reg_covar`` is not > 0.
 
   Example:
@@ -298,6 +411,9 @@ def fit_gmm(h: chex.Array,
     >>> warm = fit_gmm(h[::-1], init=gmm)  # the next refit starts from gmm
     >>> print(f"{float(warm.mean_noisy):.2f} {float(warm.weight_noisy):.2f}")
     2.94 0.30
+    >>> published = fit_gmm(h, fit="published")  # at most 10 EM steps
+    >>> print(f"{float(published.mean_noisy):.2f}")
+    2.94
   """
-  return fit_gmm_counting_steps(h, init, reg_covar=reg_covar,
+  return fit_gmm_counting_steps(h, init, fit=fit, reg_covar=reg_covar,
                                 max_iter=max_iter, tol=tol)[0]

@@ -9,12 +9,16 @@ both import (as optax keeps ``optax._src.test_utils``), independent of the
 * the noise-to-clean ratio and the clipping threshold in float64: SciPy's
   adaptive quadrature over ``scipy.stats.truncnorm`` and Brent's root finder
   (`ratio`, `threshold`);
-* a converged scikit-learn mixture fit (`sklearn_fit`), realistic queues of
-  losses (`realistic_queue`) and two between which the noise level jumps
-  (`noise_jump_queues`);
-* the authors' original pipeline, for comparison: scikit-learn's
-  ``GaussianMixture`` with its defaults, a 1000-point grid and 10 bisection
-  steps (`authors_fit`, `authors_threshold`, `authors_pipeline`).
+* a converged scikit-learn mixture fit (`sklearn_fit`), scikit-learn's EM
+  from a given hard split (`sklearn_fit_from_split`, for the published fit),
+  the optimal two-means split by brute force (`two_means_threshold`),
+  realistic queues of losses (`realistic_queue`), one from early in
+  training (`early_training_queue`) and two between which the noise level
+  jumps (`noise_jump_queues`);
+* the authors' original pipeline, for comparison, with the settings of
+  their scripts: scikit-learn's ``GaussianMixture(max_iter=10,
+  reg_covar=1e-3)``, a 1000-point grid and 10 bisection steps
+  (`authors_fit`, `authors_threshold`, `authors_pipeline`).
 
 It needs SciPy and scikit-learn (the ``test`` extra: ``pip install
 ogc-jax[test]``) and is not imported by ``import ogc_jax``.
@@ -156,6 +160,30 @@ def realistic_queue(noise_rate, seed, n=4096):
   return np.concatenate([clean, noisy]).astype(np.float32)
 
 
+def early_training_queue(seed, n=4096):
+  """H = -log p of a queue from the first steps of training: one broad bump.
+
+  The softmax probability of the given label, among 10 classes, of logits
+  N(0, 0.6^2), the label's own raised by N(0.6, 0.6^2): the shape of the
+  queue of a CIFAR-10 MLP at its first refit (median H about 2, 5% below 0.9,
+  5% above 3.2). No clean and noisy modes yet; the mixture's best fit has two
+  overlapping components near the median.
+
+  Args:
+    seed: NumPy seed.
+    n: queue length.
+
+  Returns:
+    float32 array of shape [n].
+  """
+  rng = np.random.default_rng(seed)
+  logits = rng.normal(0.0, 0.6, (n, 10))
+  labels = rng.integers(0, 10, n)
+  logits[np.arange(n), labels] += rng.normal(0.6, 0.6, n)
+  log_p = logits - np.log(np.sum(np.exp(logits), axis=1, keepdims=True))
+  return (-log_p[np.arange(n), labels]).astype(np.float32)
+
+
 def noise_jump_queues(n=4096):
   """Two queues of H between which the noise level jumps from 15% to 40%.
 
@@ -197,6 +225,57 @@ def sklearn_fit(h, reg_covar=1e-3):
   """
   gm = GaussianMixture(2, reg_covar=reg_covar, tol=1e-10, max_iter=5000,
                        n_init=5, random_state=0).fit(np.asarray(h, np.float64)[:, None])
+  return _as_gmm(gm)
+
+
+def sklearn_fit_from_split(h, threshold, reg_covar=1e-3, max_iter=10,
+                           tol=1e-3):
+  """scikit-learn's EM started from the hard split ``h > threshold``.
+
+  ``GaussianMixture`` initialises from hard responsibilities (k-means
+  labels by default); given the same split as ``weights_init``,
+  ``means_init`` and ``precisions_init`` (the M-step of the split, with
+  ``reg_covar``), it runs its own EM loop and stopping rule from there.
+
+  Returns:
+    ``(gmm, n_iter)``: a `GMM` of float64 NumPy scalars and the number of
+    EM iterations scikit-learn took.
+  """
+  h = np.asarray(h, np.float64)
+  upper = h > threshold
+  means = np.array([h[~upper].mean(), h[upper].mean()])
+  variances = np.array([h[~upper].var(), h[upper].var()]) + reg_covar
+  weights = np.array([np.mean(~upper), np.mean(upper)])
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", ConvergenceWarning)
+    gm = GaussianMixture(2, reg_covar=reg_covar, max_iter=max_iter, tol=tol,
+                         weights_init=weights, means_init=means[:, None],
+                         precisions_init=(1 / variances)[:, None, None]
+                         ).fit(h[:, None])
+  return _as_gmm(gm), gm.n_iter_
+
+
+def two_means_threshold(h):
+  """The optimal two-means split of 1-D data by brute force, in float64.
+
+  Every split of the sorted data, scored by its within-cluster sum of
+  squares computed directly.
+
+  Returns:
+    The largest value of the lower cluster.
+  """
+  s = np.sort(np.asarray(h, np.float64))
+  n = len(s)
+  best, best_k = np.inf, 1
+  for k in range(1, n):
+    sse = np.sum((s[:k] - s[:k].mean())**2) + np.sum((s[k:] - s[k:].mean())**2)
+    if sse < best:
+      best, best_k = sse, k
+  return s[best_k - 1]
+
+
+def _as_gmm(gm):
+  """A fitted ``GaussianMixture`` as a `GMM`, the lower-mean component clean."""
   order = np.argsort(gm.means_.ravel())
   return GMM(mean_clean=gm.means_.ravel()[order[0]],
              var_clean=gm.covariances_.ravel()[order[0]],
@@ -205,27 +284,27 @@ def sklearn_fit(h, reg_covar=1e-3):
              weight_noisy=gm.weights_[order[1]])
 
 
-def authors_fit(h, reg_covar=1e-3):
-  """The authors' mixture fit: scikit-learn's ``GaussianMixture`` defaults.
+def authors_fit(h, reg_covar=1e-3, random_state=0):
+  """The authors' mixture fit: ``GaussianMixture(n_components=2, max_iter=10, reg_covar=1e-3)``.
 
-  One k-means initialisation, tol 1e-3, at most 100 iterations, on float64.
+  As their ``methods/tools.py`` calls it, otherwise scikit-learn's defaults
+  (one k-means initialisation, tol 1e-3), on float64. They leave
+  ``random_state`` unset (NumPy's global state); here it is fixed.
 
   Args:
     h: 1-D array of H values.
     reg_covar: added to each variance (the authors' 1e-3).
+    random_state: seed of the k-means initialisation.
 
   Returns:
-    A dict with the fields of `GMM`, the lower-mean component as clean.
+    A `GMM` of float64 NumPy scalars, the lower-mean component as clean.
   """
   with warnings.catch_warnings():
     warnings.simplefilter("ignore", ConvergenceWarning)
-    gm = GaussianMixture(n_components=2, reg_covar=reg_covar,
-                         random_state=0).fit(np.asarray(h, np.float64)[:, None])
-  means, variances = gm.means_.ravel(), gm.covariances_.ravel()
-  clean, noisy = np.argsort(means)
-  return dict(mean_clean=means[clean], var_clean=variances[clean],
-              mean_noisy=means[noisy], var_noisy=variances[noisy],
-              weight_noisy=gm.weights_[noisy])
+    gm = GaussianMixture(n_components=2, max_iter=10, reg_covar=reg_covar,
+                         random_state=random_state).fit(
+                             np.asarray(h, np.float64)[:, None])
+  return _as_gmm(gm)
 
 
 def authors_threshold(gmm, derivative, learning_rate, epsilon=20.0,
@@ -234,7 +313,8 @@ def authors_threshold(gmm, derivative, learning_rate, epsilon=20.0,
 
   The expectations are means over a ``grid``-point grid of H, and p is found
   by ``steps`` bisection steps on [MIN_PROB, MAX_PROB] (their
-  ``binary_search``, which stops early when R is within 1e-4 of the target).
+  ``binary_search`` with the tolerance of their scripts, 1e-7 on R, which
+  returns the upper end of the last bracket).
 
   Args:
     gmm: the mixture, as for `ratio`.
@@ -261,19 +341,24 @@ def authors_threshold(gmm, derivative, learning_rate, epsilon=20.0,
     return ((dens["noisy"] * c).mean() / (dens["clean"] * c).mean()
             * dens["clean"].mean() / dens["noisy"].mean())
 
+  # Their binary_search(MIN_PROB, MAX_PROB, R, target, tol=1e-7,
+  # max_iter=steps, is_func_decrease=True).
   target = 1 + learning_rate * epsilon
   left, right = MIN_PROB, MAX_PROB
-  for _ in range(steps):  # their binary_search with tol 1e-4 on R
+  if r(right) > target:  # even full clipping leaves R above the target
+    return right, float(derivative(right))
+  if r(left) < target:  # no clipping already meets it
+    return left, float(derivative(left))
+  for _ in range(steps):
     mid = (left + right) / 2
     val = r(mid)
-    if abs(val - target) < 1e-4:
+    if abs(target - val) < 1e-7:
       return mid, float(derivative(mid))
-    if val > target:
-      left = mid
-    else:
+    if val < target:
       right = mid
-  mid = (left + right) / 2
-  return mid, float(derivative(mid))
+    else:
+      left = mid
+  return right, float(derivative(right))
 
 
 def authors_pipeline(h, derivative, learning_rate, reg_covar=1e-3):

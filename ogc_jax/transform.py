@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ogc_jax.gmm import GMM, fit_gmm
+from ogc_jax.gmm import FITS, GMM, fit_gmm
 from ogc_jax.threshold import (MAX_PROB, MIN_PROB, derivative_magnitude,
                                noise_to_clean_ratio, solve_threshold)
 
@@ -239,7 +239,8 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
                 *,
                 epsilon: float = 20.0,
                 update_period: int = 32,
-                queue_size: int = 4096) -> OGCWeights:
+                queue_size: int = 4096,
+                fit: str = "converged") -> OGCWeights:
   """Optimized Gradient Clipping as per-example weights (the fused route).
 
   Each call of ``update(probs, state, learning_rate)`` pushes H = -log p of
@@ -275,6 +276,10 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
       the optimizer accumulates them with ``optax.MultiSteps``).
     queue_size: number of recent H values the mixture is fitted to (q), an
       integer >= 2.
+    fit: how the mixture is fitted at each refit (`ogc_jax.fit_gmm`):
+      ``"converged"``, EM to its fixed point, warm-started from the previous
+      fit; or ``"published"``, the authors' code: at most 10 EM steps from
+      the two-means split of the queue.
 
   Returns:
     An `OGCWeights` of pure functions ``init(params=None)`` and
@@ -311,6 +316,8 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
   """
   _check_positive_integer("update_period", update_period, 1)
   _check_positive_integer("queue_size", queue_size, 2)
+  if fit not in FITS:
+    raise ValueError(f"`fit` must be one of {FITS}, got {fit!r}.")
   _check_epsilon(epsilon)
   _check_base_loss(base_loss)
 
@@ -350,8 +357,10 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
         queue_count=jnp.minimum(state.queue_count + n_valid, queue_size))
 
   def refit(state: OGCState, lr):
-    # Warm start: the last fit is one more candidate start of EM.
-    gmm = fit_gmm(state.queue, init=state.gmm)
+    # The converged fit starts warm: the last fit is one more candidate start
+    # of EM. The published one starts from the two-means split every time.
+    gmm = fit_gmm(state.queue, init=state.gmm if fit == "converged" else None,
+                  fit=fit)
     p_threshold, tau = solve_threshold(gmm, base_loss, lr, epsilon)
     fitted = dict(gmm=gmm, p_threshold=p_threshold, tau=tau,
                   noise_to_clean_ratio=noise_to_clean_ratio(gmm, base_loss,
@@ -424,7 +433,8 @@ def ogc(base_loss: Callable[[chex.Array], chex.Array],
         *,
         epsilon: float = 20.0,
         update_period: int = 32,
-        queue_size: int = 4096) -> optax.GradientTransformationExtraArgs:
+        queue_size: int = 4096,
+        fit: str = "converged") -> optax.GradientTransformationExtraArgs:
   """Optimized Gradient Clipping of per-example gradients.
 
   .. warning::
@@ -465,6 +475,8 @@ def ogc(base_loss: Callable[[chex.Array], chex.Array],
     update_period: refit every this many updates (s), an integer >= 1
       (micro-batches under ``optax.MultiSteps``).
     queue_size: queue length (q), an integer >= 2.
+    fit: the mixture fit at each refit, ``"converged"`` or ``"published"``
+      (see `ogc_weights`).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is `OGCState`
@@ -501,7 +513,8 @@ def ogc(base_loss: Callable[[chex.Array], chex.Array],
     <https://arxiv.org/abs/2412.08941>`_, AAAI 2025.
   """
   weighting = ogc_weights(base_loss, epsilon=epsilon,
-                          update_period=update_period, queue_size=queue_size)
+                          update_period=update_period, queue_size=queue_size,
+                          fit=fit)
 
   def update_fn(updates, state, params=None, *, probs=None, learning_rate=None,
                 **extra_args):
