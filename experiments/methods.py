@@ -66,7 +66,7 @@ def make_weighting(config, method, schedule) -> ogc_jax.OGCWeights:
   weighting = ogc_jax.ogc_weights(
       method.fn, epsilon=config.ogc.epsilon,
       update_period=config.ogc.update_period,
-      queue_size=config.ogc.queue_size)
+      queue_size=config.ogc.queue_size, fit=config.ogc.fit)
   return weighting._replace(
       update=lambda probs, state: weighting.update(probs, state,
                                                    schedule(state.count)))
