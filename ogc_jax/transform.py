@@ -205,6 +205,12 @@ def _feasible(probs, valid):
   return jnp.clip(jnp.where(valid, probs, 1.0), MIN_PROB, MAX_PROB)
 
 
+def _keep(state, learning_rate):
+  """The branch of a step that does not refit: the state as it is."""
+  del learning_rate
+  return state
+
+
 def _cond_under_vmap(refit):
   """``lax.cond(due, refit, keep)`` that stays a cond under ``jax.vmap``.
 
@@ -214,9 +220,14 @@ def _cond_under_vmap(refit):
   due on the same steps, so the batched rule refits all of them under one
   cond when any is due, and keeps the previous state of those that are not.
   """
+  # One function object for each branch, made once: lax.cond caches its
+  # compilation by the branches' identity, so a new lambda per call would
+  # compile the cond again at every eager (un-jitted) update.
+  batched_refit = jax.vmap(refit)
+
   @jax.custom_batching.custom_vmap
   def maybe_refit(due, state, lr):
-    return jax.lax.cond(due, refit, lambda s, _: s, state, lr)
+    return jax.lax.cond(due, refit, _keep, state, lr)
 
   @maybe_refit.def_vmap
   def batched(axis_size, in_batched, due, state, lr):
@@ -224,8 +235,7 @@ def _cond_under_vmap(refit):
       return x if is_batched else jnp.broadcast_to(x, (axis_size,) + x.shape)
     due, state, lr = jax.tree_util.tree_map(broadcast, (due, state, lr),
                                             tuple(in_batched))
-    fitted = jax.lax.cond(jnp.any(due), jax.vmap(refit), lambda s, _: s,
-                          state, lr)
+    fitted = jax.lax.cond(jnp.any(due), batched_refit, _keep, state, lr)
     out = jax.tree_util.tree_map(
         lambda new, old: jnp.where(
             due.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),

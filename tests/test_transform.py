@@ -552,6 +552,40 @@ class NoRetraceTest(absltest.TestCase):
     self.assertEqual(fused_step._cache_size(), 1)
     chex.assert_trees_all_close(p1, p2, rtol=1e-4, atol=1e-6)
 
+  def test_eager_updates_compile_nothing_after_the_first(self):
+    # Outside jit (a notebook, a debugger, a docstring) each primitive is
+    # compiled once and cached; the refit's cond was compiled again at every
+    # call while its `keep` branch was a new lambda per call (3 s a call).
+    compiles = []
+
+    def on_event(event, duration_secs, **kwargs):
+      del duration_secs, kwargs
+      if event == "/jax/core/compile/backend_compile_duration":
+        compiles.append(event)
+
+    kwargs = dict(update_period=1, queue_size=8)  # a refit at every call
+    weighting = ogc_jax.ogc_weights(losses.cross_entropy, **kwargs)
+    transform = ogc_jax.ogc(losses.cross_entropy, **kwargs)
+    probs = jnp.linspace(0.01, 0.99, 8)
+    grads = {"w": jnp.ones((8, 3))}
+    fused = lambda s: weighting.update(probs, s, 0.1)[1]
+    per_example = lambda s: transform.update(grads, s, probs=probs,
+                                             learning_rate=0.1)[1]
+    jax.monitoring.register_event_duration_secs_listener(on_event)
+    try:
+      for route, update, state in (("fused", fused, weighting.init()),
+                                   ("per-example", per_example,
+                                    transform.init(None))):
+        counts = []
+        for _ in range(3):
+          before = len(compiles)
+          state = jax.block_until_ready(update(state))
+          counts.append(len(compiles) - before)
+        self.assertEqual(int(state.num_threshold_updates), 3)
+        self.assertEqual(counts[1:], [0, 0], f"{route}: compilations {counts}")
+    finally:
+      jax.monitoring.unregister_event_duration_listener(on_event)
+
 
 class BadInputTest(parameterized.TestCase):
 
