@@ -94,9 +94,10 @@ class OGCWeights(NamedTuple):
   update: WeightsUpdateFn
 
 
-def _check_probs(probs):
+def _check_probs(probs, not_an_array_hint=""):
   if not hasattr(probs, "shape") or not hasattr(probs, "dtype"):
-    raise ValueError(f"OGC expects `probs` to be an array, got {type(probs)}.")
+    raise ValueError(f"OGC expects `probs` to be an array, got {type(probs)}."
+                     + not_an_array_hint)
   if probs.ndim != 1:
     raise ValueError(
         "OGC expects `probs` to be 1-D, the probability of each example's label"
@@ -327,8 +328,10 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
     ValueError: for an argument outside the choices above (at construction;
       for ``base_loss``, naming the first p where |l'(p)| is not finite or
       rises, and its value), and at trace time for ``probs`` that are not a
-      1-D floating array and for a learning rate that is given nowhere, not
-      a scalar, or (when concrete) negative or not finite.
+      1-D floating array (an ``ogc_weights`` put into an ``optax.chain``
+      gets the gradients there: use `ogc`) and for a learning rate that is
+      given nowhere, not a scalar, or (when concrete) negative or not
+      finite.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax
@@ -434,7 +437,11 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
 
   def update(probs: chex.Array, state: OGCState,
              learning_rate: Optional[chex.Numeric] = None):
-    _check_probs(probs)
+    _check_probs(probs, not_an_array_hint=(
+        " `ogc_weights(...)` is not an optax transformation: its `update`"
+        " takes the batch's probabilities and gives weights for the loss"
+        " (`weighted_base_loss`). In an optax.chain, on per-example"
+        " gradients, use `ogc(...)`."))
     lr = current_rate(state, learning_rate)
     if probs.shape[0] == 0:  # static: an empty batch changes nothing
       return jnp.zeros([0], jnp.float32), state
@@ -486,6 +493,46 @@ def weighted_base_loss(base_loss, probs: chex.Array, weights: chex.Array):
   valid = _valid(probs)
   weights = weights.astype(jnp.float32)
   return jnp.mean(jnp.where(valid, weights * base_loss(_feasible(probs, valid)), 0.0))
+
+
+def _check_per_example(updates, params, probs):
+  """Every leaf of ``updates`` is (batch,) + its parameter's shape.
+
+  The batch is the leaves' common first axis; ``probs`` must have one entry
+  per example. Given ``params`` (of the same tree), a leaf must also have
+  its parameter's shape after the batch axis, which tells apart gradients
+  already averaged over the batch, even ones whose first axis happens to
+  equal the batch size.
+  """
+  leaves = jax.tree_util.tree_leaves_with_path(updates)
+  if (params is not None and jax.tree_util.tree_structure(params)
+      == jax.tree_util.tree_structure(updates)):
+    for (path, leaf), param in zip(leaves, jax.tree_util.tree_leaves(params)):
+      if leaf.shape[1:] != jnp.shape(param):
+        raise ValueError(
+            "OGC expects `updates` to be per-example gradients, of shape"
+            " (batch,) + the parameter's shape; leaf"
+            f" {jax.tree_util.keystr(path)} has shape {leaf.shape} for a"
+            f" parameter of shape {jnp.shape(param)}. Gradients already"
+            " averaged over the batch (jax.grad of the mean loss) cannot be"
+            " clipped per example: take jax.vmap(jax.grad(loss of one"
+            f" example)). {PLACEMENT}")
+  batch = probs.shape[0]
+  firsts = {leaf.shape[0] for _, leaf in leaves if leaf.ndim}
+  if len(firsts) == 1 and all(leaf.ndim for _, leaf in leaves):
+    (first,) = firsts
+    if first != batch:
+      raise ValueError(
+          "OGC expects `probs` to hold one probability per example: the"
+          f" per-example gradients `updates` have a batch of {first} (the 0th"
+          f" axis of every leaf), `probs` has shape {probs.shape}.")
+    return
+  for path, leaf in leaves:
+    if leaf.ndim == 0 or leaf.shape[0] != batch:
+      raise ValueError(
+          "OGC expects `updates` to be per-example gradients with the batch"
+          f" ({batch}, the length of `probs`) in the 0th axis; leaf"
+          f" {jax.tree_util.keystr(path)} has shape {leaf.shape}. {PLACEMENT}")
 
 
 def ogc(base_loss: Callable[[chex.Array], chex.Array],
@@ -554,8 +601,11 @@ def ogc(base_loss: Callable[[chex.Array], chex.Array],
     ``optax.tree_utils.tree_get(state, "tau")`` finds the threshold.
 
   Raises:
-    ValueError: as `ogc_weights`, and when ``probs`` is missing or a leaf of
-      ``updates`` has no batch axis of the length of ``probs`` (trace time).
+    ValueError: as `ogc_weights`, and at trace time when ``probs`` is
+      missing or its length is not the batch of the per-example gradients,
+      when the leaves of ``updates`` have no common batch axis, or, given
+      ``params``, when a leaf is not ``(batch,) + param.shape`` (gradients
+      averaged over the batch, or OGC inside ``optax.MultiSteps``).
 
   Example:
     >>> import jax, jax.numpy as jnp, optax
@@ -585,16 +635,11 @@ def ogc(base_loss: Callable[[chex.Array], chex.Array],
 
   def update_fn(updates, state, params=None, *, probs=None, learning_rate=None,
                 **extra_args):
-    del params, extra_args
+    del extra_args
     if probs is None:
       raise ValueError("OGC needs the extra argument `probs` (shape [batch]).")
     _check_probs(probs)
-    for path, leaf in jax.tree_util.tree_leaves_with_path(updates):
-      if leaf.ndim == 0 or leaf.shape[0] != probs.shape[0]:
-        raise ValueError(
-            "OGC expects `updates` to be per-example gradients with the batch"
-            f" ({probs.shape[0]}, the length of `probs`) in the 0th axis; leaf"
-            f" {jax.tree_util.keystr(path)} has shape {leaf.shape}. {PLACEMENT}")
+    _check_per_example(updates, params, probs)
     weights, state = weighting.update(probs, state, learning_rate)
     batch = probs.shape[0]
     if batch == 0:  # weights and state as they were

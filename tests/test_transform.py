@@ -777,9 +777,58 @@ class BadInputTest(parameterized.TestCase):
     with pytest.raises(ValueError, match="`probs` to be floating"):
       self.transform.update(self.grads, self.state, probs=jnp.ones(4, jnp.int32))
 
-  def test_batch_mismatch_names_the_leaf(self):
-    with pytest.raises(ValueError, match=r"leaf \['b'\] has shape"):
-      self.transform.update(self.grads, self.state, probs=jnp.ones(3))
+  def test_probs_of_another_length_than_the_batch_names_probs(self):
+    with pytest.raises(ValueError, match=r"`probs` to hold one probability per"
+                       r" example: .* a batch of 4 .* `probs` has shape \(3,\)"):
+      self.transform.update(self.grads, self.state, probs=jnp.ones(3),
+                            learning_rate=0.1)
+
+  def test_leaves_without_a_common_batch_name_the_leaf(self):
+    grads = dict(self.grads, b=jnp.zeros((3, NUM_CLASSES)))
+    with pytest.raises(ValueError, match=r"leaf \['b'\] has shape \(3, 4\)"):
+      self.transform.update(grads, self.state, probs=jnp.ones(4),
+                            learning_rate=0.1)
+
+  def test_averaged_gradients_are_refused_given_params(self):
+    # The case: w of shape (64, 4) and a batch of 64. The mean
+    # gradient has the shape (64, 4) a per-example gradient of a (4,)
+    # parameter would have; apply_updates broadcast the (4,) update onto
+    # every row. Given params, OGC sees the shapes do not fit.
+    params = {"w": jnp.zeros((64, 4))}
+    averaged = {"w": jnp.ones((64, 4))}
+    with pytest.raises(ValueError, match=r"leaf \['w'\] has shape \(64, 4\)"
+                       r" for a parameter of shape \(64, 4\)\. Gradients"
+                       r" already averaged"):
+      jax.jit(lambda g: self.transform.update(
+          g, self.transform.init(params), params, probs=jnp.full(64, 0.5),
+          learning_rate=0.1))(averaged)
+    # Per-example gradients of the same parameters pass.
+    out, _ = self.transform.update({"w": jnp.ones((64, 64, 4))},
+                                   self.transform.init(params), params,
+                                   probs=jnp.full(64, 0.5), learning_rate=0.1)
+    self.assertEqual(out["w"].shape, (64, 4))
+
+  def test_counters_saturate_instead_of_wrapping(self):
+    # As optax.safe_increment: at the int32 maximum a counter stays there
+    # (a wrapped count would turn negative and feed a schedule a bad step).
+    weighting = ogc_jax.ogc_weights(losses.cross_entropy, update_period=1000,
+                                    queue_size=8)
+    top = np.iinfo(np.int32).max
+    state = weighting.init()._replace(count=jnp.int32(top),
+                                      num_invalid=jnp.int32(top - 1))
+    _, state = jax.jit(weighting.update)(jnp.array([0.5, jnp.nan, 2.0]), state,
+                                         0.1)
+    self.assertEqual(int(state.count), top)
+    self.assertEqual(int(state.num_invalid), top)
+
+  def test_ogc_weights_in_a_chain_says_to_use_ogc(self):
+    opt = optax.chain(ogc_jax.ogc_weights(losses.cross_entropy,
+                                          learning_rate=0.1),
+                      optax.sgd(0.1))
+    with pytest.raises(ValueError, match=r"got <class 'dict'>\."
+                       r" `ogc_weights\(\.\.\.\)` is not an optax"
+                       r" transformation.* use `ogc\(\.\.\.\)`"):
+      opt.update(self.grads, opt.init(self.params), self.params)
 
   def test_missing_probs(self):
     with pytest.raises(ValueError, match="`probs`"):
