@@ -411,7 +411,7 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
     # A fit or solve that is not finite keeps the previous threshold; so
     # does a traced rate or epsilon that is NaN, infinite or negative, for
     # which the target 1 + lr * epsilon means nothing (solve_threshold would
-    # find R above a NaN or sub-1 target nowhere and clip everything).
+    # return the threshold that clips everything, tau = |l'(1 - 1e-7)|).
     accepted = jnp.all(jnp.stack(
         [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(fitted)]
         + [jnp.isfinite(lr), lr >= 0, jnp.isfinite(epsilon),
