@@ -5,9 +5,13 @@ returning the per-example loss, shape [batch] (average it, or weight it, in
 the training step). They work from ``log p = log_softmax(logits)[label]``
 wherever a loss or its gradient would otherwise meet ``log 0`` or
 ``0**negative`` when ``p`` underflows, so they stay finite, with finite
-gradients, for extreme logits. `LOSSES` maps their short names to them; each
-one's default hyperparameters, the paper's CIFAR-10 setting, are those of its
-signature (`ogc_jax.losses.hyperparameters`).
+gradients, for extreme logits. `LOSSES` maps their short names to them (a
+loss that is also a base loss of p has its name in
+`ogc_jax.losses.BASE_LOSSES`); each one's default hyperparameters, the
+paper's CIFAR-10 setting, are those of its signature
+(`ogc_jax.losses.hyperparameters`). They compute ``log p`` with
+`ogc_jax.losses.log_probabilities`; those whose base loss has a bounded
+derivative go through ``p`` with `logit_loss_from_base`.
 """
 
 import math
@@ -16,8 +20,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from ogc_jax.losses import (_check_inputs, _gather, _log_probabilities,
-                            mae, phuber_cross_entropy,
+from ogc_jax.losses import (check_logits, log_probabilities, mae,
+                            phuber_cross_entropy,
                             phuber_generalized_cross_entropy,
                             probability_of_label, taylor_cross_entropy)
 
@@ -91,7 +95,7 @@ def ce_loss(logits, labels):
     >>> baselines.ce_loss(jnp.zeros((1, 4)), jnp.array([0]))  # log 4
     Array([1.3862944], dtype=float32)
   """
-  return -_log_probabilities(logits, labels)[1]
+  return -log_probabilities(logits, labels)[1]
 
 
 def focal_loss(logits, labels, gamma=0.5):
@@ -110,7 +114,7 @@ def focal_loss(logits, labels, gamma=0.5):
     Lin et al., `Focal Loss for Dense Object Detection
     <https://arxiv.org/abs/1708.02002>`_, ICCV 2017.
   """
-  log_p = _log_probabilities(logits, labels)[1]
+  log_p = log_probabilities(logits, labels)[1]
   one_minus_p = _one_minus_p(log_p)
   # (1 - p)**gamma has an infinite slope at p = 1 for gamma < 1, where it
   # multiplies -log p = 0; the double `where` gives the product its limiting
@@ -135,7 +139,7 @@ def mae_loss(logits, labels):
     Ghosh et al., `Robust Loss Functions under Label Noise for Deep Neural
     Networks <https://arxiv.org/abs/1712.09482>`_, AAAI 2017.
   """
-  return mae(probability_of_label(logits, labels))
+  return logit_loss_from_base(mae)(logits, labels)
 
 
 def gce_loss(logits, labels, q=0.7):
@@ -154,7 +158,7 @@ def gce_loss(logits, labels, q=0.7):
     Networks with Noisy Labels <https://arxiv.org/abs/1805.07836>`_,
     NeurIPS 2018.
   """
-  log_p = _log_probabilities(logits, labels)[1]
+  log_p = log_probabilities(logits, labels)[1]
   # p**q = exp(q log p), whose gradient stays finite where p underflows.
   return -jnp.expm1(q * log_p) / q
 
@@ -174,7 +178,8 @@ def taylor_ce_loss(logits, labels, order=2):
     Feng et al., `Can Cross Entropy Loss Be Robust to Label Noise?
     <https://doi.org/10.24963/ijcai.2020/305>`_, IJCAI 2020.
   """
-  return taylor_cross_entropy(probability_of_label(logits, labels), order)
+  return logit_loss_from_base(taylor_cross_entropy)(logits, labels,
+                                                   order=order)
 
 
 def sce_loss(logits, labels, alpha=0.1, beta=1.0, log_zero=math.log(1e-4)):
@@ -207,7 +212,7 @@ def sce_loss(logits, labels, alpha=0.1, beta=1.0, log_zero=math.log(1e-4)):
     Wang et al., `Symmetric Cross Entropy for Robust Learning with Noisy
     Labels <https://arxiv.org/abs/1908.06112>`_, ICCV 2019.
   """
-  log_p = _log_probabilities(logits, labels)[1]
+  log_p = log_probabilities(logits, labels)[1]
   return alpha * -log_p + beta * _reverse_cross_entropy(log_p, log_zero)
 
 
@@ -232,7 +237,7 @@ def nce_rce_loss(logits, labels, alpha=1.0, beta=1.0,
     Ma et al., `Normalized Loss Functions for Deep Learning with Noisy Labels
     <https://arxiv.org/abs/2006.13554>`_, ICML 2020.
   """
-  log_probs, log_p = _log_probabilities(logits, labels)
+  log_probs, log_p = log_probabilities(logits, labels)
   return (alpha * _normalized_cross_entropy(log_probs, log_p)
           + beta * _reverse_cross_entropy(log_p, log_zero))
 
@@ -258,7 +263,7 @@ def nce_agce_loss(logits, labels, alpha=1.0, beta=4.0, a=6.0, q=1.5):
     Zhou et al., `Asymmetric Loss Functions for Learning with Noisy Labels
     <https://arxiv.org/abs/2106.03110>`_, ICML 2021.
   """
-  log_probs, log_p = _log_probabilities(logits, labels)
+  log_probs, log_p = log_probabilities(logits, labels)
   agce = ((a + 1.0)**q - (a + jnp.exp(log_p))**q) / q
   return alpha * _normalized_cross_entropy(log_probs, log_p) + beta * agce
 
@@ -290,7 +295,7 @@ def js_loss(logits, labels, pi1=0.7):
     Learning with Noisy Labels <https://arxiv.org/abs/2105.04522>`_,
     NeurIPS 2021.
   """
-  log_p = _log_probabilities(logits, labels)[1]
+  log_p = log_probabilities(logits, labels)[1]
   p = jnp.exp(log_p)
   log_m = jnp.log(pi1 + (1.0 - pi1) * p)
   log_1m_pi1 = jnp.log1p(-pi1)
@@ -328,7 +333,7 @@ def logit_clip_ce_loss(logits, labels, norm_bound=1.5, norm_order=2):
     Wei et al., `Mitigating Memorization of Noisy Labels by Clipping the Model
     Prediction <https://arxiv.org/abs/2212.04055>`_, ICML 2023.
   """
-  logits = _check_inputs(logits, labels)
+  logits = check_logits(logits, labels)
   norm_to_the_r = jnp.sum(jnp.abs(logits)**norm_order, axis=-1, keepdims=True)
   # Floored so that the norm's gradient is finite at z = 0.
   norm = jnp.maximum(norm_to_the_r, jnp.finfo(logits.dtype).tiny)**(
@@ -370,10 +375,12 @@ def anl_ce_loss(logits, labels, alpha=5.0, beta=5.0, min_prob=1e-7):
     Ye et al., `Active Negative Loss Functions for Learning with Noisy Labels
     <https://arxiv.org/abs/2310.03590>`_, NeurIPS 2023.
   """
-  log_probs, log_p = _log_probabilities(logits, labels)
+  log_probs, log_p = log_probabilities(logits, labels)
   log_min_prob = math.log(min_prob)
   negative = jnp.maximum(log_probs, log_min_prob) - log_min_prob
-  nnce = 1.0 - _gather(negative, labels) / jnp.sum(negative, axis=-1)
+  # The label's entry of `negative`, from log p.
+  nnce = 1.0 - ((jnp.maximum(log_p, log_min_prob) - log_min_prob)
+                / jnp.sum(negative, axis=-1))
   return alpha * _normalized_cross_entropy(log_probs, log_p) + beta * nnce
 
 
@@ -393,7 +400,7 @@ def phuber_ce_loss(logits, labels, tau=10.0):
     Menon et al., `Can Gradient Clipping Mitigate Label Noise?
     <https://openreview.net/forum?id=rklB76EKPr>`_, ICLR 2020.
   """
-  return phuber_cross_entropy(probability_of_label(logits, labels), tau)
+  return logit_loss_from_base(phuber_cross_entropy)(logits, labels, tau=tau)
 
 
 def phuber_gce_loss(logits, labels, q=0.7, tau=10.0):
@@ -412,8 +419,8 @@ def phuber_gce_loss(logits, labels, q=0.7, tau=10.0):
     Menon et al., `Can Gradient Clipping Mitigate Label Noise?
     <https://openreview.net/forum?id=rklB76EKPr>`_, ICLR 2020.
   """
-  return phuber_generalized_cross_entropy(
-      probability_of_label(logits, labels), q, tau)
+  return logit_loss_from_base(phuber_generalized_cross_entropy)(
+      logits, labels, q=q, tau=tau)
 
 
 # Every baseline as loss_fn(logits, labels, **hparams) -> per-example loss.

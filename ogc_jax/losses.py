@@ -5,15 +5,17 @@ the given (possibly wrong) label. OGC clips its derivative ``|dl/dp|``, which
 it obtains by automatic differentiation, so any differentiable ``jnp``
 function of ``p`` is a valid base loss; `BASE_LOSSES` names those the
 experiments offer (method ``ogc_<name>``). `probability_of_label` computes
-``p`` from logits, and `hyperparameters` reads a loss's keyword
-hyperparameters and defaults from its signature.
+``p`` from logits (`log_probabilities` its logarithm, `check_logits` the
+inputs), and `hyperparameters` reads a loss's keyword hyperparameters and
+defaults from its signature.
 
 The robust-loss baselines, losses of logits and labels, are in
-`ogc_jax.baselines`.
+`ogc_jax.baselines`; a loss has the same name in both (``'focal'``).
 """
 
+import collections.abc
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import chex
 import jax
@@ -197,15 +199,42 @@ def phuber_generalized_cross_entropy(p, q=0.7, tau=10.0):
                    generalized_cross_entropy(jnp.maximum(p, threshold), q))
 
 
+class _Aliased(collections.abc.Mapping):
+  """A read-only mapping in which an old name still finds its value.
+
+  Iteration, ``len`` and ``keys()`` show the current names only; lookup and
+  ``in`` accept the aliases too.
+  """
+
+  def __init__(self, items, aliases):
+    self._items = dict(items)
+    self._aliases = dict(aliases)
+    assert set(self._aliases.values()) <= set(self._items)
+
+  def __getitem__(self, name):
+    return self._items[self._aliases.get(name, name)]
+
+  def __iter__(self):
+    return iter(self._items)
+
+  def __len__(self):
+    return len(self._items)
+
+  def __repr__(self):
+    return f'{type(self).__name__}({self._items!r}, aliases={self._aliases!r})'
+
+
 # Base losses of p that OGC clips, by the name that follows ``ogc_`` in a
-# method name; each one's keyword defaults are the CIFAR-10 settings.
-BASE_LOSSES: dict[str, Callable[..., jax.Array]] = {
+# method name, the names of `ogc_jax.baselines.LOSSES`; each one's keyword
+# defaults are the CIFAR-10 settings. 'fl', focal's earlier name, stays an
+# alias: recorded runs and sweep specs name the method ``ogc_fl``.
+BASE_LOSSES: Mapping[str, Callable[..., jax.Array]] = _Aliased({
     'ce': cross_entropy,
-    'fl': focal,
+    'focal': focal,
     'gce': generalized_cross_entropy,
     'mae': mae,
     'taylor_ce': taylor_cross_entropy,
-}
+}, aliases={'fl': 'focal'})
 
 
 def hyperparameters(loss_fn: Callable[..., Any]) -> dict[str, Any]:
@@ -232,26 +261,60 @@ def hyperparameters(loss_fn: Callable[..., Any]) -> dict[str, Any]:
           if param.default is not inspect.Parameter.empty}
 
 
-# From logits to p; `ogc_jax.baselines` shares these helpers.
+# From logits to p (the baselines compute their losses from these too).
 
 
-def _check_inputs(logits, labels):
+def check_logits(logits, labels):
+  """Checks a batch of logits and integer labels; promotes the logits.
+
+  Args:
+    logits: float array, shape [batch, num_classes].
+    labels: int array, shape [batch].
+
+  Returns:
+    ``logits`` in float32 or wider: half-precision logits are promoted, so
+    the losses computed from them are float32.
+
+  Raises:
+    AssertionError: (chex's) for a rank, dtype or batch size that does not
+      fit, naming it.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from ogc_jax import losses
+    >>> losses.check_logits(jnp.zeros((2, 4), jnp.bfloat16),
+    ...                     jnp.array([0, 3])).dtype
+    dtype('float32')
+  """
   chex.assert_rank(logits, 2)
   chex.assert_rank(labels, 1)
   chex.assert_type(labels, int)
   chex.assert_axis_dimension(labels, 0, logits.shape[0])
-  # Half-precision logits are promoted: the losses are computed in float32.
   return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
 
 
-def _gather(values, labels):
-  return jnp.take_along_axis(values, labels[:, None], axis=-1)[:, 0]
+def log_probabilities(logits, labels):
+  """``log_softmax(logits)`` and its entry at each label, ``log p``.
 
+  Args:
+    logits: float array, shape [batch, num_classes] (checked and promoted by
+      `check_logits`).
+    labels: int array, shape [batch].
 
-def _log_probabilities(logits, labels):
-  """Returns ``log_softmax(logits)``, shape [batch, C], and its label entry."""
-  log_probs = jax.nn.log_softmax(_check_inputs(logits, labels), axis=-1)
-  return log_probs, _gather(log_probs, labels)
+  Returns:
+    ``(log_probs, log_p)``: shapes [batch, num_classes] and [batch].
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from ogc_jax import losses
+    >>> log_probs, log_p = losses.log_probabilities(jnp.zeros((1, 4)),
+    ...                                             jnp.array([2]))
+    >>> log_p  # log(1/4)
+    Array([-1.3862944], dtype=float32)
+  """
+  log_probs = jax.nn.log_softmax(check_logits(logits, labels), axis=-1)
+  return log_probs, jnp.take_along_axis(log_probs, labels[:, None],
+                                        axis=-1)[:, 0]
 
 
 def probability_of_label(logits, labels):
@@ -274,4 +337,4 @@ def probability_of_label(logits, labels):
     >>> losses.probability_of_label(jnp.zeros((2, 4)), jnp.array([0, 3]))
     Array([0.25, 0.25], dtype=float32)
   """
-  return jnp.exp(_log_probabilities(logits, labels)[1])
+  return jnp.exp(log_probabilities(logits, labels)[1])

@@ -61,7 +61,7 @@ def gce_derivative(p, q=0.7):
 # same names and with the same default hyperparameters.
 DERIVATIVES = {
     "ce": ce_derivative,
-    "fl": focal_derivative,
+    "focal": focal_derivative,
     "gce": gce_derivative,
 }
 

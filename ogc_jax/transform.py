@@ -20,7 +20,7 @@ derivative of some base losses is infinite.
 """
 
 import numbers
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional, Protocol
 
 import chex
 import jax
@@ -38,8 +38,8 @@ PLACEMENT = (
     " optax.MultiSteps and optax.apply_if_finite (which would average or test"
     " the per-example gradients): e.g. optax.chain(ogc(...),"
     " optax.apply_if_finite(optax.sgd(lr), 5)), or with gradient accumulation"
-    " optax.chain(ogc(...), optax.MultiSteps(opt, k).gradient_transformation())."
-    " See docs/usage.md.")
+    " optax.chain(ogc(...), optax.MultiSteps(opt, k).gradient_transformation())"
+    " (see the docstring of ogc_jax.ogc).")
 
 
 class OGCState(NamedTuple):
@@ -77,16 +77,27 @@ class OGCState(NamedTuple):
   num_rejected_refits: chex.Array
 
 
+class WeightsUpdateFn(Protocol):
+  """``update`` of the fused route (`ogc_weights`)."""
+
+  def __call__(
+      self, probs: chex.Array, state: OGCState,
+      learning_rate: Optional[chex.Numeric] = None
+  ) -> tuple[chex.Array, OGCState]:
+    """Observes ``probs``, advances ``state``; returns ``(weights, state)``."""
+
+
 class OGCWeights(NamedTuple):
-  """The fused route: ``init() -> state`` and
-  ``update(probs, state, learning_rate) -> (weights, state)``."""
+  """The fused route: ``init(params=None) -> state`` and
+  ``update(probs, state, learning_rate=None) -> (weights, state)``."""
   init: Callable[..., OGCState]
-  update: Callable[[chex.Array, OGCState], tuple]
+  update: WeightsUpdateFn
 
 
-def _check_probs(probs):
+def _check_probs(probs, not_an_array_hint=""):
   if not hasattr(probs, "shape") or not hasattr(probs, "dtype"):
-    raise ValueError(f"OGC expects `probs` to be an array, got {type(probs)}.")
+    raise ValueError(f"OGC expects `probs` to be an array, got {type(probs)}."
+                     + not_an_array_hint)
   if probs.ndim != 1:
     raise ValueError(
         "OGC expects `probs` to be 1-D, the probability of each example's label"
@@ -168,31 +179,40 @@ def _check_epsilon(epsilon):
       f" {epsilon!r}.")
 
 
-def _learning_rate(learning_rate):
-  """The learning rate given at update time, as a float32 scalar.
+# Said when neither the construction nor the update gives a rate.
+_MISSING_LEARNING_RATE = (
+    "OGC needs the optimizer's learning rate: give the same rate or schedule"
+    " as the optimizer once, `ogc(base_loss, learning_rate=schedule)` or"
+    " `ogc_weights(base_loss, learning_rate=schedule)`, or the rate the"
+    " optimizer applies now at every update, `update(..., probs=p,"
+    " learning_rate=lr)` (per-example route) or `update(probs, state, lr)`"
+    " (fused route).")
 
-  There is no default and no copy made at construction: the target ratio is
-  1 + learning_rate * epsilon with the rate the optimizer uses now, so the
-  caller passes that rate at every update and a missing one is an error.
+
+def _learning_rate(learning_rate, what="`learning_rate`"):
+  """A learning rate as a float32 scalar; a concrete one finite and >= 0.
+
+  A traced rate cannot be checked here; a refit at a NaN, infinite or
+  negative one is rejected instead (see `ogc_weights`).
   """
-  if learning_rate is None:
-    raise ValueError(
-        "OGC needs the optimizer's current learning rate at every update:"
-        " `update(..., probs=p, learning_rate=lr)` (per-example route) or"
-        " `update(probs, state, lr)` (fused route), e.g. lr = schedule(step);"
-        " see docs/usage.md for adaptive optimizers.")
   if not isinstance(learning_rate, jax.core.Tracer):
     value = np.asarray(learning_rate)
     if (value.ndim != 0 or not np.issubdtype(value.dtype, np.number)
         or not (np.isfinite(value) and value >= 0)):
       raise ValueError(
-          "OGC's `learning_rate` must be a finite scalar >= 0 (the target"
-          f" ratio is 1 + learning_rate * epsilon), got {learning_rate!r}.")
+          f"OGC's {what} must be a finite scalar >= 0 (the target ratio is"
+          f" 1 + learning_rate * epsilon), got {learning_rate!r}.")
   lr = jnp.asarray(learning_rate)
   if lr.ndim != 0:
     raise ValueError(
-        f"OGC's `learning_rate` must be a scalar, got shape {lr.shape}.")
+        f"OGC's {what} must be a scalar, got shape {lr.shape}.")
   return lr.astype(jnp.float32)
+
+
+def _check_schedule(learning_rate):
+  """At construction: None, a schedule (callable), or a scalar rate >= 0."""
+  if learning_rate is not None and not callable(learning_rate):
+    _learning_rate(learning_rate)
 
 
 def _valid(probs):
@@ -205,6 +225,12 @@ def _feasible(probs, valid):
   return jnp.clip(jnp.where(valid, probs, 1.0), MIN_PROB, MAX_PROB)
 
 
+def _keep(state, learning_rate):
+  """The branch of a step that does not refit: the state as it is."""
+  del learning_rate
+  return state
+
+
 def _cond_under_vmap(refit):
   """``lax.cond(due, refit, keep)`` that stays a cond under ``jax.vmap``.
 
@@ -214,9 +240,14 @@ def _cond_under_vmap(refit):
   due on the same steps, so the batched rule refits all of them under one
   cond when any is due, and keeps the previous state of those that are not.
   """
+  # One function object for each branch, made once: lax.cond caches its
+  # compilation by the branches' identity, so a new lambda per call would
+  # compile the cond again at every eager (un-jitted) update.
+  batched_refit = jax.vmap(refit)
+
   @jax.custom_batching.custom_vmap
   def maybe_refit(due, state, lr):
-    return jax.lax.cond(due, refit, lambda s, _: s, state, lr)
+    return jax.lax.cond(due, refit, _keep, state, lr)
 
   @maybe_refit.def_vmap
   def batched(axis_size, in_batched, due, state, lr):
@@ -224,8 +255,7 @@ def _cond_under_vmap(refit):
       return x if is_batched else jnp.broadcast_to(x, (axis_size,) + x.shape)
     due, state, lr = jax.tree_util.tree_map(broadcast, (due, state, lr),
                                             tuple(in_batched))
-    fitted = jax.lax.cond(jnp.any(due), jax.vmap(refit), lambda s, _: s,
-                          state, lr)
+    fitted = jax.lax.cond(jnp.any(due), batched_refit, _keep, state, lr)
     out = jax.tree_util.tree_map(
         lambda new, old: jnp.where(
             due.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
@@ -237,38 +267,51 @@ def _cond_under_vmap(refit):
 
 def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
                 *,
+                learning_rate: Optional[optax.ScalarOrSchedule] = None,
                 epsilon: float = 20.0,
                 update_period: int = 32,
                 queue_size: int = 4096,
                 fit: str = "converged") -> OGCWeights:
   """Optimized Gradient Clipping as per-example weights (the fused route).
 
-  Each call of ``update(probs, state, learning_rate)`` pushes H = -log p of
-  the batch into the queue, and every ``update_period`` calls, once the queue
-  is full, refits the two-component mixture and re-solves the threshold
-  (under ``lax.cond``, so the other steps pay nothing). It returns the stop-gradient weights
-  ``min(1, tau / |l'(p)|)`` (0 for invalid probabilities) and the new state.
-  Use them in the loss with `weighted_base_loss`: the gradient of that loss is
-  the OGC update, at the memory cost of plain training.
+  Each call of ``update(probs, state)`` pushes H = -log p of the batch into
+  the queue, and every ``update_period`` calls, once the queue is full,
+  refits the two-component mixture and re-solves the threshold (under
+  ``lax.cond``, so the other steps pay nothing). It returns the
+  stop-gradient weights ``min(1, tau / |l'(p)|)`` (0 for invalid
+  probabilities) and the new state. Use them in the loss with
+  `weighted_base_loss`: the gradient of that loss is the OGC update, at the
+  memory cost of plain training.
 
-  A refit whose mixture, threshold or ratio is not finite keeps the previous
-  ones and counts in ``state.num_rejected_refits``, so NaN never enters the
-  state. An empty batch (``probs`` of shape ``[0]``) returns no weights and
-  the state unchanged (``count`` included).
+  The target ratio is ``1 + learning_rate * epsilon`` with the rate the
+  optimizer applies at that step. Give OGC the rate or schedule you give the
+  optimizer, once, here: a schedule is evaluated at OGC's step,
+  ``state.count`` before the update (the step index ``optax.sgd(schedule)``
+  uses: both count from 0 at ``init``). Where OGC's step is not the
+  optimizer's (OGC before ``optax.MultiSteps``, which counts micro-batches),
+  or the rate is not a schedule of the step (``reduce_on_plateau``, a rate
+  set by hand in an ``optax.inject_hyperparams`` state), give the rate the
+  optimizer applies now to each update instead: ``update(probs, state, lr)``,
+  which overrides the one given here. With an adaptive optimizer (Adam) the
+  rate is OGC's own eta; under AdamW an eta between 0.001 and 0.03 (AdamW's
+  usual 1e-3 included) worked, 0.1 and above clipped too little.
 
-  The learning rate is not given here but to every ``update``: the target
-  ratio is ``1 + learning_rate * epsilon`` with the rate the optimizer
-  applies at that step (``schedule(step)``, the value set in an
-  ``optax.inject_hyperparams`` state, ...), so there is no copy that could
-  silently part from the optimizer's. With adaptive or learning-rate-free
-  optimizers (Adam, Prodigy, schedule-free) give the eta recommended in
-  docs/usage.md.
+  A refit whose mixture, threshold or ratio is not finite, or whose rate or
+  ``epsilon`` is NaN, infinite or negative (possible only when traced: a
+  concrete one is refused), keeps the previous ones and counts in
+  ``state.num_rejected_refits``, so NaN never enters the state and a bad
+  rate never clips everything. An empty batch (``probs`` of shape ``[0]``)
+  returns no weights and the state unchanged (``count`` included, so a
+  schedule given here lags an optimizer that counted that update).
 
   Args:
     base_loss: elementwise, differentiable base loss of p, e.g.
       `ogc_jax.losses.cross_entropy`; |l'(p)| must be finite and
       non-increasing in p on [1e-7, 1 - 1e-7], which is checked here on a
       grid of 400 points.
+    learning_rate: the optimizer's learning rate, an ``optax.ScalarOrSchedule``
+      (the same float or schedule as the optimizer's), or None to give the
+      rate to every ``update``.
     epsilon: the method's epsilon, a finite scalar >= 0, a float or an array
       (so that ``optax.inject_hyperparams`` may make it a hyperparameter).
     update_period: refit the threshold every this many updates (s), an
@@ -283,30 +326,35 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
 
   Returns:
     An `OGCWeights` of pure functions ``init(params=None)`` and
-    ``update(probs, state, learning_rate)``, where ``learning_rate`` is the
-    optimizer's current rate, a scalar >= 0 (may be traced).
+    ``update(probs, state, learning_rate=None)``, whose ``learning_rate``,
+    a scalar >= 0 (may be traced), overrides the one given here.
 
   Raises:
     ValueError: for an argument outside the choices above (at construction;
       for ``base_loss``, naming the first p where |l'(p)| is not finite or
-      rises, and its value), and for ``probs`` that are not a 1-D floating array or a
-      ``learning_rate`` that is missing, not a scalar, or (when concrete)
-      negative or not finite (at trace time).
+      rises, and its value), and at trace time for ``probs`` that are not a
+      1-D floating array (an ``ogc_weights`` put into an ``optax.chain``
+      gets the gradients there: use `ogc`) and for a learning rate that is
+      given nowhere, not a scalar, or (when concrete) negative or not
+      finite.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax
     >>> from ogc_jax import losses, ogc_weights, weighted_base_loss
-    >>> weighting = ogc_weights(losses.cross_entropy)
-    >>> state = weighting.init()
+    >>> schedule = optax.cosine_decay_schedule(0.1, decay_steps=100)
+    >>> weighting = ogc_weights(losses.cross_entropy, learning_rate=schedule)
+    >>> opt = optax.sgd(schedule)  # the same schedule
     >>> params = jnp.zeros((3, 4))
+    >>> opt_state, state = opt.init(params), weighting.init()
     >>> x, y = jnp.ones((8, 3)), jnp.arange(8) % 4
     >>> def loss_fn(params, state):
     ...   logits = x @ params
     ...   p = jnp.take_along_axis(jax.nn.softmax(logits), y[:, None], 1)[:, 0]
-    ...   weights, state = weighting.update(p, state, 0.1)  # the current rate
+    ...   weights, state = weighting.update(p, state)  # schedule(state.count)
     ...   return weighted_base_loss(losses.cross_entropy, p, weights), state
     >>> (loss, state), grads = jax.value_and_grad(loss_fn, has_aux=True)(
     ...     params, state)
+    >>> updates, opt_state = opt.update(grads, opt_state)
     >>> print(f"{float(loss):.4f}", int(state.count))
     1.3863 1
 
@@ -319,7 +367,11 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
   if fit not in FITS:
     raise ValueError(f"`fit` must be one of {FITS}, got {fit!r}.")
   _check_epsilon(epsilon)
+  _check_schedule(learning_rate)
   _check_base_loss(base_loss)
+  # Optax's schedules take the step count as it is; a float is a constant.
+  schedule = learning_rate if callable(learning_rate) else (
+      None if learning_rate is None else lambda count: learning_rate)
 
   def init(params: Any = None) -> OGCState:
     del params
@@ -365,22 +417,41 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
     fitted = dict(gmm=gmm, p_threshold=p_threshold, tau=tau,
                   noise_to_clean_ratio=noise_to_clean_ratio(gmm, base_loss,
                                                             p_threshold))
-    # A fit or solve that is not finite keeps the previous threshold.
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
-                                for x in jax.tree_util.tree_leaves(fitted)]))
+    # A fit or solve that is not finite keeps the previous threshold; so
+    # does a traced rate or epsilon that is NaN, infinite or negative, for
+    # which the target 1 + lr * epsilon means nothing (solve_threshold would
+    # return the threshold that clips everything, tau = |l'(1 - 1e-7)|).
+    accepted = jnp.all(jnp.stack(
+        [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(fitted)]
+        + [jnp.isfinite(lr), lr >= 0, jnp.isfinite(epsilon),
+           jnp.asarray(epsilon) >= 0]))
     previous = {k: getattr(state, k) for k in fitted}
-    kept = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old),
-                                  fitted, previous)
+    kept = jax.tree_util.tree_map(
+        lambda new, old: jnp.where(accepted, new, old), fitted, previous)
     return state._replace(
         **kept,
-        num_threshold_updates=state.num_threshold_updates + finite,
-        num_rejected_refits=state.num_rejected_refits + ~finite)
+        num_threshold_updates=state.num_threshold_updates + accepted,
+        num_rejected_refits=state.num_rejected_refits + ~accepted)
 
   maybe_refit = _cond_under_vmap(refit)
 
-  def update(probs: chex.Array, state: OGCState, learning_rate: chex.Numeric):
-    _check_probs(probs)
-    lr = _learning_rate(learning_rate)
+  def current_rate(state: OGCState, learning_rate):
+    """The update's own rate, else the construction's at OGC's step."""
+    if learning_rate is not None:
+      return _learning_rate(learning_rate)
+    if schedule is None:
+      raise ValueError(_MISSING_LEARNING_RATE)
+    return _learning_rate(schedule(state.count),
+                          "`learning_rate` (the construction's, at this step)")
+
+  def update(probs: chex.Array, state: OGCState,
+             learning_rate: Optional[chex.Numeric] = None):
+    _check_probs(probs, not_an_array_hint=(
+        " `ogc_weights(...)` is not an optax transformation: its `update`"
+        " takes the batch's probabilities and gives weights for the loss"
+        " (`weighted_base_loss`). In an optax.chain, on per-example"
+        " gradients, use `ogc(...)`."))
+    lr = current_rate(state, learning_rate)
     if probs.shape[0] == 0:  # static: an empty batch changes nothing
       return jnp.zeros([0], jnp.float32), state
     probs = jax.lax.stop_gradient(probs).astype(jnp.float32)
@@ -388,17 +459,21 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
     p = _feasible(probs, valid)
 
     state = push(state, -jnp.log(p), valid)
-    count = state.count + 1
+    count = optax.safe_increment(state.count)
     due = (count % update_period == 0) & (state.queue_count == queue_size)
     state = maybe_refit(due, state, lr)
 
     g = derivative_magnitude(base_loss, p)
     weights = jnp.where(valid, jnp.minimum(1.0, state.tau / g), 0.0)
-    n_valid = jnp.sum(valid)
+    n_valid = jnp.sum(valid, dtype=jnp.int32)
     clipped = jnp.sum(valid & (g > state.tau)) / jnp.maximum(n_valid, 1)
+    # Saturates at the int32 maximum rather than wrapping round, like
+    # optax.safe_increment.
+    n_invalid = jnp.minimum(probs.shape[0] - n_valid,
+                            jnp.iinfo(jnp.int32).max - state.num_invalid)
     state = state._replace(
         count=count, clipped_fraction=clipped.astype(jnp.float32),
-        num_invalid=state.num_invalid + probs.shape[0] - n_valid.astype(jnp.int32))
+        num_invalid=state.num_invalid + n_invalid)
     return jax.lax.stop_gradient(weights), state
 
   return OGCWeights(init=init, update=update)
@@ -429,8 +504,49 @@ def weighted_base_loss(base_loss, probs: chex.Array, weights: chex.Array):
   return jnp.mean(jnp.where(valid, weights * base_loss(_feasible(probs, valid)), 0.0))
 
 
+def _check_per_example(updates, params, probs):
+  """Every leaf of ``updates`` is (batch,) + its parameter's shape.
+
+  The batch is the leaves' common first axis; ``probs`` must have one entry
+  per example. Given ``params`` (of the same tree), a leaf must also have
+  its parameter's shape after the batch axis, which tells apart gradients
+  already averaged over the batch, even ones whose first axis happens to
+  equal the batch size.
+  """
+  leaves = jax.tree_util.tree_leaves_with_path(updates)
+  if (params is not None and jax.tree_util.tree_structure(params)
+      == jax.tree_util.tree_structure(updates)):
+    for (path, leaf), param in zip(leaves, jax.tree_util.tree_leaves(params)):
+      if leaf.shape[1:] != jnp.shape(param):
+        raise ValueError(
+            "OGC expects `updates` to be per-example gradients, of shape"
+            " (batch,) + the parameter's shape; leaf"
+            f" {jax.tree_util.keystr(path)} has shape {leaf.shape} for a"
+            f" parameter of shape {jnp.shape(param)}. Gradients already"
+            " averaged over the batch (jax.grad of the mean loss) cannot be"
+            " clipped per example: take jax.vmap(jax.grad(loss of one"
+            f" example)). {PLACEMENT}")
+  batch = probs.shape[0]
+  firsts = {leaf.shape[0] for _, leaf in leaves if leaf.ndim}
+  if len(firsts) == 1 and all(leaf.ndim for _, leaf in leaves):
+    (first,) = firsts
+    if first != batch:
+      raise ValueError(
+          "OGC expects `probs` to hold one probability per example: the"
+          f" per-example gradients `updates` have a batch of {first} (the 0th"
+          f" axis of every leaf), `probs` has shape {probs.shape}.")
+    return
+  for path, leaf in leaves:
+    if leaf.ndim == 0 or leaf.shape[0] != batch:
+      raise ValueError(
+          "OGC expects `updates` to be per-example gradients with the batch"
+          f" ({batch}, the length of `probs`) in the 0th axis; leaf"
+          f" {jax.tree_util.keystr(path)} has shape {leaf.shape}. {PLACEMENT}")
+
+
 def ogc(base_loss: Callable[[chex.Array], chex.Array],
         *,
+        learning_rate: Optional[optax.ScalarOrSchedule] = None,
         epsilon: float = 20.0,
         update_period: int = 32,
         queue_size: int = 4096,
@@ -442,11 +558,9 @@ def ogc(base_loss: Callable[[chex.Array], chex.Array],
     expects per-example gradients: every leaf of ``updates`` has the batch in
     its 0th axis, and ``update`` needs the keyword argument ``probs`` of shape
     ``[batch]``, the predicted probability of each example's given label. It
-    returns the mean over the batch of the clipped gradients. ``update`` also
-    needs ``learning_rate``, the optimizer's current learning rate (see
-    `ogc_weights`). For large models
-    use the fused route `ogc_weights`, which gives the same update without
-    per-example gradients.
+    returns the mean over the batch of the clipped gradients. For large
+    models use the fused route `ogc_weights`, which gives the same update
+    without per-example gradients.
 
   .. warning::
     OGC goes first in a chain: the transforms before it would see, and
@@ -468,9 +582,22 @@ def ogc(base_loss: Callable[[chex.Array], chex.Array],
   accumulated in float32 and returned in the dtype of each gradient leaf. An
   empty batch gives a zero update and leaves the state unchanged.
 
+  Give ``learning_rate`` the optimizer's own rate or schedule, the same
+  object: ``optax.chain(ogc(loss, learning_rate=schedule), optax.sgd(schedule))``.
+  A schedule is evaluated at OGC's step, ``state.count`` before the update,
+  which is ``optax.sgd``'s step. Where the optimizer's rate is not that
+  schedule at that step (OGC before ``optax.MultiSteps``, whose step is
+  every k-th of OGC's; ``reduce_on_plateau``; a rate set by hand in an
+  ``optax.inject_hyperparams`` state), give ``update`` the rate the
+  optimizer applies now instead, ``learning_rate=lr``; it overrides the
+  construction's. See `ogc_weights` for adaptive optimizers.
+
   Args:
     base_loss: elementwise, differentiable base loss of p; the per-example
       gradients must be those of ``base_loss(p)``.
+    learning_rate: the optimizer's learning rate, an ``optax.ScalarOrSchedule``
+      (the same float or schedule as the optimizer's), or None to give the
+      rate to every ``update``.
     epsilon: the method's epsilon, a finite scalar >= 0 (float or array).
     update_period: refit every this many updates (s), an integer >= 1
       (micro-batches under ``optax.MultiSteps``).
@@ -480,19 +607,23 @@ def ogc(base_loss: Callable[[chex.Array], chex.Array],
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is `OGCState`
-    and whose ``update(updates, state, params=None, *, probs, learning_rate)``
-    takes the batch's probabilities and the optimizer's current learning
-    rate; ``optax.tree_utils.tree_get(state, "tau")`` finds the threshold.
+    and whose ``update(updates, state, params=None, *, probs,
+    learning_rate=None)`` takes the batch's probabilities and, optionally,
+    the rate the optimizer applies now;
+    ``optax.tree_utils.tree_get(state, "tau")`` finds the threshold.
 
   Raises:
-    ValueError: as `ogc_weights`, and when ``probs`` is missing or a leaf of
-      ``updates`` has no batch axis of the length of ``probs`` (trace time).
+    ValueError: as `ogc_weights`, and at trace time when ``probs`` is
+      missing or its length is not the batch of the per-example gradients,
+      when the leaves of ``updates`` have no common batch axis, or, given
+      ``params``, when a leaf is not ``(batch,) + param.shape`` (gradients
+      averaged over the batch, or OGC inside ``optax.MultiSteps``).
 
   Example:
     >>> import jax, jax.numpy as jnp, optax
     >>> from ogc_jax import losses, ogc
     >>> schedule = optax.cosine_decay_schedule(0.1, decay_steps=100)
-    >>> opt = optax.chain(ogc(losses.cross_entropy),
+    >>> opt = optax.chain(ogc(losses.cross_entropy, learning_rate=schedule),
     ...                   optax.clip_by_global_norm(5.0), optax.sgd(schedule))
     >>> params = jnp.zeros((3, 4))
     >>> x, y = jnp.ones((8, 3)), jnp.arange(8) % 4
@@ -502,9 +633,7 @@ def ogc(base_loss: Callable[[chex.Array], chex.Array],
     >>> grads, p = jax.vmap(jax.grad(example_loss, has_aux=True),
     ...                     in_axes=(None, 0, 0))(params, x, y)
     >>> state = opt.init(params)
-    >>> step = 0
-    >>> updates, state = opt.update(grads, state, params, probs=p,
-    ...                             learning_rate=schedule(step))
+    >>> updates, state = opt.update(grads, state, params, probs=p)
     >>> float(optax.tree_utils.tree_get(state, "tau"))
     10000000.0
 
@@ -512,28 +641,22 @@ def ogc(base_loss: Callable[[chex.Array], chex.Array],
     Ye et al., `Optimized Gradient Clipping for Noisy Label Learning
     <https://arxiv.org/abs/2412.08941>`_, AAAI 2025.
   """
-  weighting = ogc_weights(base_loss, epsilon=epsilon,
-                          update_period=update_period, queue_size=queue_size,
-                          fit=fit)
+  weighting = ogc_weights(base_loss, learning_rate=learning_rate,
+                          epsilon=epsilon, update_period=update_period,
+                          queue_size=queue_size, fit=fit)
 
   def update_fn(updates, state, params=None, *, probs=None, learning_rate=None,
                 **extra_args):
-    del params, extra_args
+    del extra_args
     if probs is None:
       raise ValueError("OGC needs the extra argument `probs` (shape [batch]).")
     _check_probs(probs)
-    for path, leaf in jax.tree_util.tree_leaves_with_path(updates):
-      if leaf.ndim == 0 or leaf.shape[0] != probs.shape[0]:
-        raise ValueError(
-            "OGC expects `updates` to be per-example gradients with the batch"
-            f" ({probs.shape[0]}, the length of `probs`) in the 0th axis; leaf"
-            f" {jax.tree_util.keystr(path)} has shape {leaf.shape}. {PLACEMENT}")
-    _learning_rate(learning_rate)
+    _check_per_example(updates, params, probs)
+    weights, state = weighting.update(probs, state, learning_rate)
     batch = probs.shape[0]
-    if batch == 0:
+    if batch == 0:  # weights and state as they were
       zeros = lambda g: jnp.zeros(g.shape[1:], g.dtype)
       return jax.tree_util.tree_map(zeros, updates), state
-    weights, state = weighting.update(probs, state, learning_rate)
     valid = _valid(probs)
 
     def aggregate(g):

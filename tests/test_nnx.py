@@ -2,8 +2,9 @@
 
 The patterns of docs/usage.md ("Flax NNX"), with numbers checked: the
 per-example route (`ogc` in the chain of an ``nnx.Optimizer``, whose
-``update`` passes ``probs=`` and ``learning_rate=`` on to it) and the fused
-route (`ogc_weights`, its state beside the model) give the same parameters;
+``update`` passes ``probs=`` on to it) and the fused route (`ogc_weights`,
+its state beside the model), each given SGD's schedule at construction, give
+the same parameters and follow the schedule's drop;
 a run checkpointed with Orbax and restored continues exactly; and each
 route's jitted step is traced once over many steps with refits.
 """
@@ -27,16 +28,6 @@ SCHEDULE = optax.piecewise_constant_schedule(0.1, {20: 0.1})
 
 # Flax NNX end to end (training, Orbax): the slow tier.
 pytestmark = pytest.mark.slow
-
-
-def learning_rate(optimizer):
-  """The rate SGD applies at this update: the schedule at the step count.
-
-  ``nnx.Optimizer.step`` is uint32, and optax's piecewise constant schedule
-  computes ``boundary - count``, which wraps around in uint32 (the rate
-  would never drop, for OGC alone); optax's own counts are int32.
-  """
-  return SCHEDULE(optimizer.step[...].astype(jnp.int32))
 
 
 class MLP(nnx.Module):
@@ -63,8 +54,8 @@ def per_example_route():
   """Model, optimizer (OGC inside) and the jitted step; traces are counted."""
   model = MLP(nnx.Rngs(0))
   tx = optax.chain(
-      ogc_jax.ogc(losses.cross_entropy, update_period=UPDATE_PERIOD,
-                  queue_size=QUEUE_SIZE),
+      ogc_jax.ogc(losses.cross_entropy, learning_rate=SCHEDULE,
+                  update_period=UPDATE_PERIOD, queue_size=QUEUE_SIZE),
       optax.sgd(SCHEDULE, momentum=0.9))
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   traces = []
@@ -82,8 +73,7 @@ def per_example_route():
 
     grads, p = jax.vmap(jax.grad(example_loss, has_aux=True),
                         in_axes=(None, 0, 0))(params, x, y)
-    optimizer.update(model, grads, probs=p,
-                     learning_rate=learning_rate(optimizer))
+    optimizer.update(model, grads, probs=p)
 
   return model, optimizer, train_step, traces
 
@@ -94,6 +84,7 @@ def fused_route():
   optimizer = nnx.Optimizer(model, optax.sgd(SCHEDULE, momentum=0.9),
                             wrt=nnx.Param)
   weighting = ogc_jax.ogc_weights(losses.cross_entropy,
+                                  learning_rate=SCHEDULE,
                                   update_period=UPDATE_PERIOD,
                                   queue_size=QUEUE_SIZE)
   traces = []
@@ -101,11 +92,10 @@ def fused_route():
   @nnx.jit
   def train_step(model, optimizer, ogc_state, x, y):
     traces.append(1)
-    lr = learning_rate(optimizer)
 
     def loss_fn(model, ogc_state):
       p = losses.probability_of_label(model(x), y)
-      weights, ogc_state = weighting.update(p, ogc_state, lr)
+      weights, ogc_state = weighting.update(p, ogc_state)
       return ogc_jax.weighted_base_loss(losses.cross_entropy, p,
                                         weights), ogc_state
 
@@ -128,6 +118,8 @@ def test_both_routes_give_the_same_model_with_one_trace_each():
   assert int(state_a.num_threshold_updates) == 10
   assert float(state_a.tau) < 1 / ogc_jax.MIN_PROB  # clipping
   assert float(state_a.clipped_fraction) > 0
+  # OGC's step, where the schedule is evaluated, is the optimizer's.
+  assert int(state_a.count) == int(ogc_state.count) == int(optimizer_a.step[...])
   # Across the rate's drop at step 20, the refits target 1 + 0.01 * 20.
   np.testing.assert_allclose(state_a.noise_to_clean_ratio, 1.2, rtol=1e-4)
   np.testing.assert_allclose(state_a.tau, ogc_state.tau, rtol=1e-4)

@@ -298,23 +298,195 @@ def two_mode_probs(rng, batch):
 
 
 class LearningRateTest(parameterized.TestCase):
-  """OGC's eta is the rate given at each update: no copy to part from."""
+  """OGC's eta: the optimizer's rate or schedule given once, or per update."""
+
+  # The rate drops from 0.1 to 0.01 at step 11 (counted from 0), the step of
+  # the third refit (update_period 4: refits at the 4th, 8th and 12th
+  # update), so the target ratio 1 + lr * 20 of that refit is 1.2, where a
+  # rate one step behind would give 3.0.
+  SCHEDULE = staticmethod(optax.piecewise_constant_schedule(0.1, {11: 0.1}))
+  KWARGS = dict(update_period=4, queue_size=32)
 
   def test_missing_learning_rate_fails_on_both_routes(self):
     transform = ogc_jax.ogc(losses.cross_entropy)
     weighting = ogc_jax.ogc_weights(losses.cross_entropy)
     grads = {"w": jnp.zeros((4, 3))}
     probs = jnp.full((4,), 0.5)
-    with pytest.raises(ValueError, match="current learning rate"):
+    message = "needs the optimizer's learning rate: give the same rate or"
+    with pytest.raises(ValueError, match=message):
       transform.update(grads, transform.init(None), probs=probs)
-    with pytest.raises(ValueError, match="current learning rate"):
-      jax.jit(lambda s, p: weighting.update(p, s, None))(weighting.init(), probs)
+    with pytest.raises(ValueError, match=message):
+      jax.jit(lambda s, p: weighting.update(p, s))(weighting.init(), probs)
 
   @parameterized.parameters((-0.1,), (float("nan"),), ("0.1",), (np.ones(2),))
   def test_bad_learning_rate(self, lr):
     weighting = ogc_jax.ogc_weights(losses.cross_entropy)
-    with pytest.raises(ValueError, match="`learning_rate` must be a finite scalar"):
+    message = "`learning_rate` must be a finite scalar"
+    with pytest.raises(ValueError, match=message):
       weighting.update(jnp.full((4,), 0.5), weighting.init(), lr)
+    for make in (ogc_jax.ogc, ogc_jax.ogc_weights):  # at construction
+      with pytest.raises(ValueError, match=message):
+        make(losses.cross_entropy, learning_rate=lr)
+
+  def test_bad_value_of_a_schedule_names_the_construction(self):
+    weighting = ogc_jax.ogc_weights(losses.cross_entropy,
+                                    learning_rate=lambda count: -0.1 * count)
+    state = weighting.init()._replace(count=jnp.int32(1))
+    with pytest.raises(ValueError, match=r"the construction's, at this step"
+                       r"\) must be a finite scalar >= 0"):
+      weighting.update(jnp.full((4,), 0.5), state)
+
+  def _ratios(self, update, state, steps=12):
+    """R after each of ``steps`` calls of ``update(state, probs, step)``."""
+    rng = np.random.default_rng(0)
+    ratios = {}
+    for step in range(steps):
+      state = update(state, two_mode_probs(rng, 8), step)
+      ogc_state = state if isinstance(state, ogc_jax.OGCState) else state[0]
+      ratios[step + 1] = float(ogc_state.noise_to_clean_ratio)
+    return ratios, state
+
+  def _assert_follows_the_drop(self, ratios):
+    np.testing.assert_allclose([ratios[4], ratios[8]], 3.0, rtol=1e-4)
+    np.testing.assert_allclose(ratios[12], 1.2, rtol=1e-4)
+
+  def test_schedule_given_once_to_the_per_example_route(self):
+    schedule = self.SCHEDULE
+    opt = optax.chain(ogc_jax.ogc(losses.cross_entropy, learning_rate=schedule,
+                                  **self.KWARGS),
+                      optax.sgd(schedule))
+    params = {"w": jnp.zeros([3])}
+
+    @jax.jit
+    def step(state, probs, step):
+      del step  # OGC evaluates the schedule at its own count, as SGD does
+      return opt.update({"w": jnp.ones((8, 3))}, state, params, probs=probs)[1]
+
+    ratios, state = self._ratios(step, opt.init(params))
+    self._assert_follows_the_drop(ratios)
+    self.assertEqual(int(state[0].count), int(state[1][1].count))  # SGD's
+
+  def test_schedule_given_once_to_the_fused_route_equals_it_per_update(self):
+    schedule = self.SCHEDULE
+    once = ogc_jax.ogc_weights(losses.cross_entropy, learning_rate=schedule,
+                               **self.KWARGS)
+    per_update = ogc_jax.ogc_weights(losses.cross_entropy, **self.KWARGS)
+    ratios, state = self._ratios(
+        jax.jit(lambda s, p, step: once.update(p, s)[1]), once.init())
+    self._assert_follows_the_drop(ratios)
+    _, reference = self._ratios(
+        jax.jit(lambda s, p, step: per_update.update(p, s, schedule(step))[1]),
+        per_update.init())
+    chex.assert_trees_all_equal(state, reference)
+
+  def test_a_per_update_rate_overrides_the_schedule(self):
+    weighting = ogc_jax.ogc_weights(losses.cross_entropy,
+                                    learning_rate=self.SCHEDULE, **self.KWARGS)
+    ratios, _ = self._ratios(
+        jax.jit(lambda s, p, step: weighting.update(p, s, 0.001)[1]),
+        weighting.init(), steps=4)
+    np.testing.assert_allclose(ratios[4], 1 + 0.001 * 20, rtol=1e-4)
+
+  def test_inject_hyperparams_schedule_given_once_not_read_one_step_behind(self):
+    # inject_hyperparams stores the rate its last update applied: read
+    # before an update, opt_state[1].hyperparams is one step behind the rate
+    # that update applies. The schedule given to OGC is not.
+    schedule = self.SCHEDULE
+    inject = optax.inject_hyperparams(optax.sgd)(learning_rate=schedule)
+    params = {"w": jnp.zeros([3])}
+    grads = {"w": jnp.ones((8, 3))}
+    once = optax.chain(ogc_jax.ogc(losses.cross_entropy,
+                                   learning_rate=schedule, **self.KWARGS),
+                       inject)
+    read = optax.chain(ogc_jax.ogc(losses.cross_entropy, **self.KWARGS),
+                       inject)
+    applied = []
+
+    @jax.jit
+    def step_once(state, probs, step):
+      del step
+      return once.update(grads, state, params, probs=probs)[1]
+
+    @jax.jit
+    def read_and_step(state, probs):
+      lr = state[1].hyperparams["learning_rate"]  # before the update
+      return read.update(grads, state, params, probs=probs,
+                         learning_rate=lr)[1], lr
+
+    def step_read(state, probs, step):
+      del step
+      state, lr = read_and_step(state, probs)
+      applied.append((lr, state[1].hyperparams["learning_rate"]))
+      return state
+
+    ratios, _ = self._ratios(step_once, once.init(params))
+    self._assert_follows_the_drop(ratios)
+    ratios, _ = self._ratios(step_read, read.init(params))
+    # At step 11 OGC read 0.1, SGD applied 0.01.
+    np.testing.assert_allclose(applied[11], [0.1, 0.01], rtol=1e-6)
+    np.testing.assert_allclose(ratios[12], 3.0, rtol=1e-4)  # one step behind
+
+  def test_reduce_on_plateau_per_update_rate(self):
+    # The rate is lr * the plateau scale, a state, not a schedule of the
+    # step: it goes to each update. A constant loss is a plateau from the
+    # 2nd update on; with patience 9 the scale falls to 0.1 at the 10th
+    # update, so the third refit (12th update) targets 1 + 0.01 * 20.
+    lr = 0.1
+    opt = optax.chain(ogc_jax.ogc(losses.cross_entropy, **self.KWARGS),
+                      optax.sgd(lr),
+                      optax.contrib.reduce_on_plateau(patience=9, factor=0.1))
+    params = {"w": jnp.zeros([3])}
+
+    @jax.jit
+    def step(state, probs, step):
+      del step
+      rate = lr * optax.tree_utils.tree_get(state, "scale")
+      return opt.update({"w": jnp.ones((8, 3))}, state, params, probs=probs,
+                        learning_rate=rate, value=jnp.float32(1.0))[1]
+
+    ratios, state = self._ratios(step, opt.init(params))
+    self.assertEqual(float(optax.tree_utils.tree_get(state, "scale")),
+                     np.float32(0.1))
+    self._assert_follows_the_drop(ratios)
+
+  def test_bad_traced_rate_rejects_the_refit(self):
+    # Traced, the rate cannot be checked at trace time: the refit it would
+    # set is rejected (state kept, counted) instead of clipping everything
+    # (a NaN or negative target gave tau = |l'(1 - 1e-7)| = 1).
+    weighting = ogc_jax.ogc_weights(losses.cross_entropy, update_period=1,
+                                    queue_size=8)
+    update = jax.jit(weighting.update)
+    probs = two_mode_probs(np.random.default_rng(0), 8)
+    _, good = update(probs, weighting.init(), 0.1)
+    self.assertEqual(int(good.num_threshold_updates), 1)
+    expected = np.minimum(1.0, float(good.tau) * np.asarray(probs))
+    self.assertLess(np.mean(expected < 1), 1.0)
+    for bad in (float("nan"), float("inf"), -0.1):
+      weights, state = update(probs, good, bad)
+      self.assertEqual(int(state.num_rejected_refits), 1, bad)
+      self.assertEqual(int(state.num_threshold_updates), 1)
+      for field in ("tau", "p_threshold", "gmm", "noise_to_clean_ratio"):
+        chex.assert_trees_all_equal(getattr(state, field), getattr(good, field))
+      np.testing.assert_allclose(weights, expected, rtol=1e-6)
+    self.assertEqual(update._cache_size(), 1)
+    # The same from a schedule given at construction, and from an epsilon
+    # that inject_hyperparams made traced.
+    scheduled = ogc_jax.ogc_weights(
+        losses.cross_entropy, update_period=1, queue_size=8,
+        learning_rate=lambda count: jnp.where(count > 0, jnp.nan, 0.1))
+    _, state = jax.jit(scheduled.update)(probs, good)
+    self.assertEqual(int(state.num_rejected_refits), 1)
+    chex.assert_trees_all_equal(state.tau, good.tau)
+    make = optax.inject_hyperparams(
+        ogc_jax.ogc, static_args=("base_loss", "update_period", "queue_size"))
+    transform = make(base_loss=losses.cross_entropy, epsilon=20.0,
+                     update_period=1, queue_size=8)
+    state = transform.init(None)
+    state.hyperparams["epsilon"] = jnp.full_like(state.hyperparams["epsilon"],
+                                                 -1.0)  # set by hand
+    state = jax.jit(lambda s: transform.update(
+        {"w": jnp.ones((8, 3))}, s, probs=probs, learning_rate=0.1)[1])(state)
+    self.assertEqual(int(state.inner_state.num_rejected_refits), 1)
 
   def test_follows_a_lowered_inject_hyperparams_rate(self):
     # The issue's case: the injected rate lowered from 0.1 to 0.001. OGC is
@@ -570,6 +742,40 @@ class NoRetraceTest(absltest.TestCase):
     self.assertEqual(fused_step._cache_size(), 1)
     chex.assert_trees_all_close(p1, p2, rtol=1e-4, atol=1e-6)
 
+  def test_eager_updates_compile_nothing_after_the_first(self):
+    # Outside jit (a notebook, a debugger, a docstring) each primitive is
+    # compiled once and cached; the refit's cond was compiled again at every
+    # call while its `keep` branch was a new lambda per call (3 s a call).
+    compiles = []
+
+    def on_event(event, duration_secs, **kwargs):
+      del duration_secs, kwargs
+      if event == "/jax/core/compile/backend_compile_duration":
+        compiles.append(event)
+
+    kwargs = dict(update_period=1, queue_size=8)  # a refit at every call
+    weighting = ogc_jax.ogc_weights(losses.cross_entropy, **kwargs)
+    transform = ogc_jax.ogc(losses.cross_entropy, **kwargs)
+    probs = jnp.linspace(0.01, 0.99, 8)
+    grads = {"w": jnp.ones((8, 3))}
+    fused = lambda s: weighting.update(probs, s, 0.1)[1]
+    per_example = lambda s: transform.update(grads, s, probs=probs,
+                                             learning_rate=0.1)[1]
+    jax.monitoring.register_event_duration_secs_listener(on_event)
+    try:
+      for route, update, state in (("fused", fused, weighting.init()),
+                                   ("per-example", per_example,
+                                    transform.init(None))):
+        counts = []
+        for _ in range(3):
+          before = len(compiles)
+          state = jax.block_until_ready(update(state))
+          counts.append(len(compiles) - before)
+        self.assertEqual(int(state.num_threshold_updates), 3)
+        self.assertEqual(counts[1:], [0, 0], f"{route}: compilations {counts}")
+    finally:
+      jax.monitoring.unregister_event_duration_listener(on_event)
+
 
 class BadInputTest(parameterized.TestCase):
 
@@ -589,9 +795,58 @@ class BadInputTest(parameterized.TestCase):
     with pytest.raises(ValueError, match="`probs` to be floating"):
       self.transform.update(self.grads, self.state, probs=jnp.ones(4, jnp.int32))
 
-  def test_batch_mismatch_names_the_leaf(self):
-    with pytest.raises(ValueError, match=r"leaf \['b'\] has shape"):
-      self.transform.update(self.grads, self.state, probs=jnp.ones(3))
+  def test_probs_of_another_length_than_the_batch_names_probs(self):
+    with pytest.raises(ValueError, match=r"`probs` to hold one probability per"
+                       r" example: .* a batch of 4 .* `probs` has shape \(3,\)"):
+      self.transform.update(self.grads, self.state, probs=jnp.ones(3),
+                            learning_rate=0.1)
+
+  def test_leaves_without_a_common_batch_name_the_leaf(self):
+    grads = dict(self.grads, b=jnp.zeros((3, NUM_CLASSES)))
+    with pytest.raises(ValueError, match=r"leaf \['b'\] has shape \(3, 4\)"):
+      self.transform.update(grads, self.state, probs=jnp.ones(4),
+                            learning_rate=0.1)
+
+  def test_averaged_gradients_are_refused_given_params(self):
+    # The issue's case: w of shape (64, 4) and a batch of 64. The mean
+    # gradient has the shape (64, 4) a per-example gradient of a (4,)
+    # parameter would have; apply_updates broadcast the (4,) update onto
+    # every row. Given params, OGC sees the shapes do not fit.
+    params = {"w": jnp.zeros((64, 4))}
+    averaged = {"w": jnp.ones((64, 4))}
+    with pytest.raises(ValueError, match=r"leaf \['w'\] has shape \(64, 4\)"
+                       r" for a parameter of shape \(64, 4\)\. Gradients"
+                       r" already averaged"):
+      jax.jit(lambda g: self.transform.update(
+          g, self.transform.init(params), params, probs=jnp.full(64, 0.5),
+          learning_rate=0.1))(averaged)
+    # Per-example gradients of the same parameters pass.
+    out, _ = self.transform.update({"w": jnp.ones((64, 64, 4))},
+                                   self.transform.init(params), params,
+                                   probs=jnp.full(64, 0.5), learning_rate=0.1)
+    self.assertEqual(out["w"].shape, (64, 4))
+
+  def test_counters_saturate_instead_of_wrapping(self):
+    # As optax.safe_increment: at the int32 maximum a counter stays there
+    # (a wrapped count would turn negative and feed a schedule a bad step).
+    weighting = ogc_jax.ogc_weights(losses.cross_entropy, update_period=1000,
+                                    queue_size=8)
+    top = np.iinfo(np.int32).max
+    state = weighting.init()._replace(count=jnp.int32(top),
+                                      num_invalid=jnp.int32(top - 1))
+    _, state = jax.jit(weighting.update)(jnp.array([0.5, jnp.nan, 2.0]), state,
+                                         0.1)
+    self.assertEqual(int(state.count), top)
+    self.assertEqual(int(state.num_invalid), top)
+
+  def test_ogc_weights_in_a_chain_says_to_use_ogc(self):
+    opt = optax.chain(ogc_jax.ogc_weights(losses.cross_entropy,
+                                          learning_rate=0.1),
+                      optax.sgd(0.1))
+    with pytest.raises(ValueError, match=r"got <class 'dict'>\."
+                       r" `ogc_weights\(\.\.\.\)` is not an optax"
+                       r" transformation.* use `ogc\(\.\.\.\)`"):
+      opt.update(self.grads, opt.init(self.params), self.params)
 
   def test_missing_probs(self):
     with pytest.raises(ValueError, match="`probs`"):
