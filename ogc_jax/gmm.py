@@ -64,6 +64,7 @@ TOL = 1e-7
 PUBLISHED_MAX_ITER = 10  # the authors' GaussianMixture(max_iter=10)
 PUBLISHED_TOL = 1e-3  # scikit-learn's default tol
 FITS = ("converged", "published")
+DEFAULT_FIT = "converged"  # of fit_gmm, ogc and ogc_weights
 
 
 class GMM(NamedTuple):
@@ -234,7 +235,7 @@ def _as_theta(gmm: GMM, dtype) -> chex.Array:
                     gmm.var_noisy, gmm.weight_noisy]).astype(dtype)
 
 
-def fit_gmm_counting_steps(h, init=None, *, fit="converged",
+def fit_gmm_counting_steps(h, init=None, *, fit=DEFAULT_FIT,
                            reg_covar=REG_COVAR, max_iter=None, tol=None):
   """`fit_gmm`, also returning the number of EM steps it took (an int32)."""
   h = jnp.asarray(h)
@@ -354,7 +355,7 @@ def _published_fit(h, reg_covar, max_iter, tol):
 def fit_gmm(h: chex.Array,
             init: Optional[GMM] = None,
             *,
-            fit: str = "converged",
+            fit: str = DEFAULT_FIT,
             reg_covar: float = REG_COVAR,
             max_iter: Optional[int] = None,
             tol: Optional[float] = None) -> GMM:

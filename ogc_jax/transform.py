@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ogc_jax.gmm import FITS, GMM, fit_gmm
+from ogc_jax.gmm import DEFAULT_FIT, FITS, GMM, fit_gmm
 from ogc_jax.threshold import (MAX_PROB, MIN_PROB, derivative_magnitude,
                                noise_to_clean_ratio, solve_threshold)
 
@@ -271,7 +271,7 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
                 epsilon: float = 20.0,
                 update_period: int = 32,
                 queue_size: int = 4096,
-                fit: str = "converged") -> OGCWeights:
+                fit: str = DEFAULT_FIT) -> OGCWeights:
   """Optimized Gradient Clipping as per-example weights (the fused route).
 
   Each call of ``update(probs, state)`` pushes H = -log p of the batch into
@@ -550,7 +550,7 @@ def ogc(base_loss: Callable[[chex.Array], chex.Array],
         epsilon: float = 20.0,
         update_period: int = 32,
         queue_size: int = 4096,
-        fit: str = "converged") -> optax.GradientTransformationExtraArgs:
+        fit: str = DEFAULT_FIT) -> optax.GradientTransformationExtraArgs:
   """Optimized Gradient Clipping of per-example gradients.
 
   .. warning::
