@@ -7,7 +7,7 @@ from a two-component Gaussian mixture over recent losses.
 
 from ogc_jax import baselines
 from ogc_jax import losses
-from ogc_jax.gmm import GMM, fit_gmm, fit_gmm_counting_steps
+from ogc_jax.gmm import GMM, fit_gmm, fit_gmm_counting_steps, noisy_posterior
 from ogc_jax.threshold import (MAX_PROB, MIN_PROB, derivative_magnitude,
                                noise_to_clean_ratio, solve_threshold)
 from ogc_jax.transform import (OGCState, OGCWeights, ogc, ogc_weights,
@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 __all__ = [
     "GMM", "MAX_PROB", "MIN_PROB", "OGCState", "OGCWeights",
     "baselines", "derivative_magnitude", "fit_gmm", "fit_gmm_counting_steps",
-    "losses", "noise_to_clean_ratio", "ogc", "ogc_weights", "solve_threshold",
+    "losses", "noise_to_clean_ratio", "noisy_posterior", "ogc", "ogc_weights",
+    "solve_threshold",
     "weighted_base_loss",
 ]

@@ -237,7 +237,31 @@ def _as_theta(gmm: GMM, dtype) -> chex.Array:
 
 def fit_gmm_counting_steps(h, init=None, *, fit=DEFAULT_FIT,
                            reg_covar=REG_COVAR, max_iter=None, tol=None):
-  """`fit_gmm`, also returning the number of EM steps it took (an int32)."""
+  """`fit_gmm`, also returning the number of EM steps it took.
+
+  The steps are the sequential work of the fit, what it costs on an
+  accelerator (``benchmarks/fit_speed.py`` reports them).
+
+  Args:
+    h, init, fit, reg_covar, max_iter, tol: as for `fit_gmm`.
+
+  Returns:
+    ``(gmm, num_steps)``: the `GMM` of `fit_gmm` and an int32 scalar, the EM
+    steps taken (the converged fit: by its slowest start, in multiples of
+    `STEPS_PER_CYCLE`).
+
+  Raises:
+    ValueError: as `fit_gmm`.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from ogc_jax import fit_gmm_counting_steps
+    >>> h = jnp.concatenate([jnp.linspace(0.0, 0.2, 700),
+    ...                      jnp.linspace(2.0, 4.0, 300)])
+    >>> gmm, steps = fit_gmm_counting_steps(h, fit="published")
+    >>> print(f"{float(gmm.weight_noisy):.2f}", int(steps) <= 10)
+    0.30 True
+  """
   h = jnp.asarray(h)
   if h.ndim != 1:
     raise ValueError(f"fit_gmm expects `h` to be 1-D, got shape {h.shape}.")
@@ -418,3 +442,43 @@ def fit_gmm(h: chex.Array,
   """
   return fit_gmm_counting_steps(h, init, fit=fit, reg_covar=reg_covar,
                                 max_iter=max_iter, tol=tol)[0]
+
+
+def noisy_posterior(gmm: GMM, h: chex.Array) -> chex.Array:
+  """Posterior probability that each loss comes from the noisy component.
+
+  Under the fitted mixture, for a loss H = -log p of an example,
+
+      P(noisy | H) = w N(H; m_noisy, v_noisy)
+                     / (w N(H; m_noisy, v_noisy) + (1 - w) N(H; m_clean, v_clean)),
+
+  w = ``gmm.weight_noisy``: an estimate that the example's given label is
+  wrong (the small-loss rule). The components are those of `fit_gmm`, not
+  truncated (EM fits them so). Use it on the training losses of any model,
+  not only OGC's queue: fit the mixture to the per-example losses, then rank
+  the examples by their posterior.
+
+  Args:
+    gmm: a fitted `GMM` (e.g. ``fit_gmm(h)`` or the ``gmm`` of an
+      `ogc_jax.OGCState`).
+    h: losses H = -log p, any shape.
+
+  Returns:
+    The posterior of the noisy component, the shape of ``h``, in [0, 1].
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from ogc_jax import GMM, noisy_posterior
+    >>> gmm = GMM(mean_clean=jnp.float32(0.1), var_clean=jnp.float32(0.01),
+    ...           mean_noisy=jnp.float32(3.0), var_noisy=jnp.float32(1.0),
+    ...           weight_noisy=jnp.float32(0.4))
+    >>> print(noisy_posterior(gmm, jnp.array([0.05, 0.5, 3.0])).round(3))
+    [0.001 0.897 1.   ]
+  """
+  h = jnp.asarray(h)
+  dtype = jnp.result_type(h, gmm.mean_clean, float)
+  theta = _as_theta(gmm, dtype)
+  log_joint_clean, log_joint_noisy, _, _ = _log_joints(
+      h.reshape(-1).astype(dtype), theta)
+  return jax.nn.sigmoid(log_joint_noisy - log_joint_clean).reshape(h.shape)
+

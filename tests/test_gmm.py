@@ -19,6 +19,7 @@ from ogc_jax import testing
 from ogc_jax.testing import (early_training_queue, noise_jump_queues,
                              realistic_queue, sklearn_fit)
 from scipy import stats
+from sklearn.mixture import GaussianMixture
 
 _FIELDS = ("mean_clean", "var_clean", "mean_noisy", "var_noisy", "weight_noisy")
 
@@ -163,6 +164,31 @@ class FitGMMTest(chex.TestCase, parameterized.TestCase):
     # Without a floor, a queue of equal values has variance 0 and NaN fits.
     with pytest.raises(ValueError, match="`reg_covar` must be > 0, .*got"):
       fit_gmm(jnp.full((64,), 0.7), reg_covar=reg_covar)
+
+
+class NoisyPosteriorTest(parameterized.TestCase):
+
+  @parameterized.parameters(0.15, 0.4, 0.8)
+  def test_equals_sklearn_predict_proba_in_float64(self, noise_rate):
+    h = realistic_queue(noise_rate, seed=7).astype(np.float64)
+    gm = GaussianMixture(2, reg_covar=REG_COVAR, random_state=0).fit(h[:, None])
+    noisy = int(np.argmax(gm.means_.ravel()))
+    ref = gm.predict_proba(h[:, None])[:, noisy]
+    with jax.enable_x64(True):
+      gmm = GMM(*(jnp.float64(v) for v in (
+          gm.means_.ravel()[1 - noisy], gm.covariances_.ravel()[1 - noisy],
+          gm.means_.ravel()[noisy], gm.covariances_.ravel()[noisy],
+          gm.weights_[noisy])))
+      ours = np.asarray(jax.jit(ogc_jax.noisy_posterior)(gmm, h))
+    np.testing.assert_allclose(ours, ref, rtol=1e-10, atol=1e-14)
+    self.assertTrue(0.0 < ref.min() < 0.5 < ref.max() < 1.0 + 1e-12)
+
+  def test_keeps_the_shape_and_dtype(self):
+    gmm = jax.jit(fit_gmm)(realistic_queue(0.4, seed=8))
+    h = jnp.asarray(realistic_queue(0.4, seed=9)[:24].reshape(4, 6))
+    post = ogc_jax.noisy_posterior(gmm, h)
+    self.assertEqual(post.shape, (4, 6))
+    self.assertEqual(post.dtype, jnp.float32)
 
 
 class PublishedFitTest(chex.TestCase, parameterized.TestCase):
