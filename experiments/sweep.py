@@ -6,7 +6,7 @@ A sweep is the product of method entries, noise settings and seeds::
     --methods ce,gce,phuber_ce@loss_hparams.tau=5,ogc_ce \
     --noise symmetric:0.2,symmetric:0.4,asymmetric:0.4,instance:0.4 \
     --seeds 0,1,2 --root runs/digits --jobs 2 \
-    --table experiments/results/digits.md --set num_epochs=50
+    --table results/digits.md --set num_epochs=50
 
 Each run is ``python -m experiments.train`` in its own workdir,
 ``ROOT/<method entry>/<kind>_<rate>/seed_<seed>`` (`experiments.runner`). A run is finished when its

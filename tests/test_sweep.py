@@ -218,9 +218,9 @@ def test_cifar10_spec_is_the_issue_table():
           'dataset': 'cifar10_jpeg', 'num_epochs': '150', 'dtype': 'bfloat16',
           'noise.protocol': 'authors'}
   assert runner.repo_relative(loaded.root) == (
-      'experiments/results/records/cifar10_resnet18')
+      'results/records/cifar10_resnet18')
   assert runner.repo_relative(loaded.table) == (
-      'experiments/results/cifar10_resnet18.md')
+      'results/cifar10_resnet18.md')
   # The 25 core cells come first.
   assert {r.method.label for r in loaded.runs()[:25]} == {
       'CE', 'GCE', 'PHuber-CE tau=2', 'OGC-CE', 'OGC-GCE'}
