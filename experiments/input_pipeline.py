@@ -23,8 +23,8 @@ _DATASET_CHOICES = (
     "'digits', 'cifar10_jpeg' (CIFAR-10 as an image folder), 'folder:PATH' (an "
     'image folder: PATH/train/<class>/*.jpg and PATH/test/<class>/*.jpg) or a '
     "TFDS name such as 'cifar10', 'cifar100', 'mnist', 'cifar10_n' (prepared "
-    'by `tfds build NAME --data_dir=DIR --file_format=array_record`, then '
-    '--config.data_dir=DIR)')
+    "once in DIR by tfds.builder(NAME, data_dir=DIR, file_format="
+    "'array_record').download_and_prepare(), then --config.data_dir=DIR)")
 
 
 class Data(NamedTuple):

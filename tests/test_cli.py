@@ -68,7 +68,7 @@ BAD_CONFIGS = [
     ('--config.noise.seed=-1', ['config.noise.seed', '-1', '>= 0']),
     ('--config.dataset=cifar11',
      ['config.dataset', "'cifar11'", "'digits'", "'cifar10_jpeg'",
-      'folder:PATH', 'tfds build', 'data_dir']),
+      'folder:PATH', 'download_and_prepare()', 'data_dir']),
     ('--config.model=vgg', ['config.model', "'vgg'", "'resnet18'"]),
 ]
 
