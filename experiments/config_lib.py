@@ -118,11 +118,8 @@ def _config_file(argv, default) -> str:
 
 def _unknown_override(argv, default) -> str | None:
   """`unknown_key` of the first override whose key the config file lacks."""
-  flag_values = flags.FlagValues()
-  config_flags.DEFINE_config_file(
-      'config', _config_file(argv, default), flag_values=flag_values,
-      sys_argv=['load'])
-  flag_values(['load'])
+  flag_values = flags.FlagValues()  # the config file alone, no overrides
+  parse_flags(flag_values, ['load', f'--config={_config_file(argv, default)}'])
   known = set()
   for key, _ in flat_items(flag_values.config):
     parts = key.split('.')

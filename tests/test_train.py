@@ -124,6 +124,7 @@ def test_a_baseline_is_its_loss_and_fills_no_ogc_field(tiny_config):
   assert row['gmm'] is None and row['num_threshold_updates'] is None
 
 
+@pytest.mark.slow
 def test_per_example_route_gives_the_fused_update(tiny_config):
   # Without BatchNorm the two routes of OGC are one update: the same
   # parameters and OGC state after steps with refits that clip, in the
