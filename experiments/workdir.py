@@ -1,15 +1,17 @@
 """The layout of a run's workdir: its file names, readers and writers.
 
-`experiments.train` writes a workdir, `experiments.plot` and
-`sweeps.sweep` read it; all of them go through this module::
+`experiments.train` writes a workdir, `experiments.plot` and the sweeps
+(`sweeps`) read it; all of them go through this module::
 
   WORKDIR/
     config.json          the configuration (`check_config`)
-    metrics.jsonl        one JSON object per epoch (`write_metrics`)
+    metrics.jsonl        one JSON object per epoch, the fields of
+                         `METRICS_FIELDS` (`write_metrics`)
     queues/epoch_NNNN.npy  the OGC queue of H = -log p at an epoch's end
     checkpoints/         Orbax checkpoints, one per saved epoch
-    result.json          written last: the run is finished (`write_result`)
-    sweep_args.json      the sweep's settings of the run (`sweeps.sweep`)
+    result.json          written last, the fields of `RESULT_FIELDS`: the
+                         run is finished (`write_result`)
+    sweep_args.json      the sweep's settings of the run (`sweeps.runner`)
     log.txt              the run's output when a sweep started it
 
 Every file is replaced atomically (`write_atomic`: written beside under a
