@@ -99,7 +99,9 @@ def assert_same_run(a, b):
 @pytest.mark.slow
 def test_two_processes_equal_one_process_and_write_one_set_of_files(
     tmp_path, tiny_args):
-  args = tiny_args(num_epochs=2, checkpoint_every=1)
+  # Digits' own 60% noise: at 40% a refit's ratio R turns on the last bits
+  # of the sums, which differ between the two device layouts.
+  args = tiny_args(num_epochs=2, checkpoint_every=1, **{'noise.rate': 0.6})
   one, two = tmp_path / 'one', tmp_path / 'two'
   out_one = launch(one, args, 1)
   out_two = launch(two, args, 2)
