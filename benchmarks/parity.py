@@ -64,10 +64,10 @@ import numpy as np
 
 import ogc_jax
 from experiments import input_pipeline
+from experiments import config_lib
+from experiments import methods
 from experiments import models
-from experiments import sweep
 from experiments import train as train_lib
-from experiments.methods import Method, make_weighting
 
 # Their scripts' settings (script/cifar10/ogc_*.sh), besides epsilon, the
 # update period and the queue size, which come from the config.
@@ -205,7 +205,7 @@ class TheirSide:
     args = types.SimpleNamespace(log_freq=10**12, write_freq=10**12)
     self.trainer = authors.trainer.Trainer(None, None, None, 'cpu', args)
     self.steps_per_epoch = steps_per_epoch
-    self.base_loss = (Method(config).fn if self.is_ogc
+    self.base_loss = (methods.loss_function(config) if self.is_ogc
                       else ogc_jax.losses.cross_entropy)
 
   def _patch(self, module, name, value):
@@ -218,7 +218,7 @@ class TheirSide:
 
   def _use_ogc_jax_refit(self, method_name, config, fit):
     """Their loss with ogc_jax's refit (fit + threshold) in place of theirs."""
-    loss, base_loss = self.loss, Method(config).fn
+    loss, base_loss = self.loss, methods.loss_function(config)
     state = {'gmm': None}
 
     def get_tau_t():
@@ -294,41 +294,38 @@ class OurSide:
     num_train = len(data.labels)
     self.steps_per_epoch = num_train // config.batch_size
     mesh = Mesh(np.array(jax.devices()[:1]), ('data',))
-    self.method = Method(config)
-    self.model = models.from_config(config, data.dataset.num_classes)
     self.schedule = train_lib.learning_rate_schedule(config,
                                                      self.steps_per_epoch)
+    self.method = methods.from_config(config, self.schedule)
+    self.model = models.from_config(config, data.dataset.num_classes)
     tx = train_lib.create_optimizer(config, self.schedule)
-    weighting = make_weighting(config, self.method, self.schedule)
-    train_step, eval_step = train_lib.make_steps(
-        config, self.model, self.method, weighting, tx, mean, std,
+    steps = train_lib.make_steps(
+        config, self.model, self.method, tx, mean, std,
         NamedSharding(mesh, P('data')), num_train)
-    init_rng, self.data_rng, self.aug_rng = jax.random.split(
-        jax.random.key(config.seed), 3)
+    init_rng, self.data_rng, self.aug_rng = train_lib.run_keys(config.seed)
     self.state = train_lib.create_train_state(
-        init_rng, self.model, tx, weighting, data.images.shape[1:])
+        init_rng, self.model, tx, self.method, data.images.shape[1:])
     self.arrays = tuple(jnp.asarray(a) for a in (data.images, data.labels,
                                                  data.true_labels))
-    self._step = jax.jit(train_step)
-    self._epoch = jax.jit(functools.partial(train_lib.train_steps, train_step,
+    self._step = jax.jit(steps.train)
+    self._epoch = jax.jit(functools.partial(train_lib.train_steps, steps.train,
                                             self.steps_per_epoch))
-    self._eval = jax.jit(eval_step)
+    self._eval = jax.jit(steps.evaluate)
     self.num_train = num_train
 
   def permutation(self, epoch):
     """The batch order of an epoch, as `experiments.train` draws it."""
-    return np.asarray(jax.random.permutation(
-        jax.random.fold_in(self.data_rng, epoch), self.num_train))
+    return train_lib.epoch_permutation(self.data_rng, epoch, self.num_train)
 
   def run_epoch(self, epoch, perm):
-    sums = train_lib.EpochSums.zeros()
+    sums = train_lib.EpochSums.zeros(self.method)
     self.state, sums = self._epoch(self.state, sums, self.arrays,
                                    jnp.asarray(perm),
                                    jax.random.fold_in(self.aug_rng, epoch))
     return jax.device_get(sums)
 
   def step(self, epoch, perm):
-    sums = train_lib.EpochSums.zeros()
+    sums = train_lib.EpochSums.zeros(self.method)
     self.state, sums = self._step(self.state, sums, self.arrays,
                                   jnp.asarray(perm),
                                   jax.random.fold_in(self.aug_rng, epoch))
@@ -336,11 +333,11 @@ class OurSide:
 
   @property
   def tau(self):
-    s = self.state.ogc_state
+    s = self.state.method_state
     return float(s.tau) if isinstance(s, ogc_jax.OGCState) else None
 
   def mixture(self):
-    s = self.state.ogc_state
+    s = self.state.method_state
     if not isinstance(s, ogc_jax.OGCState) or not int(s.num_threshold_updates):
       return None
     return {k: float(v) for k, v in s.gmm._asdict().items()}
@@ -479,7 +476,7 @@ def build_config(args):
     overrides['ogc.fit'] = args.fit
   if args.epochs:
     overrides['num_epochs'] = str(args.epochs)
-  return sweep.load_config(args.config, overrides)
+  return config_lib.load(args.config, overrides)
 
 
 def main(argv=None):

@@ -100,7 +100,7 @@ def main(argv=None):
         "met" if overhead <= TARGET_FUSED_OVERHEAD else "NOT MET",
         f"{np.median(ratios['OGC per-example']):.2f}x"))
     ce_ms = common.median_ms(per_step["CE"])
-    weighting = variants.weighting
+    fused = variants.fused
     del variants
 
   print(f"## Median ms per step ({repeats} repeat(s), interleaved by "
@@ -116,7 +116,7 @@ def main(argv=None):
        f"fused within {TARGET_FUSED_OVERHEAD:.0%}", "per-example / CE"),
       summary))
 
-  plain, refit = train_steps.ogc_update_cost(weighting, update_period, batch)
+  plain, refit = train_steps.ogc_update_cost(fused, update_period, batch)
   amortised = plain + (refit - plain) / update_period
   print("\n## The fused route's OGC work alone (jitted `ogc_weights` update, "
         f"batch {batch}, full queue of {config.ogc.queue_size})\n")

@@ -101,7 +101,7 @@ def main(argv=None):
         "CE step.\n")
 
   plain, refit = train_steps.ogc_update_cost(
-      variants.weighting, update_period, config.batch_size)
+      variants.fused, update_period, config.batch_size)
   amortised = plain + (refit - plain) / update_period
   print("## The fused route's OGC work alone (jitted `ogc_weights` update, "
         f"batch {config.batch_size}, full queue of {config.ogc.queue_size})\n")

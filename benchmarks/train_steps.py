@@ -1,26 +1,25 @@
 """The train steps the step benchmarks compare, and how they are timed.
 
 The steps are the training harness's own: `experiments.train.make_steps`
-builds them from a config, as `experiments.train.train_and_evaluate` does
-(`Method`, `learning_rate_schedule`, `create_optimizer`, `ogc_weights` with
-the config's OGC settings), and they run on a random dataset held on the
-device, with the config's on-device augmentation. Three variants:
+builds them from a config and a method (`experiments.methods`), as
+`experiments.train.train_and_evaluate` does (`learning_rate_schedule`,
+`create_optimizer`, `create_train_state`), and they run on a random dataset
+held on the device, with the config's on-device augmentation. Three
+variants:
 
-* ``CE``: the harness's step for method ``ce``;
-* ``OGC fused``: the harness's step for method ``ogc_ce`` (`ogc_weights` and
-  `weighted_base_loss`, p from `ogc_jax.losses.probability_of_label`);
-* ``OGC per-example``: the per-example route, which the harness does not
-  offer: the same batch, augmentation and optimizer, but per-example
-  gradients by ``jax.vmap(jax.grad)`` of the clamped CE, clipped by
-  ``optax.chain(ogc(...), <the harness's optimizer>)``. With BatchNorm each
-  example is its own batch of one (per-example gradients of a
-  batch-normalised loss are not defined otherwise) and the new running
-  statistics are the mean over the examples: the route's cost, not a
-  faithful BatchNorm model, which is why the harness uses the fused route.
-  It skips the harness's diagnostic sums.
+* ``CE``: method ``ce`` (`experiments.methods.Baseline`);
+* ``OGC fused``: method ``ogc_ce`` (`experiments.methods.OGC`:
+  `ogc_weights` and `weighted_base_loss`), the harness's route;
+* ``OGC per-example``: `experiments.methods.OGCPerExample`, the per-example
+  route (``jax.vmap(jax.grad)`` of the clamped CE, clipped by `ogc_jax.ogc`,
+  then the harness's optimizer). With BatchNorm each example is its own
+  batch of one and the new running statistics are the mean over the
+  examples: the route's cost, not a faithful BatchNorm model, which is why
+  the harness trains with the fused route.
 
-Both OGC variants start with a full queue of realistic H values, so that
-every ``update_period`` steps of the timed blocks include one refit.
+Every variant adds the harness's diagnostic sums. Both OGC variants start
+with a full queue of realistic H values, so that every ``update_period``
+steps of the timed blocks include one refit.
 """
 
 import time
@@ -30,13 +29,10 @@ import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from benchmarks import common
-import ogc_jax
-from ogc_jax import losses
 from ogc_jax.testing import realistic_queue
-from experiments import augment
+from experiments import methods
 from experiments import models
 from experiments import train
 
@@ -54,12 +50,12 @@ class Variants(NamedTuple):
       state and sums donated.
     carries: variant -> its ``(state, sums)``.
     inputs: ``(data, perm, rng)`` on the device, as the harness passes them.
-    weighting: the fused route's `ogc_jax.ogc_weights`.
+    fused: the fused route's method (`experiments.methods.OGC`).
   """
   steps: dict[str, Callable[..., Any]]
   carries: dict[str, tuple]
   inputs: tuple
-  weighting: Any
+  fused: Any
 
 
 def _full_queue(ogc_state):
@@ -68,45 +64,6 @@ def _full_queue(ogc_state):
   return ogc_state._replace(
       queue=jnp.asarray(realistic_queue(0.4, seed=0, n=queue_size)),
       queue_count=jnp.asarray(queue_size, jnp.int32))
-
-
-def _per_example_step(config, model, method, tx, schedule, mean, std,
-                      num_train):
-  """The per-example route in the harness's step signature (see above)."""
-  aug = config.augment
-  batch_size = config.batch_size
-
-  def step(state, sums, data, perm, rng):
-    images_all, given_all, _ = data
-    start = (state.step % (num_train // batch_size)) * batch_size
-    idx = jax.lax.dynamic_slice(perm, (start,), (batch_size,))
-    x = images_all[idx].astype(jnp.float32)
-    if aug.crop_padding or aug.flip or aug.rotation_degrees:
-      x = augment.augment(
-          jax.random.fold_in(rng, state.step), x,
-          crop_padding=aug.crop_padding, flip=aug.flip,
-          rotation_degrees=aug.rotation_degrees)
-    x = augment.normalize(x, mean, std)
-
-    def example_loss(params, xi, yi):
-      logits, new_vars = model.apply(
-          {"params": params, "batch_stats": state.batch_stats}, xi[None],
-          train=True, mutable=["batch_stats"])
-      p = losses.probability_of_label(logits, yi[None])[0]
-      loss = method.fn(jnp.clip(p, ogc_jax.MIN_PROB, ogc_jax.MAX_PROB))
-      return loss, (p, new_vars.get("batch_stats", {}))
-
-    grads, (probs, batch_stats) = jax.vmap(
-        jax.grad(example_loss, has_aux=True), in_axes=(None, 0, 0))(
-            state.params, x, given_all[idx])
-    batch_stats = jax.tree_util.tree_map(lambda s: jnp.mean(s, 0), batch_stats)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params,
-                                   probs=probs, learning_rate=schedule(state.step))
-    return state.replace(
-        step=state.step + 1, params=optax.apply_updates(state.params, updates),
-        batch_stats=batch_stats, opt_state=opt_state), sums
-
-  return step
 
 
 def build(config, *, num_classes=10, image_shape=(32, 32, 3), num_batches=4):
@@ -141,55 +98,39 @@ def build(config, *, num_classes=10, image_shape=(32, 32, 3), num_batches=4):
 
   model = models.create_model(config.model, num_classes,
                               dtype=jnp.dtype(config.dtype))
-  variables = model.init(jax.random.key(config.seed),
-                         jnp.zeros((1,) + tuple(image_shape)), train=False)
   schedule = train.learning_rate_schedule(config, num_batches)
   tx = train.create_optimizer(config, schedule)
-  steps, carries, weighting = {}, {}, None
+  steps, carries = {}, {}
   for name in VARIANTS:
     config.method = _METHOD[name]
-    method = train.Method(config)
-    params = variables["params"]
-    state = train.TrainState(
-        step=jnp.zeros([], jnp.int32), params=params,
-        batch_stats=variables.get("batch_stats", {}),
-        opt_state=tx.init(params), ogc_state={})
-    if name == "OGC fused":
-      weighting = train.make_weighting(config, method, schedule)
-      step, _ = train.make_steps(config, model, method, weighting, tx, mean,
-                                 std, data_sharding, num_train)
-      state = state.replace(ogc_state=_full_queue(weighting.init()))
-    elif name == "OGC per-example":
-      tx_per_example = optax.chain(
-          ogc_jax.ogc(method.fn, epsilon=config.ogc.epsilon,
-                      update_period=config.ogc.update_period,
-                      queue_size=config.ogc.queue_size), tx)
-      opt_state = tx_per_example.init(params)
-      state = state.replace(opt_state=(_full_queue(opt_state[0]),
-                                       *opt_state[1:]))
-      step = _per_example_step(config, model, method, tx_per_example,
-                               schedule, mean, std, num_train)
+    if name == "OGC per-example":
+      method = methods.OGCPerExample(config, schedule)
     else:
-      step, _ = train.make_steps(
-          config, model, method, train.make_weighting(config, method, schedule),
-          tx, mean, std, data_sharding, num_train)
+      method = methods.from_config(config, schedule)
+    if name == "OGC fused":
+      fused = method
+    step = train.make_steps(config, model, method, tx, mean, std,
+                            data_sharding, num_train).train
+    # The same initial parameters for every variant.
+    state = train.create_train_state(jax.random.key(config.seed), model, tx,
+                                     method, tuple(image_shape))
+    if name != "CE":
+      state = state.replace(method_state=_full_queue(state.method_state))
     # Buffers of its own for every variant: the steps donate them.
     carries[name] = jax.device_put(
-        jax.tree_util.tree_map(jnp.array, (state, train.EpochSums.zeros())),
+        jax.tree_util.tree_map(jnp.array,
+                               (state, train.EpochSums.zeros(method))),
         replicated)
     steps[name] = jax.jit(step, donate_argnums=(0, 1),
                           out_shardings=(replicated, replicated))
-  return Variants(steps, carries, (data, perm, jax.random.key(1)), weighting)
+  return Variants(steps, carries, (data, perm, jax.random.key(1)), fused)
 
 
 def num_refits(name, carry):
   """Threshold refits so far of a variant's state (0 for CE)."""
-  state = carry[0]
-  if name == "OGC fused":
-    return int(state.ogc_state.num_threshold_updates)
-  if name == "OGC per-example":
-    return int(state.opt_state[0].num_threshold_updates)
-  return 0
+  del name
+  method_state = carry[0].method_state
+  return int(method_state.num_threshold_updates) if method_state else 0
 
 
 def check_fused_step(variants):
@@ -276,7 +217,7 @@ def time_variants(variants, blocks, repeats, granularity="block"):
   return {name: np.asarray(t) / blocks[name] for name, t in times.items()}, refits
 
 
-def ogc_update_cost(weighting, update_period, batch, repeats=200):
+def ogc_update_cost(method, update_period, batch, repeats=200):
   """Milliseconds of `ogc_weights` ``update`` alone, without and with a refit.
 
   The OGC work of the fused route measured apart from the network: the jitted
@@ -284,7 +225,7 @@ def ogc_update_cost(weighting, update_period, batch, repeats=200):
   and at one where it is. The median of ``repeats`` interleaved calls each.
 
   Args:
-    weighting: the fused route's `ogc_jax.ogc_weights` (`Variants.weighting`).
+    method: the fused route's `experiments.methods.OGC` (`Variants.fused`).
     update_period: its refit period.
     batch: the number of probabilities per update.
     repeats: timed calls of each.
@@ -292,12 +233,12 @@ def ogc_update_cost(weighting, update_period, batch, repeats=200):
   Returns:
     ``(ms_without_refit, ms_with_refit)``.
   """
-  full = _full_queue(weighting.init())
+  full = _full_queue(method.init())
   no_refit = full._replace(count=jnp.asarray(0, jnp.int32))
   refit = full._replace(count=jnp.asarray(update_period - 1, jnp.int32))
   probs = jax.device_put(np.random.default_rng(0).uniform(
       0.01, 1.0, batch).astype(np.float32))
-  update = jax.jit(weighting.update)
+  update = jax.jit(method.update)
   for state in (no_refit, refit):
     new_state = jax.block_until_ready(update(probs, state)[1])
   if int(new_state.num_threshold_updates) != 1:

@@ -1,7 +1,8 @@
-"""Several processes (hosts): ``jax.distributed`` set up from the config.
+"""The devices of a run: ``jax.distributed`` set up from the config, the mesh's devices.
 
 `experiments.train.train_and_evaluate` calls `initialize` before any JAX
-computation; only process 0 then writes the workdir and prints the result.
+computation (several processes, or hosts: only process 0 then writes the
+workdir and prints the result), then trains on `devices`.
 """
 
 import jax
@@ -30,3 +31,24 @@ def initialize(config) -> None:
         f'{reason[:300]}; outside Cloud TPU, SLURM, Open MPI or Kubernetes '
         'set --config.coordinator_address, --config.num_processes and '
         '--config.process_id.') from None
+
+
+def devices(config) -> list:
+  """The devices of the run's data-parallel mesh.
+
+  The first ``config.num_devices`` of ``jax.devices()`` (0: all of them),
+  among which the batch divides evenly.
+
+  Raises:
+    ConfigError: more devices than JAX sees, or a batch they do not divide.
+  """
+  available = jax.devices()
+  if config.num_devices > len(available):
+    raise ConfigError(f'config.num_devices={config.num_devices}, but JAX '
+                      f'sees {len(available)} device(s); expected at most '
+                      f'{len(available)} (0: all).')
+  chosen = available[:config.num_devices or None]
+  if config.batch_size % len(chosen):
+    raise ConfigError(f'config.batch_size={config.batch_size} is not '
+                      f'divisible by the {len(chosen)} devices.')
+  return chosen

@@ -7,12 +7,12 @@ without loading anything.
 """
 
 import dataclasses
-import difflib
 import os
 from typing import NamedTuple
 
 import numpy as np
 
+from experiments import config_lib
 from experiments import data as data_lib
 from experiments import noise as noise_lib
 from experiments.errors import ConfigError
@@ -23,8 +23,8 @@ _DATASET_CHOICES = (
     "'digits', 'cifar10_jpeg' (CIFAR-10 as an image folder), 'folder:PATH' (an "
     'image folder: PATH/train/<class>/*.jpg and PATH/test/<class>/*.jpg) or a '
     "TFDS name such as 'cifar10', 'cifar100', 'mnist', 'cifar10_n' (prepared "
-    'by `tfds build NAME --data_dir=DIR --file_format=array_record`, then '
-    '--config.data_dir=DIR)')
+    "once in DIR by tfds.builder(NAME, data_dir=DIR, file_format="
+    "'array_record').download_and_prepare(), then --config.data_dir=DIR)")
 
 
 class Data(NamedTuple):
@@ -44,21 +44,6 @@ class Data(NamedTuple):
   labels: np.ndarray
   true_labels: np.ndarray
   noise: noise_lib.NoisyLabels
-
-
-def did_you_mean(name, choices) -> str:
-  """`` (did you mean 'a', 'b' or 'c'?)`` for the choices close to ``name``.
-
-  Example:
-    >>> did_you_mean('cifar11', ['cifar10', 'cifar100', 'digits'])
-    " (did you mean 'cifar10' or 'cifar100'?)"
-  """
-  close = [repr(c) for c in difflib.get_close_matches(name, choices, n=3)]
-  if not close:
-    return ''
-  if len(close) > 1:
-    close = [', '.join(close[:-1]), close[-1]]
-  return f' (did you mean {" or ".join(close)}?)'
 
 
 def check_dataset(config) -> None:
@@ -85,7 +70,8 @@ def check_dataset(config) -> None:
     if tfds_base not in registered and not (
         config.data_dir and os.path.isdir(os.path.join(config.data_dir,
                                                        tfds_base))):
-      hint = did_you_mean(name, list(OWN_DATASETS) + list(registered))
+      hint = config_lib.did_you_mean(
+          name, list(OWN_DATASETS) + list(registered))
       raise ConfigError(f'Unknown dataset config.dataset={name!r}{hint}; '
                         f'expected {_DATASET_CHOICES}.')
   if folder is not None and not os.path.isdir(folder):

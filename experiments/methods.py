@@ -1,72 +1,334 @@
-"""The methods a run trains with: a baseline loss, or OGC with a base loss.
+"""The training methods: a baseline loss, or OGC with a base loss of p.
 
-`Method` reads ``config.method`` and ``config.loss_hparams``; `make_weighting`
-gives the per-example weights of the loss: OGC's (`ogc_jax.ogc_weights`), or
-ones for a baseline, so that a train step treats both alike.
+`from_config` gives the `Method` of ``config.method``, the one thing a train
+step (`experiments.train.make_steps`) does differently for each method:
+
+* `Baseline`: a loss of ``(logits, labels)`` (`ogc_jax.baselines.LOSSES`),
+  its mean over the batch;
+* `OGC`: OGC's fused route (`ogc_jax.ogc_weights`): a base loss of p, each
+  example weighted so that the gradient is the clipped one
+  (`ogc_jax.weighted_base_loss`);
+* `OGCPerExample`: OGC's per-example route (`ogc_jax.ogc`): per-example
+  gradients, clipped and averaged. The same update as `OGC` without
+  BatchNorm, at the memory of a batch of gradients; `benchmarks.train_steps`
+  times it. ``config.method`` does not select it: with BatchNorm each
+  example is its own batch of one, so the run would not be the fused one's.
+
+A method owns:
+
+* its state (`Method.init`), which the train state carries and checkpoints:
+  OGC's `ogc_jax.OGCState`; a baseline has none (``{}``);
+* its gradient step (`Method.gradients`): the batch loss, its gradient with
+  respect to the parameters, and its new state;
+* what it adds to an epoch's row of ``metrics.jsonl``: sums over the epoch's
+  steps on the device (`Method.zero_sums`, `Method.step_sums`), and the
+  fields of `experiments.workdir.METRICS_FIELDS` it fills (`Method.metrics`;
+  the others are null);
+* what it writes beside the metrics: at each epoch's end
+  (`Method.end_of_epoch`: OGC's queue) and at the end of the run
+  (`Method.end_of_run`, given a `RunEnd`).
 """
 
 import functools
+from typing import Any, Callable, NamedTuple
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 import ogc_jax
 from ogc_jax import baselines
 from ogc_jax import losses
+from experiments import workdir as workdir_lib
 from experiments.errors import ConfigError
+
+# apply_fn(params, images) -> (logits, new batch statistics), in train mode.
+ApplyFn = Callable[[Any, jax.Array], tuple]
+
+
+class Step(NamedTuple):
+  """What `Method.gradients` gives besides the gradients.
+
+  Attributes:
+    loss: the batch loss (the mean over the batch).
+    logits: ``[batch, classes]``, in train mode.
+    probs: ``[batch]``, p of each given label (None where the method does
+      not use it).
+    batch_stats: the new BatchNorm statistics.
+    state: the method's new state.
+  """
+  loss: jax.Array
+  logits: jax.Array
+  probs: Any
+  batch_stats: Any
+  state: Any
+
+
+class RunEnd(NamedTuple):
+  """What a method may read when its run has finished (`Method.end_of_run`).
+
+  Attributes:
+    workdir: the run's workdir; files go in through `experiments.workdir`.
+    is_main: whether this process writes the workdir (process 0).
+    state: the method's final state, on the host.
+    data: the run's `experiments.input_pipeline.Data` (training images,
+      given and true labels).
+    logits: the trained network in evaluation mode, ``logits(images)`` for
+      uint8 images ``[n, H, W, C]``, a NumPy ``[n, classes]``.
+  """
+  workdir: str
+  is_main: bool
+  state: Any
+  data: Any
+  logits: Callable[[np.ndarray], np.ndarray]
+
+
+def loss_function(config) -> Callable:
+  """The loss ``config.method`` names, with ``config.loss_hparams`` bound.
+
+  A baseline's is a loss of ``(logits, labels)``, per example; ``ogc_<base>``
+  gives the base loss of p, `ogc_jax.losses.BASE_LOSSES[base]`.
+
+  Raises:
+    ConfigError: an unknown method or base loss, or a hyperparameter the
+      loss does not take.
+  """
+  name = config.method
+  hparams = {k: v for k, v in config.loss_hparams.items() if v is not None}
+  if name.startswith('ogc_'):
+    base = name[len('ogc_'):]
+    if base not in losses.BASE_LOSSES:
+      raise ConfigError(
+          f'Unknown OGC base loss {base!r} in config.method={name!r}; '
+          f'expected ogc_ + one of {sorted(losses.BASE_LOSSES)}.')
+    fn = losses.BASE_LOSSES[base]
+  elif name in baselines.LOSSES:
+    fn = baselines.LOSSES[name]
+  else:
+    raise ConfigError(
+        f'Unknown method config.method={name!r}; expected one of '
+        f'{sorted(baselines.LOSSES)} or ogc_<base> with <base> in '
+        f'{sorted(losses.BASE_LOSSES)}.')
+  accepted = set(losses.hyperparameters(fn))
+  unknown = set(hparams) - accepted
+  if unknown:
+    raise ConfigError(
+        f'config.loss_hparams sets {sorted(unknown)}, which method {name!r} '
+        f'does not take (it takes {sorted(accepted) or "none"}).')
+  return functools.partial(fn, **hparams)
 
 
 class Method:
-  """The loss of a config: a baseline loss or OGC with a base loss of p."""
+  """A training method; see the module docstring. This base adds nothing.
+
+  Attributes:
+    name: ``config.method``.
+    fn: its loss (`loss_function`).
+  """
 
   def __init__(self, config):
-    name = config.method
-    hparams = {k: v for k, v in config.loss_hparams.items() if v is not None}
-    self.name = name
-    self.is_ogc = name.startswith('ogc_')
-    if self.is_ogc:
-      base = name[len('ogc_'):]
-      if base not in losses.BASE_LOSSES:
-        raise ConfigError(
-            f'Unknown OGC base loss {base!r} in config.method={name!r}; '
-            f'expected ogc_ + one of {sorted(losses.BASE_LOSSES)}.')
-      fn = losses.BASE_LOSSES[base]
-    elif name in baselines.LOSSES:
-      fn = baselines.LOSSES[name]
-    else:
-      raise ConfigError(
-          f'Unknown method config.method={name!r}; expected one of '
-          f'{sorted(baselines.LOSSES)} or ogc_<base> with <base> in '
-          f'{sorted(losses.BASE_LOSSES)}.')
-    accepted = set(losses.hyperparameters(fn))
-    unknown = set(hparams) - accepted
-    if unknown:
-      raise ConfigError(
-          f'config.loss_hparams sets {sorted(unknown)}, which method {name!r} '
-          f'does not take (it takes {sorted(accepted) or "none"}).')
-    self.hparams = hparams
-    self.fn = functools.partial(fn, **hparams)
+    self.name = config.method
+    self.fn = loss_function(config)
 
-  def loss(self, logits, labels, probs, weights):
-    """The batch loss: OGC's weighted base loss of p, or the baseline's mean."""
-    if self.is_ogc:
-      return ogc_jax.weighted_base_loss(self.fn, probs, weights)
-    return jnp.mean(self.fn(logits, labels) * weights)
+  def init(self) -> Any:
+    """The method's initial state."""
+    return {}
+
+  def gradients(self, apply_fn: ApplyFn, params, images, labels, state
+                ) -> tuple[Any, Step]:
+    """The gradient of the batch loss and the `Step` (traced, in the step)."""
+    raise NotImplementedError
+
+  def zero_sums(self) -> dict:
+    """The method's sums over an epoch's steps, at the epoch's start."""
+    return {}
+
+  def step_sums(self, step: Step, noisy) -> dict:
+    """A step's terms of `zero_sums`; ``noisy``: the batch's wrong labels."""
+    del step, noisy
+    return {}
+
+  def metrics(self, state, sums) -> dict:
+    """The fields the method fills in an epoch's row (host values).
+
+    Args:
+      state: the method's state at the epoch's end, on the host.
+      sums: the epoch's `experiments.train.EpochSums`, its ``method`` field
+        the method's own sums.
+    """
+    del state, sums
+    return {}
+
+  def end_of_epoch(self, workdir, epoch: int, state) -> None:
+    """Writes what the method keeps of an epoch (process 0 only)."""
+
+  def end_of_run(self, run: RunEnd) -> None:
+    """Writes the method's outputs of the whole run (every process).
+
+    Called after the last epoch's metrics and checkpoint, before
+    ``result.json``, so that a run is finished only with them.
+    """
 
 
-def make_weighting(config, method, schedule) -> ogc_jax.OGCWeights:
-  """OGC's fused route of an OGC method; for a baseline, weights of one.
+class Baseline(Method):
+  """A loss of ``(logits, labels)``, averaged over the batch; no state."""
 
-  Its ``update(probs, state)`` gives OGC the optimizer's learning rate,
-  ``schedule(state.count)``: the harness makes one OGC update per SGD step,
-  so OGC's count is SGD's.
+  def gradients(self, apply_fn, params, images, labels, state):
+    def loss_fn(params):
+      logits, batch_stats = apply_fn(params, images)
+      return jnp.mean(self.fn(logits, labels)), (logits, batch_stats)
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(params)
+    return grads, Step(loss, logits, None, batch_stats, state)
+
+
+def ogc_arguments(config, schedule) -> dict:
+  """The keyword arguments of `ogc_jax.ogc_weights` (and `ogc_jax.ogc`).
+
+  Every key of ``config.ogc``, by its name (``epsilon``, ``update_period``,
+  ``queue_size``, ``fit``), and the optimizer's schedule as OGC's
+  ``learning_rate``: OGC evaluates it at its own step count, which is the
+  optimizer's (one OGC update a train step).
   """
-  if not method.is_ogc:
-    return ogc_jax.OGCWeights(
-        init=dict, update=lambda probs, state: (jnp.ones_like(probs), state))
-  weighting = ogc_jax.ogc_weights(
-      method.fn, epsilon=config.ogc.epsilon,
-      update_period=config.ogc.update_period,
-      queue_size=config.ogc.queue_size, fit=config.ogc.fit)
-  return weighting._replace(
-      update=lambda probs, state: weighting.update(probs, state,
-                                                   schedule(state.count)))
+  return dict(config.ogc.to_dict(), learning_rate=schedule)
+
+
+class OGC(Method):
+  """OGC's fused route: weights from `ogc_jax.ogc_weights`, a weighted loss.
+
+  Its state is the `ogc_jax.OGCState`. OGC is given the optimizer's
+  schedule, evaluated at its own step, ``schedule(state.count)``: one OGC
+  update a train step, so OGC's count is the optimizer's.
+
+  Raises:
+    ConfigError: `loss_function`'s, and a value of ``config.ogc`` that OGC
+      refuses (its own checks).
+  """
+
+  def __init__(self, config, schedule):
+    super().__init__(config)
+    self.save_queues = config.save_queues
+    try:  # OGC checks its own arguments
+      self.weighting = ogc_jax.ogc_weights(
+          self.fn, **ogc_arguments(config, schedule))
+    except ValueError as e:
+      raise ConfigError(f'config.ogc: {e}') from None
+
+  def init(self):
+    return self.weighting.init()
+
+  def update(self, probs, state):
+    """OGC's weights of a batch and its new state, at the optimizer's rate."""
+    return self.weighting.update(probs, state)
+
+  def gradients(self, apply_fn, params, images, labels, state):
+    def loss_fn(params):
+      logits, batch_stats = apply_fn(params, images)
+      p = losses.probability_of_label(logits, labels)
+      weights, new_state = self.update(p, state)
+      loss = ogc_jax.weighted_base_loss(self.fn, p, weights)
+      return loss, (logits, p, batch_stats, new_state)
+
+    (loss, (logits, p, batch_stats, new_state)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(params)
+    return grads, Step(loss, logits, p, batch_stats, new_state)
+
+  def zero_sums(self):
+    """Sums of |dl/dp| before and after clipping at tau, and the clipped."""
+    names = ('grad_clean_before', 'grad_clean_after', 'grad_noisy_before',
+             'grad_noisy_after', 'clipped')
+    return {name: np.zeros([], np.float32) for name in names}
+
+  def step_sums(self, step, noisy):
+    g = ogc_jax.derivative_magnitude(
+        self.fn, ogc_jax.feasible_probability(step.probs))
+    g_after = jnp.minimum(g, step.state.tau)
+    return dict(
+        grad_clean_before=jnp.sum(jnp.where(noisy, 0, g)),
+        grad_clean_after=jnp.sum(jnp.where(noisy, 0, g_after)),
+        grad_noisy_before=jnp.sum(jnp.where(noisy, g, 0)),
+        grad_noisy_after=jnp.sum(jnp.where(noisy, g_after, 0)),
+        # OGC's own count of the step (a fraction of the valid examples).
+        clipped=step.state.clipped_fraction * step.probs.shape[0])
+
+  def metrics(self, state, sums):
+    s, o = sums.method, state
+    fitted = int(o.num_threshold_updates) > 0
+    n_clean, n_noisy = max(sums.n_clean, 1), max(sums.n_noisy, 1)
+    return {
+        'tau': float(o.tau), 'p_threshold': float(o.p_threshold),
+        'gmm': ({k: float(v) for k, v in o.gmm._asdict().items()}
+                if fitted else None),
+        'estimated_noise_rate': float(o.gmm.weight_noisy) if fitted else None,
+        'noise_to_clean_ratio': float(o.noise_to_clean_ratio),
+        'num_threshold_updates': int(o.num_threshold_updates),
+        'num_invalid': int(o.num_invalid),
+        'clipped_fraction': s['clipped'] / sums.count,
+        'grad_clean_before': s['grad_clean_before'] / n_clean,
+        'grad_clean_after': s['grad_clean_after'] / n_clean,
+        'grad_noisy_before': s['grad_noisy_before'] / n_noisy,
+        'grad_noisy_after': s['grad_noisy_after'] / n_noisy,
+    }
+
+  def end_of_epoch(self, workdir, epoch, state):
+    """The queue of H in the order it was filled, oldest first."""
+    count = int(state.queue_count)
+    if not self.save_queues or not count:
+      return
+    queue = np.asarray(state.queue)
+    queue = np.roll(queue, -int(state.queue_index)) if count == len(
+        queue) else queue[:count]
+    workdir_lib.save_queue(workdir, epoch, queue)
+
+
+class OGCPerExample(OGC):
+  """OGC's per-example route: `ogc_jax.ogc` on per-example gradients.
+
+  Each example's gradient is that of the base loss of its clamped p
+  (`ogc_jax.feasible_probability`), one example at a time under
+  ``jax.vmap``: with BatchNorm each example is its own batch of one (a
+  per-example gradient of a batch-normalised loss is not defined
+  otherwise), and the new statistics are the mean over the examples. The
+  step's ``loss`` is the mean base loss, before clipping.
+  """
+
+  def __init__(self, config, schedule):
+    super().__init__(config, schedule)
+    self.transform = ogc_jax.ogc(self.fn, **ogc_arguments(config, schedule))
+
+  def init(self):
+    return self.transform.init(None)
+
+  def gradients(self, apply_fn, params, images, labels, state):
+    def example_loss(params, image, label):
+      logits, batch_stats = apply_fn(params, image[None])
+      p = losses.probability_of_label(logits, label[None])[0]
+      return (self.fn(ogc_jax.feasible_probability(p)),
+              (logits[0], p, batch_stats))
+
+    grads, (logits, p, batch_stats) = jax.vmap(
+        jax.grad(example_loss, has_aux=True), in_axes=(None, 0, 0))(
+            params, images, labels)
+    batch_stats = jax.tree_util.tree_map(lambda s: jnp.mean(s, 0),
+                                         batch_stats)
+    grads, new_state = self.transform.update(grads, state, params, probs=p)
+    loss = jnp.mean(self.fn(ogc_jax.feasible_probability(p)))
+    return grads, Step(loss, logits, p, batch_stats, new_state)
+
+
+def from_config(config, schedule) -> Method:
+  """The method ``config.method`` names: `OGC` for ``ogc_<base>``, else a `Baseline`.
+
+  Args:
+    config: a run's config (``method``, ``loss_hparams``, ``ogc``,
+      ``save_queues``).
+    schedule: the optimizer's learning rate by step; OGC's target ratio
+      follows it.
+
+  Raises:
+    ConfigError: the config names no method, or values the method refuses.
+  """
+  if config.method.startswith('ogc_'):
+    return OGC(config, schedule)
+  return Baseline(config)

@@ -212,33 +212,76 @@ def _check_labels(labels, num_classes):
   return labels
 
 
-def _check_rate(rate):
+# The rules of a noise setting, each written once: the functions below check
+# their arguments with them, and so do `settings` (a run's config.noise) and
+# the sweep's grid (``KIND:RATE``), each naming the value in its own words.
+
+
+def check_kind(kind, name='`kind`') -> str:
+  """A noise kind is one of `KINDS`.
+
+  Raises:
+    ValueError: ``Unknown noise NAME=KIND; expected one of KINDS.``
+  """
+  if not isinstance(kind, str) or kind not in KINDS:
+    raise ValueError(f'Unknown noise {name}={kind!r}; expected one of '
+                     f'{KINDS}.')
+  return kind
+
+
+def check_rate(rate, name='`rate`') -> float:
+  """A noise rate is a number in [0, 1) (not a bool, not NaN).
+
+  Raises:
+    ValueError: ``NAME=RATE is not a noise rate; expected a number in [0, 1).``
+  """
   if (isinstance(rate, (bool, np.bool_)) or not isinstance(rate, numbers.Real)
       or not 0.0 <= float(rate) < 1.0):
-    raise ValueError(f'`rate` must be a float in [0, 1), got {rate!r}.')
+    raise ValueError(f'{name}={rate!r} is not a noise rate; expected a number '
+                     'in [0, 1).')
   return float(rate)
 
 
-def _check_seed(seed):
+def check_kind_and_rate(kind, rate, kind_name='`kind`', rate_name='`rate`'
+                        ) -> tuple[str, float]:
+  """`check_kind`, `check_rate`, and kind ``'none'`` has rate 0.
+
+  So that a setting that asks for noise cannot silently train on clean labels.
+
+  Example:
+    >>> check_kind_and_rate('none', 0.2)
+    Traceback (most recent call last):
+    ...
+    ValueError: `rate`=0.2 with `kind`='none'; set the rate to 0 or a kind of ('symmetric', 'asymmetric', 'instance').
+  """
+  kind, rate = check_kind(kind, kind_name), check_rate(rate, rate_name)
+  if kind == 'none' and rate != 0:
+    raise ValueError(f"{rate_name}={rate!r} with {kind_name}='none'; set the "
+                     f'rate to 0 or a kind of {KINDS[1:]}.')
+  return kind, rate
+
+
+def check_protocol(protocol, name='`protocol`') -> str:
+  """A protocol is one of `PROTOCOLS`."""
+  if not isinstance(protocol, str) or protocol not in PROTOCOLS:
+    raise ValueError(f'Unknown {name}={protocol!r}; expected one of '
+                     f'{PROTOCOLS}.')
+  return protocol
+
+
+def check_seed(seed, name='`seed`') -> int:
+  """A noise seed is an integer >= 0: noise must be reproducible."""
   if (isinstance(seed, (bool, np.bool_))
       or not isinstance(seed, numbers.Integral) or seed < 0):
-    raise ValueError(
-        f'`seed` must be a non-negative integer (noise must be reproducible), '
-        f'got {seed!r}.')
+    raise ValueError(f'{name}={seed!r} is not a seed; expected an integer '
+                     '>= 0 (noise must be reproducible).')
   return int(seed)
 
 
 def _check_common(labels, num_classes, rate, seed):
   num_classes = _check_num_classes(num_classes)
-  return (_check_labels(labels, num_classes), num_classes, _check_rate(rate),
-          _check_seed(seed))
-
-
-def _check_protocol(protocol):
-  if not isinstance(protocol, str) or protocol not in PROTOCOLS:
-    raise ValueError(
-        f'`protocol` must be one of {PROTOCOLS}, got {protocol!r}.')
-  return protocol
+  return (_check_labels(labels, num_classes), num_classes, check_rate(rate),
+          check_seed(seed))
 
 
 def _noisy_labels(true_labels, noisy, num_classes):
@@ -353,7 +396,7 @@ def from_transition_matrix(labels, transition_matrix, seed):
         f'`transition_matrix` rows must sum to 1, got sums '
         f'{np.round(row_sums, 6).tolist()}.')
   labels = _check_labels(labels, num_classes)
-  seed = _check_seed(seed)
+  seed = check_seed(seed)
   if seed >= 2**32:
     raise ValueError(
         f'`seed` must be below 2**32 (np.random.RandomState), got {seed}.')
@@ -436,7 +479,7 @@ def symmetric(labels, num_classes, rate, seed, *, protocol='ours'):
   """
   labels, num_classes, rate, seed = _check_common(
       labels, num_classes, rate, seed)
-  if _check_protocol(protocol) == 'authors':
+  if check_protocol(protocol) == 'authors':
     return from_transition_matrix(
         labels, _symmetric_matrix(num_classes, rate), seed)
   rng = np.random.default_rng(seed)
@@ -518,7 +561,7 @@ def asymmetric(labels, num_classes, rate, seed, dataset, *, protocol='ours'):
     raise ValueError(
         f'The {dataset!r} mapping uses class {largest}, which needs '
         f'`num_classes` > {largest}; got num_classes={num_classes}.')
-  if _check_protocol(protocol) == 'authors':
+  if check_protocol(protocol) == 'authors':
     return from_transition_matrix(
         labels, _mapping_matrix(num_classes, rate, mapping), seed)
   target = np.arange(num_classes)
@@ -614,7 +657,7 @@ def instance_dependent(labels, features, num_classes, rate, seed, *,
   """
   labels, num_classes, rate, seed = _check_common(
       labels, num_classes, rate, seed)
-  normalise = _check_protocol(protocol) == 'ours'
+  normalise = check_protocol(protocol) == 'ours'
   features = np.asarray(features)
   n = labels.shape[0]
   if features.ndim < 1 or features.shape[0] != n:
@@ -703,16 +746,11 @@ def corrupt_labels(kind, labels, num_classes, rate, seed, *,
     >>> out.labels, out.noise_rate
     (array([0, 1, 1], dtype=int32), 0.0)
   """
-  if kind not in KINDS:
-    raise ValueError(f'`kind` must be one of {KINDS}, got {kind!r}.')
-  _check_protocol(protocol)
+  kind, rate = check_kind_and_rate(kind, rate)
+  check_protocol(protocol)
   if kind == 'none':
     labels, num_classes, rate, _ = _check_common(
         labels, num_classes, rate, seed)
-    if rate != 0.0:
-      raise ValueError(
-          f"`rate` must be 0 with kind='none', got {rate!r}; pick a noise kind "
-          f'or set the rate to 0.')
     return _noisy_labels(labels, labels.copy(), num_classes)
   if kind == 'symmetric':
     return symmetric(labels, num_classes, rate, seed, protocol=protocol)
@@ -758,23 +796,15 @@ def settings(config) -> Settings:
       key, the value and the choices.
   """
   noise = config.noise
-  kind, rate, protocol, mapping = (noise.kind, noise.rate, noise.protocol,
-                                   noise.mapping)
-  if kind not in KINDS:
-    raise ConfigError(f'Unknown noise config.noise.kind={kind!r}; expected one '
-                      f'of {KINDS}.')
-  if not 0 <= rate < 1:
-    raise ConfigError(f'config.noise.rate={rate!r} is not a noise rate; '
-                      'expected a number in [0, 1).')
-  if kind == 'none' and rate != 0:
-    raise ConfigError(f'config.noise.rate={rate!r} with config.noise.kind='
-                      f"'none'; set the rate to 0 or a kind of {KINDS[1:]}.")
-  if protocol not in PROTOCOLS:
-    raise ConfigError(f'Unknown config.noise.protocol={protocol!r}; expected '
-                      f'one of {PROTOCOLS}.')
-  if noise.seed is not None and noise.seed < 0:
-    raise ConfigError(f'config.noise.seed={noise.seed!r} is negative; '
-                      'expected None (the run\'s seed) or an integer >= 0.')
+  try:
+    kind, rate = check_kind_and_rate(noise.kind, noise.rate,
+                                     'config.noise.kind', 'config.noise.rate')
+    protocol = check_protocol(noise.protocol, 'config.noise.protocol')
+    if noise.seed is not None:
+      check_seed(noise.seed, 'config.noise.seed')
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  mapping = noise.mapping
   mappings = sorted(ASYMMETRIC_MAPPINGS)
   if mapping is not None and mapping not in mappings:
     raise ConfigError(f'Unknown config.noise.mapping={mapping!r}; expected '

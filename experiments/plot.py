@@ -27,7 +27,6 @@ import argparse
 import dataclasses
 import math
 import pathlib
-import re
 import sys
 from typing import Optional, Sequence
 
@@ -39,8 +38,6 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from experiments import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-
-_UNSAFE_NAME_CHARS = re.compile(r'[^A-Za-z0-9._=+-]+')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,7 +302,7 @@ def _save(fig: plt.Figure, path: pathlib.Path) -> pathlib.Path:
 
 
 def _file_name(label: str, taken: set) -> str:
-  base = _UNSAFE_NAME_CHARS.sub('_', label).strip('_') or 'run'
+  base = workdir_lib.safe_name(label).strip('_') or 'run'
   name, i = base, 2
   while name in taken:
     name, i = f'{base}_{i}', i + 1

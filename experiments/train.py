@@ -6,15 +6,22 @@ over every device of a ``jax.sharding.Mesh``, evaluates each epoch and writes
 to ``workdir`` (its layout is `experiments.workdir`'s):
 
 * ``config.json``: the configuration;
-* ``metrics.jsonl``: one JSON object per epoch (accuracies, loss, tau, the
+* ``metrics.jsonl``: one JSON object per epoch, the same fields for every
+  method (`experiments.workdir.METRICS_FIELDS`: accuracies, loss, tau, the
   mixture, the estimated and true noise rate, mean |dl/dp| of clean and noisy
-  samples before and after clipping, step time);
+  samples before and after clipping, step time; null where a method has no
+  value, as a baseline has no tau);
 * ``queues/epoch_NNNN.npy``: the OGC queue of H = -log p at each epoch end;
 * ``checkpoints/``: an Orbax checkpoint per epoch; the same command resumes
   from the last one and ends with the same results as an uninterrupted run;
 * ``result.json``, written last: ``final_test_accuracy`` (mean of the last
   ``config.final_epochs`` epochs' test accuracy, as the paper reports),
-  ``best_test_accuracy``, wall time and the config.
+  ``best_test_accuracy``, wall time and the config
+  (`experiments.workdir.RESULT_FIELDS`).
+
+What differs between OGC and a baseline loss is the run's method
+(`experiments.methods`): its state, its gradients and its fields of a
+metrics row; this module treats every method alike.
 
 Command line (Flax-examples style)::
 
@@ -43,17 +50,14 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-import ogc_jax
-from ogc_jax import losses
 from experiments import augment
 from experiments import distributed
 from experiments import input_pipeline
+from experiments import methods
 from experiments import models
 from experiments import progress as progress_lib
 from experiments import workdir as workdir_lib
-from experiments.errors import ConfigError
 from experiments.input_pipeline import load_data
-from experiments.methods import Method, make_weighting
 from experiments.validate import validate_config
 
 
@@ -64,14 +68,13 @@ class TrainState:
   params: Any
   batch_stats: Any
   opt_state: Any
-  ogc_state: Any  # ogc_jax.OGCState, or an empty dict for baselines
+  method_state: Any  # the method's (`experiments.methods.Method.init`)
 
 
 class EpochSums(NamedTuple):
   """Sums over an epoch's train steps, from which `epoch_row` averages.
 
-  The ``grad_*`` sums (mean |dl/dp| before and after clipping) and
-  ``clipped`` are OGC's; a baseline leaves them 0.
+  ``method`` holds the method's own sums (`Method.zero_sums`).
   """
   count: Any
   loss: Any
@@ -80,15 +83,12 @@ class EpochSums(NamedTuple):
   correct_clean: Any
   correct_noisy: Any
   correct_noisy_true: Any
-  grad_clean_before: Any
-  grad_clean_after: Any
-  grad_noisy_before: Any
-  grad_noisy_after: Any
-  clipped: Any
+  method: Any
 
   @classmethod
-  def zeros(cls):
-    return cls(*[np.zeros([], np.float32)] * len(cls._fields))
+  def zeros(cls, method):
+    return cls(*[np.zeros([], np.float32)] * (len(cls._fields) - 1),
+               method=method.zero_sums())
 
 
 def learning_rate_schedule(config, steps_per_epoch):
@@ -107,21 +107,43 @@ def create_optimizer(config, schedule):
       optax.sgd(schedule, momentum=config.momentum))
 
 
-def create_train_state(rng, model, tx, weighting, image_shape) -> TrainState:
-  """Initial parameters, batch statistics, optimizer and OGC states."""
+def run_keys(seed):
+  """The keys of a run: initialisation, batch order and augmentation."""
+  return jax.random.split(jax.random.key(seed), 3)
+
+
+def epoch_permutation(order_key, epoch: int, num_train: int) -> np.ndarray:
+  """The order of the training examples in an epoch (1-based), on the host."""
+  return np.asarray(jax.device_get(jax.random.permutation(
+      jax.random.fold_in(order_key, epoch), num_train)))
+
+
+def create_train_state(rng, model, tx, method, image_shape) -> TrainState:
+  """Initial parameters, batch statistics, optimizer and method states."""
   variables = model.init(rng, jnp.zeros((1,) + image_shape), train=False)
   params = variables['params']
   return TrainState(step=jnp.zeros([], jnp.int32), params=params,
                     batch_stats=variables.get('batch_stats', {}),
-                    opt_state=tx.init(params), ogc_state=weighting.init())
+                    opt_state=tx.init(params), method_state=method.init())
 
 
-def make_steps(config, model, method, weighting, tx, mean, std, data_sharding,
-               num_train):
-  """The train step and evaluation of one configuration (to be jitted).
+class Steps(NamedTuple):
+  """The step functions of a configuration (`make_steps`), to be jitted.
 
-  ``weighting`` is `make_weighting`'s: OGC's weights, or ones.
+  Attributes:
+    train: ``train(state, sums, data, perm, rng) -> (state, sums)``, one SGD
+      step on the batch ``perm[step % steps_per_epoch]``.
+    evaluate: ``evaluate(state, images, labels, mask)``, correct predictions.
+    logits: ``logits(state, images)``, the network in evaluation mode.
   """
+  train: Any
+  evaluate: Any
+  logits: Any
+
+
+def make_steps(config, model, method, tx, mean, std, data_sharding,
+               num_train) -> Steps:
+  """The train step and evaluation of one configuration and method."""
   aug = config.augment
   batch_size = config.batch_size
   mean, std = jnp.asarray(mean), jnp.asarray(std)
@@ -142,55 +164,46 @@ def make_steps(config, model, method, weighting, tx, mean, std, data_sharding,
           rotation_degrees=aug.rotation_degrees)
     x = augment.normalize(x, mean, std)
 
-    def loss_fn(params):
+    def apply_fn(params, x):
       logits, new_vars = model.apply(
           {'params': params, 'batch_stats': state.batch_stats}, x, train=True,
           mutable=['batch_stats'])
-      p = losses.probability_of_label(logits, labels)
-      weights, ogc_state = weighting.update(p, state.ogc_state)
-      loss = method.loss(logits, labels, p, weights)
-      return loss, (logits, p, new_vars.get('batch_stats', {}), ogc_state)
+      return logits, new_vars.get('batch_stats', {})
 
-    (loss, (logits, p, batch_stats, ogc_state)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
+    grads, step = method.gradients(apply_fn, state.params, x, labels,
+                                   state.method_state)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
 
     # Diagnostics from the true labels: never used for training.
     noisy = labels != true
-    pred = jnp.argmax(logits, -1)
+    pred = jnp.argmax(step.logits, -1)
     count = lambda x: jnp.sum(x, dtype=jnp.float32)
     batch = dict(
-        count=jnp.float32(batch_size), loss=loss * batch_size,
+        count=jnp.float32(batch_size), loss=step.loss * batch_size,
         n_clean=count(~noisy), n_noisy=count(noisy),
         correct_clean=count(~noisy & (pred == labels)),
         correct_noisy=count(noisy & (pred == labels)),
         correct_noisy_true=count(noisy & (pred == true)))
-    if method.is_ogc:  # |dl/dp| before and after clipping at tau
-      g = ogc_jax.derivative_magnitude(
-          method.fn, jnp.clip(p, ogc_jax.MIN_PROB, ogc_jax.MAX_PROB))
-      g_after = jnp.minimum(g, ogc_state.tau)
-      batch.update(
-          grad_clean_before=jnp.sum(jnp.where(noisy, 0, g)),
-          grad_clean_after=jnp.sum(jnp.where(noisy, 0, g_after)),
-          grad_noisy_before=jnp.sum(jnp.where(noisy, g, 0)),
-          grad_noisy_after=jnp.sum(jnp.where(noisy, g_after, 0)),
-          # OGC's own count of the step (a fraction of the valid examples).
-          clipped=ogc_state.clipped_fraction * batch_size)
-    sums = sums._replace(**{k: getattr(sums, k) + v for k, v in batch.items()})
+    method_sums = method.step_sums(step, noisy)
+    sums = sums._replace(
+        **{k: getattr(sums, k) + v for k, v in batch.items()},
+        method={k: v + method_sums[k] for k, v in sums.method.items()})
     new_state = state.replace(step=state.step + 1, params=params,
-                              batch_stats=batch_stats, opt_state=opt_state,
-                              ogc_state=ogc_state)
+                              batch_stats=step.batch_stats,
+                              opt_state=opt_state, method_state=step.state)
     return new_state, sums
 
-  def eval_step(state, images, labels, mask):
+  def logits_step(state, images):
     x = augment.normalize(images.astype(jnp.float32), mean, std)
-    logits = model.apply({'params': state.params,
-                          'batch_stats': state.batch_stats}, x, train=False)
-    correct = (jnp.argmax(logits, -1) == labels) & mask
+    return model.apply({'params': state.params,
+                        'batch_stats': state.batch_stats}, x, train=False)
+
+  def eval_step(state, images, labels, mask):
+    correct = (jnp.argmax(logits_step(state, images), -1) == labels) & mask
     return jnp.sum(correct, dtype=jnp.float32)
 
-  return train_step, eval_step
+  return Steps(train_step, eval_step, logits_step)
 
 
 def train_steps(train_step, num_steps, state, sums, data, perm, rng):
@@ -202,27 +215,44 @@ def train_steps(train_step, num_steps, state, sums, data, perm, rng):
       (state, sums))
 
 
+def _padded_batches(images, batch_size, *more):
+  """Batches of ``batch_size``, the last padded with zeros, and its mask."""
+  for i in range(0, len(images), batch_size):
+    arrays = [a[i:i + batch_size] for a in (images,) + more]
+    mask = np.arange(batch_size) < len(arrays[0])
+    pad = batch_size - len(arrays[0])
+    yield [np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)])
+           for a in arrays] + [mask]
+
+
 def evaluate(eval_step, state, test_images, test_labels, batch_size, put
              ) -> float:
   """Test accuracy; the last batch is padded to keep one compiled shape."""
   correct = 0.0
-  for i in range(0, len(test_labels), batch_size):
-    x, y = test_images[i:i + batch_size], test_labels[i:i + batch_size]
-    mask = np.arange(batch_size) < len(y)
-    pad = batch_size - len(y)
-    x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
-    y = np.concatenate([y, np.zeros(pad, y.dtype)])
+  for x, y, mask in _padded_batches(test_images, batch_size, test_labels):
     correct += np.asarray(eval_step(state, put(x), put(y), put(mask)),
                           np.float64)
   return float(correct / len(test_labels))
 
 
-def epoch_row(epoch, test_accuracy, lr, sums, noise, ogc_state, train_time,
-              steps_per_epoch, batch_size) -> dict:
-  """One epoch's line of metrics.jsonl; ``ogc_state`` is {} for a baseline."""
+def predict(logits_step, state, images, batch_size, put) -> np.ndarray:
+  """The network's logits of ``images`` in evaluation mode, a batch at a time."""
+  out = [np.asarray(jax.device_get(logits_step(state, put(x))))[mask]
+         for x, mask in _padded_batches(images, batch_size)]
+  return np.concatenate(out)
+
+
+def epoch_row(epoch, test_accuracy, lr, sums, noise, method_fields,
+              train_time, steps_per_epoch, batch_size) -> dict:
+  """One epoch's row of metrics.jsonl: every key of `workdir.METRICS_KEYS`.
+
+  ``method_fields`` are the method's (`Method.metrics`); the fields no one
+  fills are null, and ``epoch_time_s`` is the caller's.
+  """
   s = sums
   noisy = lambda total: total / s.n_noisy if s.n_noisy else None
-  row = {
+  row = dict.fromkeys(workdir_lib.METRICS_KEYS)
+  row.update({
       'epoch': epoch, 'test_accuracy': test_accuracy,
       'loss': s.loss / s.count, 'learning_rate': lr,
       'train_accuracy_clean': s.correct_clean / max(s.n_clean, 1),
@@ -231,58 +261,18 @@ def epoch_row(epoch, test_accuracy, lr, sums, noise, ogc_state, train_time,
       'true_noise_rate': float(noise.noise_rate),
       'step_time_ms': 1000 * train_time / steps_per_epoch,
       'images_per_second': steps_per_epoch * batch_size / train_time,
-  }
-  ogc_keys = ('tau', 'p_threshold', 'gmm', 'estimated_noise_rate',
-              'clipped_fraction', 'grad_clean_before', 'grad_clean_after',
-              'grad_noisy_before', 'grad_noisy_after')
-  row.update(dict.fromkeys(ogc_keys))
-  if isinstance(ogc_state, ogc_jax.OGCState):
-    o = ogc_state
-    fitted = int(o.num_threshold_updates) > 0
-    n_clean, n_noisy = max(s.n_clean, 1), max(s.n_noisy, 1)
-    row.update({
-        'tau': float(o.tau), 'p_threshold': float(o.p_threshold),
-        'gmm': ({k: float(v) for k, v in o.gmm._asdict().items()} if fitted else None),
-        'estimated_noise_rate': float(o.gmm.weight_noisy) if fitted else None,
-        'noise_to_clean_ratio': float(o.noise_to_clean_ratio),
-        'num_threshold_updates': int(o.num_threshold_updates),
-        'num_invalid': int(o.num_invalid),
-        'clipped_fraction': s.clipped / s.count,
-        'grad_clean_before': s.grad_clean_before / n_clean,
-        'grad_clean_after': s.grad_clean_after / n_clean,
-        'grad_noisy_before': s.grad_noisy_before / n_noisy,
-        'grad_noisy_after': s.grad_noisy_after / n_noisy,
-    })
+  })
+  unknown = sorted(set(method_fields) - set(row))
+  if unknown:
+    raise ValueError(f'metrics {unknown} are not fields of '
+                     'workdir.METRICS_FIELDS')
+  row.update(method_fields)
   return {k: (float(v) if isinstance(v, (np.floating, np.integer)) else v)
           for k, v in row.items()}
 
 
-def save_queue(workdir, epoch, ogc_state) -> None:
-  """The queue of H in the order it was filled, oldest first."""
-  count = int(ogc_state.queue_count)
-  if not count:
-    return
-  queue = np.asarray(ogc_state.queue)
-  queue = np.roll(queue, -int(ogc_state.queue_index)) if count == len(
-      queue) else queue[:count]
-  workdir_lib.save_queue(workdir, epoch, queue)
-
-
 def _config_dict(config):
   return json.loads(config.to_json_best_effort())
-
-
-def _devices(config):
-  devices = jax.devices()
-  if config.num_devices > len(devices):
-    raise ConfigError(f'config.num_devices={config.num_devices}, but JAX '
-                      f'sees {len(devices)} device(s); expected at most '
-                      f'{len(devices)} (0: all).')
-  devices = devices[:config.num_devices or None]
-  if config.batch_size % len(devices):
-    raise ConfigError(f'config.batch_size={config.batch_size} is not '
-                      f'divisible by the {len(devices)} devices.')
-  return devices
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -300,8 +290,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   Raises:
     ConfigError: the configuration, the data or the workdir cannot give this
       run (`validate_config`; a workdir that is a file, not writable, or
-      holds another run; a batch larger than the data or not divisible by the
-      devices). It is raised before the workdir is created or a file written,
+      holds another run; a batch larger than the data). It is raised before the workdir is created or a file written,
       so the corrected call works in the same workdir.
   """
   distributed.initialize(config)  # before any JAX computation
@@ -316,7 +305,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   epoch_steps = input_pipeline.steps_per_epoch(
       config, num_train,
       f'the {num_train} training images of {config.dataset!r}')
-  devices = _devices(config)
+  devices = distributed.devices(config)
   is_main = jax.process_index() == 0
   if is_main:  # process 0 writes every file of the workdir
     workdir_lib.claim(workdir, _config_dict(config))
@@ -337,25 +326,23 @@ def train_and_evaluate(config, workdir: str) -> dict:
   train_arrays = tuple(put(a) for a in (data.images, data.labels,
                                         data.true_labels))
   dataset = data.dataset
-  method = Method(config)
   model = models.from_config(config, dataset.num_classes)
   schedule = learning_rate_schedule(config, epoch_steps)
   tx = create_optimizer(config, schedule)
-  weighting = make_weighting(config, method, schedule)
-  train_step, eval_step = make_steps(config, model, method, weighting, tx,
-                                     *dataset.channel_mean_std, data_sharding,
-                                     num_train)
-  init_rng, data_rng, aug_rng = jax.random.split(jax.random.key(config.seed), 3)
+  method = methods.from_config(config, schedule)
+  steps = make_steps(config, model, method, tx, *dataset.channel_mean_std,
+                     data_sharding, num_train)
+  init_rng, data_rng, aug_rng = run_keys(config.seed)
   state = jax.jit(functools.partial(
-      create_train_state, model=model, tx=tx, weighting=weighting,
+      create_train_state, model=model, tx=tx, method=method,
       image_shape=data.images.shape[1:]), out_shardings=replicated)(init_rng)
   # Many steps per dispatch: the data already lives on the devices, so a
   # chunk of steps is one compiled loop and Python is paid once per chunk.
   chunk = min(config.steps_per_dispatch or epoch_steps, epoch_steps)
   run_steps = functools.cache(lambda num_steps: jax.jit(
-      functools.partial(train_steps, train_step, num_steps),
+      functools.partial(train_steps, steps.train, num_steps),
       donate_argnums=(0, 1), out_shardings=(replicated, replicated)))
-  jit_eval = jax.jit(eval_step)
+  jit_eval = jax.jit(steps.evaluate)
   eval_bs = min(config.eval_batch_size, len(dataset.test_labels))
   eval_bs -= eval_bs % len(devices)
 
@@ -378,10 +365,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   for epoch in range(start_epoch + 1, config.num_epochs + 1):
     epoch_start = time.time()
-    perm = put(jax.device_get(jax.random.permutation(
-        jax.random.fold_in(data_rng, epoch), num_train)))
+    perm = put(epoch_permutation(data_rng, epoch, num_train))
     rng = jax.random.fold_in(aug_rng, epoch)
-    sums = jax.tree_util.tree_map(put, EpochSums.zeros())
+    sums = jax.tree_util.tree_map(put, EpochSums.zeros(method))
     for first in range(0, epoch_steps, chunk):
       num_steps = min(chunk, epoch_steps - first)
       state, sums = run_steps(num_steps)(state, sums, train_arrays, perm, rng)
@@ -393,14 +379,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
         jit_eval, state, dataset.test_images, dataset.test_labels, eval_bs,
         functools.partial(put, sharding=data_sharding))
     lr = float(schedule(int(jax.device_get(state.step)) - 1))
-    ogc_state = jax.device_get(state.ogc_state)
-    row = epoch_row(epoch, test_accuracy, lr, sums, data.noise, ogc_state,
-                    train_time, epoch_steps, config.batch_size)
+    method_state = jax.device_get(state.method_state)
+    row = epoch_row(epoch, test_accuracy, lr, sums, data.noise,
+                    method.metrics(method_state, sums), train_time,
+                    epoch_steps, config.batch_size)
     row['epoch_time_s'] = time.time() - epoch_start
     history.append(row)
     if is_main:
-      if method.is_ogc and config.save_queues:
-        save_queue(workdir, epoch, ogc_state)
+      method.end_of_epoch(workdir, epoch, method_state)
       # Metrics first, then the checkpoint: a run killed in between redoes
       # this epoch, and read_metrics(up_to_epoch=...) drops its line.
       workdir_lib.write_metrics(workdir, history)
@@ -413,6 +399,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
   manager.wait_until_finished()
   if bar is not None:
     bar.close()
+  method.end_of_run(methods.RunEnd(
+      workdir=workdir, is_main=is_main,
+      state=jax.device_get(state.method_state), data=data,
+      logits=functools.partial(
+          predict, jax.jit(steps.logits), state, batch_size=eval_bs,
+          put=functools.partial(put, sharding=data_sharding))))
 
   accuracies = [r['test_accuracy'] for r in history]
   result = {
@@ -424,7 +416,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
       'transition_matrix': data.noise.transition_matrix.tolist(),
       'wall_time_s': time.time() - wall_start,
       'devices': len(devices),
-      'packed_runs': 1,
       'config': _config_dict(config),
   }
   if is_main:
@@ -434,4 +425,4 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 if __name__ == '__main__':
   from experiments import cli  # pylint: disable=g-import-not-at-top
-  cli.run()
+  cli.run(train_and_evaluate, __doc__)

@@ -5,14 +5,14 @@ lives there, once) on the config alone, so that a bad config fails in
 seconds, in one line (`experiments.errors.ConfigError`).
 """
 
-import ml_collections
 import optax
 
+from experiments import config_lib
+from experiments import distributed
 from experiments import input_pipeline
 from experiments import methods
 from experiments import models
 from experiments import noise
-from experiments.configs import default as default_config
 from experiments.errors import ConfigError
 
 # Integer keys and their smallest values.
@@ -27,14 +27,16 @@ def validate_config(config) -> None:
   """Checks a configuration without loading data or writing a file.
 
   Calls, in seconds, the checks of what would otherwise fail after the data
-  is loaded: a key that `experiments.configs.default.HELP` lacks, the method
-  and its hyperparameters (`experiments.methods.Method`), the noise
+  is loaded: a key that `experiments.configs.default.HELP` lacks
+  (`experiments.config_lib.check_keys`), the method, its hyperparameters and
+  OGC's settings (`experiments.methods.from_config`), the noise
   (`experiments.noise.settings`), the dataset
   (`experiments.input_pipeline.check_dataset`), the model and dtype
-  (`experiments.models.from_config`), OGC's settings (`ogc_jax.ogc_weights`)
-  and numbers out of range. Only the batch against the dataset's size waits
-  for the data (`experiments.train.train_and_evaluate` checks it right after
-  loading, before writing anything).
+  (`experiments.models.from_config`), the devices
+  (`experiments.distributed.devices`) and numbers out of range. Only the
+  batch against the dataset's size waits for the data
+  (`experiments.train.train_and_evaluate` checks it right after loading,
+  before writing anything).
 
   Raises:
     ConfigError: a ``ValueError`` naming the key, the bad value and the valid
@@ -49,26 +51,18 @@ def validate_config(config) -> None:
     ...
     experiments.errors.ConfigError: Unknown noise config.noise.kind='symetric'; expected one of ('none', 'symmetric', 'asymmetric', 'instance').
   """
-  values = dict(flat_items(config))
-  keys = list(default_config.HELP)
-  names = keys + sorted({key.split('.')[0] for key in keys if '.' in key})
-  for key in values:
-    if key not in default_config.HELP:
-      raise ConfigError(
-          f'Unknown configuration key {key!r}'
-          f'{input_pipeline.did_you_mean(key, names)}; '
-          '`python -m experiments.train --help` lists the keys.')
-  missing = [key for key in keys if key not in values]
-  if missing:
-    raise ConfigError(f'The configuration lacks the keys {missing} (see '
-                      'experiments/configs/default.py).')
-  method = methods.Method(config)
+  try:
+    config_lib.check_keys(config)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  methods.from_config(config, optax.constant_schedule(config.learning_rate))
   noise.settings(config)
   input_pipeline.check_dataset(config)
   models.from_config(config, num_classes=2)
   for key, smallest in _SMALLEST.items():
-    if values[key] < smallest:
-      raise ConfigError(f'config.{key}={values[key]!r}; expected an integer '
+    value = config[key]
+    if value < smallest:
+      raise ConfigError(f'config.{key}={value!r}; expected an integer '
                         f'>= {smallest}.')
   if not config.learning_rate > 0:
     raise ConfigError(f'config.learning_rate={config.learning_rate!r}; '
@@ -77,18 +71,4 @@ def validate_config(config) -> None:
     input_pipeline.steps_per_epoch(config, config.train_subset,
                                    f'config.train_subset='
                                    f'{config.train_subset}, the training images')
-  if method.is_ogc:
-    try:  # OGC checks its own arguments
-      methods.make_weighting(config, method,
-                             optax.constant_schedule(config.learning_rate))
-    except ValueError as e:
-      raise ConfigError(f'config.ogc: {e}') from None
-
-
-def flat_items(config, prefix=''):
-  """``('noise.rate', 0.5)``-style pairs of every leaf of a ConfigDict."""
-  for key, value in config.items():
-    if isinstance(value, ml_collections.ConfigDict):
-      yield from flat_items(value, f'{prefix}{key}.')
-    else:
-      yield prefix + key, value
+  distributed.devices(config)

@@ -1,15 +1,17 @@
 """The layout of a run's workdir: its file names, readers and writers.
 
-`experiments.train` writes a workdir, `experiments.plot` and
-`experiments.sweep` read it; all of them go through this module::
+`experiments.train` writes a workdir, `experiments.plot` and the sweeps
+(`sweeps`) read it; all of them go through this module::
 
   WORKDIR/
     config.json          the configuration (`check_config`)
-    metrics.jsonl        one JSON object per epoch (`write_metrics`)
+    metrics.jsonl        one JSON object per epoch, the fields of
+                         `METRICS_FIELDS` (`write_metrics`)
     queues/epoch_NNNN.npy  the OGC queue of H = -log p at an epoch's end
     checkpoints/         Orbax checkpoints, one per saved epoch
-    result.json          written last: the run is finished (`write_result`)
-    sweep_args.json      the sweep's settings of the run (`experiments.sweep`)
+    result.json          written last, the fields of `RESULT_FIELDS`: the
+                         run is finished (`write_result`)
+    sweep_args.json      the sweep's settings of the run (`sweeps.runner`)
     log.txt              the run's output when a sweep started it
 
 Every file is replaced atomically (`write_atomic`: written beside under a
@@ -40,7 +42,7 @@ CHECKPOINTS_DIR = 'checkpoints'
 SWEEP_ARGS_FILE = 'sweep_args.json'
 LOG_FILE = 'log.txt'
 # A finished run's record: small, the evidence behind a table, and all that
-# comes back from a time-boxed sweep (`experiments.lease`); checkpoints and
+# comes back from a time-boxed sweep (`sweeps.lease`); checkpoints and
 # queues stay behind.
 RECORD_FILES = (CONFIG_FILE, METRICS_FILE, RESULT_FILE, SWEEP_ARGS_FILE)
 
@@ -48,12 +50,76 @@ RECORD_FILES = (CONFIG_FILE, METRICS_FILE, RESULT_FILE, SWEEP_ARGS_FILE)
 # resumed with other values of them.
 RESULT_NEUTRAL_KEYS = ('progress', 'distributed', 'coordinator_address',
                        'num_processes', 'process_id')
-# Fields every result.json has.
-RESULT_KEYS = ('final_test_accuracy', 'best_test_accuracy', 'wall_time_s',
-               'num_epochs', 'true_noise_rate')
+
+# The fields of result.json, every one in every run (`write_result`).
+RESULT_FIELDS = {
+    'final_test_accuracy': 'the mean test accuracy of the last '
+                           'config.final_epochs epochs (as the paper reports)',
+    'best_test_accuracy': 'the highest test accuracy of an epoch',
+    'last_test_accuracy': "the last epoch's test accuracy",
+    'num_epochs': 'epochs trained',
+    'true_noise_rate': 'the realised fraction of training labels that differ '
+                       'from the true ones',
+    'transition_matrix': 'the realised noise transition matrix, row i the '
+                         'distribution of the given label of class i',
+    'wall_time_s': 'seconds of training and evaluation (a resumed run adds '
+                   'its earlier epochs)',
+    'devices': 'devices of the data-parallel mesh',
+    'config': 'the configuration',
+}
+RESULT_KEYS = tuple(RESULT_FIELDS)
+
+# The fields of every row of metrics.jsonl, one row per epoch, the same keys
+# for every method; a field a method does not have is null (a baseline has
+# no tau), as is one without a value yet (the mixture before the first fit).
+METRICS_FIELDS = {
+    'epoch': 'the epoch, from 1',
+    'test_accuracy': 'accuracy on the test set',
+    'loss': 'mean training loss over the epoch',
+    'learning_rate': "the optimizer's learning rate at the epoch's last step",
+    'train_accuracy_clean': 'training accuracy on examples with a correct '
+                            'given label',
+    'train_accuracy_noisy': 'on examples with a wrong given label, the '
+                            'fraction predicted as that wrong label '
+                            '(memorised; null without noisy labels)',
+    'train_accuracy_noisy_true': 'on examples with a wrong given label, the '
+                                 'fraction predicted as the true label',
+    'true_noise_rate': 'the realised noise rate of the training labels',
+    # OGC's (null for a baseline; `experiments.methods.OGC.metrics`).
+    'tau': "OGC's clipping threshold on |dl/dp| at the epoch's end",
+    'p_threshold': 'the probability at which |dl/dp| = tau',
+    'gmm': 'the fitted mixture of H = -log p (null before the first fit)',
+    'estimated_noise_rate': "the mixture's noisy weight (null before the "
+                            'first fit)',
+    'noise_to_clean_ratio': 'the ratio R reached at the last fit',
+    'num_threshold_updates': 'refits of the threshold so far',
+    'num_invalid': 'non-finite or out-of-range probabilities so far',
+    'clipped_fraction': 'the fraction of examples clipped over the epoch',
+    'grad_clean_before': 'mean |dl/dp| of examples with a correct label',
+    'grad_clean_after': 'the same after clipping at tau',
+    'grad_noisy_before': 'mean |dl/dp| of examples with a wrong label',
+    'grad_noisy_after': 'the same after clipping at tau',
+    # Timing.
+    'step_time_ms': 'milliseconds a train step, dispatch included',
+    'images_per_second': 'training images a second',
+    'epoch_time_s': 'seconds of the epoch, evaluation included',
+}
+METRICS_KEYS = tuple(METRICS_FIELDS)
 
 _QUEUE_NAME = 'epoch_{:04d}.npy'
 _QUEUE_PATTERN = re.compile(r'epoch_(\d+)\.npy')
+# Characters a file or folder name may hold (`safe_name`).
+_UNSAFE_NAME_CHARS = re.compile(r'[^A-Za-z0-9._=+-]')
+
+
+def safe_name(text: str) -> str:
+  """``text`` as a file or folder name: other characters than ``A-Za-z0-9._=+-`` become ``_``.
+
+  Example:
+    >>> safe_name('OGC-CE (eps=5)')
+    'OGC-CE__eps=5_'
+  """
+  return _UNSAFE_NAME_CHARS.sub('_', text)
 
 
 def config_path(workdir) -> pathlib.Path:
@@ -262,6 +328,13 @@ def read_config(workdir) -> dict:
   return read_json(path) if path.is_file() else {}
 
 
+def check_result(result: dict, where) -> None:
+  """Raises ValueError if ``result`` lacks one of `RESULT_KEYS`."""
+  missing = [k for k in RESULT_KEYS if k not in result]
+  if missing:
+    raise ValueError(f'{where} lacks {missing}')
+
+
 def read_result(workdir) -> Optional[dict]:
   """The contents of ``result.json``; None while the run is unfinished.
 
@@ -272,13 +345,21 @@ def read_result(workdir) -> Optional[dict]:
   if not path.exists():
     return None
   result = read_json(path)
-  missing = [k for k in RESULT_KEYS if k not in result]
-  if missing:
-    raise ValueError(f'{path} lacks {missing}')
+  check_result(result, path)
   return result
 
 
 def write_result(workdir, result: dict) -> None:
+  """Writes ``result.json``: exactly the fields of `RESULT_FIELDS`.
+
+  Raises:
+    ValueError: ``result`` lacks a field or has another.
+  """
+  check_result(result, 'the result')
+  extra = sorted(set(result) - set(RESULT_KEYS))
+  if extra:
+    raise ValueError(f'the result has fields {extra} that '
+                     'workdir.RESULT_FIELDS does not list')
   write_json(result_path(workdir), result)
 
 

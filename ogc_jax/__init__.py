@@ -9,7 +9,8 @@ from ogc_jax import baselines
 from ogc_jax import losses
 from ogc_jax.gmm import GMM, fit_gmm, fit_gmm_counting_steps, noisy_posterior
 from ogc_jax.threshold import (MAX_PROB, MIN_PROB, derivative_magnitude,
-                               noise_to_clean_ratio, solve_threshold)
+                               feasible_probability, noise_to_clean_ratio,
+                               solve_threshold)
 from ogc_jax.transform import (OGCState, OGCWeights, ogc, ogc_weights,
                                weighted_base_loss)
 
@@ -17,8 +18,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "GMM", "MAX_PROB", "MIN_PROB", "OGCState", "OGCWeights",
-    "baselines", "derivative_magnitude", "fit_gmm", "fit_gmm_counting_steps",
-    "losses", "noise_to_clean_ratio", "noisy_posterior", "ogc", "ogc_weights",
-    "solve_threshold",
+    "baselines", "derivative_magnitude", "feasible_probability", "fit_gmm",
+    "fit_gmm_counting_steps", "losses", "noise_to_clean_ratio",
+    "noisy_posterior", "ogc", "ogc_weights", "solve_threshold",
     "weighted_base_loss",
 ]

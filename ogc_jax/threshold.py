@@ -48,6 +48,18 @@ NUM_SEARCH_ROUNDS = 3
 NUM_SEARCH_POINTS = 16
 
 
+def feasible_probability(p: chex.Array) -> chex.Array:
+  """``p`` clamped to the feasible range [MIN_PROB, MAX_PROB], as the method does.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> feasible_probability(jnp.array([0.0, 0.5, 1.0])).tolist() == [
+    ...     jnp.float32(MIN_PROB), 0.5, jnp.float32(MAX_PROB)]
+    True
+  """
+  return jnp.clip(p, MIN_PROB, MAX_PROB)
+
+
 def derivative_magnitude(base_loss, p: chex.Array) -> chex.Array:
   """|dl/dp| of an elementwise base loss, by automatic differentiation.
 

@@ -30,7 +30,8 @@ import optax
 
 from ogc_jax.gmm import DEFAULT_FIT, FITS, GMM, fit_gmm
 from ogc_jax.threshold import (MAX_PROB, MIN_PROB, derivative_magnitude,
-                               noise_to_clean_ratio, solve_threshold)
+                               feasible_probability, noise_to_clean_ratio,
+                               solve_threshold)
 
 # Where `ogc` goes in a chain, said by every error that misplacement causes.
 PLACEMENT = (
@@ -222,7 +223,7 @@ def _valid(probs):
 
 def _feasible(probs, valid):
   """Clamps to [MIN_PROB, MAX_PROB]; invalid entries become a harmless 1."""
-  return jnp.clip(jnp.where(valid, probs, 1.0), MIN_PROB, MAX_PROB)
+  return feasible_probability(jnp.where(valid, probs, 1.0))
 
 
 def _keep(state, learning_rate):

@@ -1,4 +1,10 @@
-"""Fakes shared by the tests of the sweep, the runner and the lease."""
+"""Fixtures shared by the tests.
+
+* `tiny_config` and `tiny_args`: the digits config cut to seconds, as a
+  ConfigDict and as ``--config.KEY=VALUE`` flags;
+* `fake_train`, `fake_config` and `write_spec`: a stand-in for the training
+  command, for the tests of the sweep, the runner and the lease.
+"""
 
 import json
 import sys
@@ -6,15 +12,53 @@ import textwrap
 
 import pytest
 
-from experiments import runner
+from experiments.configs import digits
+from sweeps import runner
+
+# The digits config cut to seconds: a few epochs, a small queue refitted
+# often, 40% symmetric noise, no progress bar.
+TINY = {'num_epochs': 4, 'ogc.queue_size': 256, 'ogc.update_period': 2,
+        'noise.rate': 0.4, 'progress': False}
+
+
+@pytest.fixture(scope='session')
+def data_cache(tmp_path_factory):
+  """The decoded-data cache of the tests' runs, not the user's ~/.cache."""
+  return str(tmp_path_factory.mktemp('data_cache'))
+
+
+@pytest.fixture
+def tiny_config(data_cache):
+  """``tiny_config(**overrides)``: the digits config with `TINY`'s values.
+
+  Overrides are dotted keys (``**{'noise.kind': 'none'}``) and win over
+  `TINY`.
+  """
+  def build(**overrides):
+    config = digits.get_config()
+    config.update_from_flattened_dict(
+        {**TINY, 'cache_dir': data_cache, **overrides})
+    return config
+  return build
+
+
+@pytest.fixture
+def tiny_args(data_cache):
+  """``tiny_args(**overrides)``: `tiny_config`'s values as command-line flags."""
+  def build(**overrides):
+    return [f'--config.{key}={value}' for key, value in
+            {**TINY, 'cache_dir': data_cache, **overrides}.items()]
+  return build
+
 
 # A stand-in for ``python -m experiments.train WORKDIR --config.KEY=VALUE...``
 # whose behaviour the method names: it counts its launches, prints
 # "training METHOD", writes config.json and one epoch of metrics; then
 # `fails` exits 3 after "Traceback: boom" on stderr; `paced*` writes 10
 # epochs of 0.1 s (epoch_time_s 0.1); `slow*` starts a process of its own,
-# writes its pid to child.pid and sleeps. Otherwise it writes result.json with
-# final = 0.5 + seed / 100 and the environment it saw.
+# writes its pid to child.pid and sleeps. Otherwise it writes the environment
+# it saw to env.json, and result.json through `experiments.workdir`, as the
+# training does (its other fields null), with final = 0.5 + seed / 100.
 FAKE_TRAIN = textwrap.dedent('''
     import json, os, pathlib, subprocess, sys, time
     workdir = pathlib.Path(sys.argv[1])
@@ -44,12 +88,15 @@ FAKE_TRAIN = textwrap.dedent('''
                                 'import time; time.sleep(600)'])
       (workdir / 'child.pid').write_text(str(child.pid))
       time.sleep(600)
-    (workdir / 'result.json').write_text(json.dumps({
-        'final_test_accuracy': 0.5 + int(overrides.get('seed', 0)) / 100,
-        'best_test_accuracy': 0.6, 'wall_time_s': 0.25,
-        'num_epochs': num_epochs, 'true_noise_rate': 0.2,
-        'env': {k: os.environ.get(k) for k in
-                ('XLA_FLAGS', 'JAX_COMPILATION_CACHE_DIR')}}))
+    (workdir / 'env.json').write_text(json.dumps(
+        {k: os.environ.get(k) for k in
+         ('XLA_FLAGS', 'JAX_COMPILATION_CACHE_DIR')}))
+    from experiments import workdir as workdir_lib
+    result = dict.fromkeys(workdir_lib.RESULT_KEYS)
+    result.update(final_test_accuracy=0.5 + int(overrides.get('seed', 0)) / 100,
+                  best_test_accuracy=0.6, wall_time_s=0.25,
+                  num_epochs=num_epochs, true_noise_rate=0.2)
+    workdir_lib.write_result(workdir, result)
 ''')
 
 
@@ -85,3 +132,16 @@ def write_spec(path, root, methods, config, **more):
       config=str(config), methods=methods, noise=['symmetric:0.4'], seeds=[0],
       root=str(root), **more)))
   return path
+
+
+def full_result(final_test_accuracy, **fields):
+  """A result.json with every field (`workdir.RESULT_KEYS`), as a run writes it.
+
+  The fields not given are those of a 1-epoch run at 20% noise.
+  """
+  return {'final_test_accuracy': final_test_accuracy,
+          'best_test_accuracy': final_test_accuracy,
+          'last_test_accuracy': final_test_accuracy, 'num_epochs': 1,
+          'true_noise_rate': 0.2,
+          'transition_matrix': [[0.8, 0.2], [0.2, 0.8]], 'wall_time_s': 1.0,
+          'devices': 1, 'config': {}, **fields}

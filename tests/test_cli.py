@@ -18,13 +18,14 @@ from absl import flags
 import pytest
 
 from experiments import cli
+from experiments import config_lib
 from experiments import train
-from experiments import validate
 from experiments.configs import cifar10
 from experiments.configs import cifar100
 from experiments.configs import cifar10_cpu
 from experiments.configs import default
 from experiments.configs import digits
+from experiments.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, XLA_FLAGS='')  # one device, as a user's laptop
@@ -53,8 +54,10 @@ def normalized(text):
 # (override, what the message must name: the key, the bad value, a choice).
 BAD_CONFIGS = [
     ('--config.nosie.rate=0.3',
-     ['--config.nosie.rate', "'nosie'", 'Did you mean "noise"']),
-    ('--config.noise.rat=0.3', ["'rat'", 'Did you mean "rate"']),
+     ['--config.nosie.rate', "no key 'nosie.rate'",
+      "did you mean 'noise.rate'"]),
+    ('--config.noise.rat=0.3', ["no key 'noise.rat'",
+                                "did you mean 'noise.rate'"]),
     ('--config.method=nope', ['config.method', "'nope'", "'gce'", 'ogc_']),
     ('--config.method=ogc_nope', ['config.method', "'ogc_nope'", "'gce'"]),
     ('--config.noise.kind=symetric',
@@ -65,7 +68,7 @@ BAD_CONFIGS = [
     ('--config.noise.seed=-1', ['config.noise.seed', '-1', '>= 0']),
     ('--config.dataset=cifar11',
      ['config.dataset', "'cifar11'", "'digits'", "'cifar10_jpeg'",
-      'folder:PATH', 'tfds build', 'data_dir']),
+      'folder:PATH', 'download_and_prepare()', 'data_dir']),
     ('--config.model=vgg', ['config.model', "'vgg'", "'resnet18'"]),
 ]
 
@@ -82,7 +85,8 @@ def fresh_flags(monkeypatch):
 def cli_error(*args):
   """The message `python -m experiments.train ARGS` exits with, in-process."""
   with pytest.raises(SystemExit) as exit_:
-    cli.main(cli.parse_flags(['experiments.train', *args]))
+    cli.main(cli.parse_flags(['experiments.train', *args]),
+             train_and_evaluate=train.train_and_evaluate)
   message = exit_.value.code
   assert message.startswith('error: ') and '\n' not in message, message
   return message
@@ -159,7 +163,7 @@ def test_batch_larger_than_data_leaves_the_workdir_to_the_corrected_run(
 def test_validate_config_names_key_value_and_choices(config, match):
   c = digits.get_config()
   c.update_from_flattened_dict(config)
-  with pytest.raises(train.ConfigError, match=match):
+  with pytest.raises(ConfigError, match=match):
     train.validate_config(c)
 
 
@@ -173,7 +177,7 @@ def test_a_key_the_library_call_adds_is_refused_with_a_hint(tmp_path):
 
 
 def test_every_shipped_config_passes_and_every_key_has_help():
-  flat = dict(validate.flat_items(default.get_config()))
+  flat = dict(config_lib.flat_items(default.get_config()))
   assert list(flat) and set(flat) == set(default.HELP)
   assert all(text.strip() for text in default.HELP.values())
   for module in (digits, cifar10, cifar100, cifar10_cpu, default):
@@ -210,13 +214,14 @@ def test_unknown_config_file_and_stray_argument_are_one_line(tmp_path,
                       '--config.noise.rate=0.1')
   assert '--config' in message and 'no/such/config.py' in message
   with pytest.raises(SystemExit) as exit_:
-    cli.main(['experiments.train', 'experiments/configs/digits.py'])
+    cli.main(['experiments.train', 'experiments/configs/digits.py'],
+             train_and_evaluate=train.train_and_evaluate)
   assert 'unexpected arguments' in exit_.value.code
 
 
 def test_a_data_error_is_one_line_and_leaves_no_workdir(tmp_path,
                                                         monkeypatch):
-  class DataError(train.ConfigError):  # as experiments.data raises them
+  class DataError(ConfigError):  # as experiments.data raises them
     pass
 
   def missing(config):
@@ -224,7 +229,8 @@ def test_a_data_error_is_one_line_and_leaves_no_workdir(tmp_path,
 
   monkeypatch.setattr(train, 'load_data', missing)
   with pytest.raises(SystemExit) as exit_:
-    cli.train_or_exit(digits.get_config(), str(tmp_path / 'run'))
+    cli.train_or_exit(train.train_and_evaluate, digits.get_config(),
+                      str(tmp_path / 'run'))
   assert exit_.value.code == "error: 'digits' is not prepared; run `prepare X`."
   assert not (tmp_path / 'run').exists()
 
@@ -238,7 +244,7 @@ def test_help_shows_the_docstring_and_every_key_with_value_and_help():
   # into "60/.../train.pyymmetric".
   assert normalized(train.__doc__) in out
   assert '60% symmetric' in out and 'train.pyymmetric' not in out
-  values = dict(validate.flat_items(digits.get_config()))
+  values = dict(config_lib.flat_items(digits.get_config()))
   for key, text in default.HELP.items():
     entry = normalized(f'--config.{key}: {text} (default: {values[key]!r})')
     assert entry in out, entry

@@ -163,8 +163,10 @@ def test_tfds_bad_label_key(name, label_key):
 
 def test_tfds_missing_data_names_the_build_command(tmp_path):
   with pytest.raises(data.DataError, match=(
-      r"TFDS dataset 'cifar10_n' is not prepared.*tfds build cifar10_n "
-      r'--data_dir=.* --manual_dir=MANUAL_DIR --file_format=array_record')):
+      r"TFDS dataset 'cifar10_n' is not prepared.*pip install tensorflow "
+      r"importlib_resources && .*tfds.builder\('cifar10_n', data_dir='.*', "
+      r"file_format='array_record'\).download_and_prepare\(download_config="
+      r"tfds.download.DownloadConfig\(manual_dir='MANUAL_DIR'\)\)")):
     data.load_tfds('cifar10_n', data_dir=str(tmp_path))
   # CIFAR-10 can also come from the python batches, without TensorFlow.
   with pytest.raises(data.DataError, match=(
@@ -174,15 +176,35 @@ def test_tfds_missing_data_names_the_build_command(tmp_path):
   assert issubclass(data.DataError, ConfigError)
 
 
+def test_the_prepare_command_is_a_call_of_the_pinned_tfds(tmp_path,
+                                                          monkeypatch):
+  # Its Python part, run with the preparing stubbed out (it downloads, and
+  # needs TensorFlow): a builder of the array_record format in the folder
+  # given, and download_and_prepare called as the advice says.
+  command = data.tfds.prepare_command('cifar10_n', tmp_path, 'MANUAL_DIR')
+  pip, code = command.split(' && python -c ')
+  assert pip == 'pip install tensorflow importlib_resources'
+  calls = []
+  monkeypatch.setattr(
+      tfds.core.DatasetBuilder, 'download_and_prepare',
+      lambda self, **kwargs: calls.append((self, kwargs)))
+  exec(code.strip('"'), {})  # pylint: disable=exec-used
+  ((builder, kwargs),) = calls
+  assert builder.name == 'cifar10_n' and os.fspath(
+      builder.data_dir).startswith(str(tmp_path))
+  assert builder.info.file_format.value == 'array_record'
+  assert os.fspath(kwargs['download_config'].manual_dir) == 'MANUAL_DIR'
+
+
 def test_tfds_prepared_as_tfrecord_says_to_rebuild(tmp_path):
-  # What `tfds build` without --file_format=array_record leaves: metadata of
+  # What preparing without file_format='array_record' leaves: metadata of
   # a tfrecord dataset, which data_source cannot read.
   builder = tfds.builder('mnist', data_dir=str(tmp_path))
   os.makedirs(builder.data_dir)
   builder.info.write_to_directory(builder.data_dir)
   with pytest.raises(data.DataError, match=(
       r"'mnist' is prepared in the tfrecord format in .*: delete that folder.*"
-      r'tfds build mnist .*--file_format=array_record')):
+      r"tfds.builder\('mnist', .*file_format='array_record'\)")):
     data.load_tfds('mnist', data_dir=str(tmp_path))
 
 
@@ -386,11 +408,13 @@ def test_cifar10_jpeg_from_the_archive_checks_layout_and_counts(
   # No folder and no archive: the message says how to make either.
   monkeypatch.setenv('OGC_SHARED_DATA', str(shared))
   with pytest.raises(data.DataError, match=(
-      r'cifar10_jpeg: no image folder at .*cifar10-jpeg and no archive '
-      r'.*shared/cifar10-jpeg.tar.gz; build it from the CIFAR-10 python '
-      r'batches .*make_image_folder --source python-batches --input '
-      r'cifar-10-python.tar.gz --out .*cifar10-jpeg.*OGC_SHARED_DATA')):
+      r'cifar10_jpeg: no image folder at .*cifar10-jpeg; build it from the '
+      r'CIFAR-10 python batches .*make_image_folder --source python-batches '
+      r'--input cifar-10-python.tar.gz --out .*cifar10-jpeg')) as error:
     data.load_dataset('cifar10_jpeg', data_dir=data_dir)
+  # What a user outside this repository does, without its own folders.
+  assert 'OGC_SHARED_DATA' not in str(error.value)
+  assert 'shared' not in str(error.value) and '.tar.gz;' not in str(error.value)
 
   # An archive with a class short of images is refused, and leaves nothing.
   short = tmp_path / 'short'
@@ -548,9 +572,10 @@ def test_cli_prints_an_unprepared_tfds_dataset_as_one_line(tmp_path):
   assert len(lines) == 1, proc.stderr
   assert lines[0].startswith(
       f"error: TFDS dataset 'cifar10' is not prepared in {tmp_path / 'tfds'}. "
-      'Prepare it once, on a machine with internet: pip install tensorflow && '
-      f'tfds build cifar10 --data_dir={tmp_path / "tfds"} '
-      '--file_format=array_record')
+      'Prepare it once, on a machine with internet: pip install tensorflow '
+      'importlib_resources && python -c "import tensorflow_datasets as tfds; '
+      f"tfds.builder('cifar10', data_dir='{tmp_path / 'tfds'}', "
+      "file_format='array_record').download_and_prepare()\"")
   assert 'make_image_folder --source python-batches' in lines[0]
 
 

@@ -1,10 +1,10 @@
-"""Tests for experiments/grid.py: the sweep's grid grammar and run layout."""
+"""Tests for sweeps/grid.py: the sweep's grid grammar and run layout."""
 
 import pathlib
 
 import pytest
 
-from experiments import grid
+from sweeps import grid
 
 
 @pytest.mark.parametrize('entry, expected', [
@@ -58,15 +58,15 @@ def test_parse_noise_good(spec, expected):
 
 
 @pytest.mark.parametrize('spec, message', [
-    ('gaussian:0.2', "unknown kind 'gaussian'"),
-    ('Symmetric:0.2', "unknown kind 'Symmetric'"),
+    ('gaussian:0.2', "Unknown noise kind='gaussian'; expected one of"),
+    ('Symmetric:0.2', "Unknown noise kind='Symmetric'"),
     ('symmetric:abc', "rate 'abc' is not a number"),
     ('symmetric', 'has no rate'),
     ('symmetric:', 'has no rate'),
     ('symmetric:1.0', r'in \[0, 1\)'),
     ('symmetric:-0.1', r'in \[0, 1\)'),
     ('symmetric:nan', r'in \[0, 1\)'),
-    ('none:0.2', 'kind none has rate 0'),
+    ('none:0.2', "rate=0.2 with kind='none'"),
 ])
 def test_parse_noise_bad(spec, message):
   with pytest.raises(ValueError, match=message):

@@ -1,8 +1,11 @@
 """The layering of the packages: what each may import.
 
 The library `ogc_jax` needs jax, optax, chex and numpy alone (`ogc_jax.testing`
-adds SciPy and scikit-learn, and is imported only on demand); no library,
-experiment or benchmark module imports the tests or edits ``sys.path``.
+adds SciPy and scikit-learn, and is imported only on demand); the experiments
+(`experiments`: the training, its configs, data, models and noise) need the
+library and never the launcher of sweeps (`sweeps`); no module imports the
+tests or edits ``sys.path``, and no two modules import each other, through
+any chain.
 """
 
 import ast
@@ -14,7 +17,7 @@ import sys
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-PACKAGES = ('ogc_jax', 'experiments', 'benchmarks')
+PACKAGES = ('ogc_jax', 'experiments', 'sweeps', 'benchmarks')
 
 
 def _modules():
@@ -48,6 +51,55 @@ def test_library_imports_neither_experiments_nor_benchmarks():
   for path in (REPO / 'ogc_jax').rglob('*.py'):
     imported = set(_imported(ast.parse(path.read_text(), str(path))))
     assert not imported & {'experiments', 'benchmarks', 'tests'}, path
+
+
+def _module_name(path):
+  parts = list(path.relative_to(REPO).with_suffix('').parts)
+  return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+
+
+def _imported_modules(path, known):
+  """The modules of ours that a module imports, anywhere in it."""
+  tree = ast.parse(path.read_text(), str(path))
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      names = [alias.name for alias in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.level == 0:
+      names = [f'{node.module}.{alias.name}' for alias in node.names]
+      names.append(node.module)
+    else:
+      continue
+    for name in names:
+      if name in known:
+        yield name
+
+
+def test_experiments_never_import_the_sweeps():
+  for path in (REPO / 'experiments').rglob('*.py'):
+    imported = set(_imported(ast.parse(path.read_text(), str(path))))
+    assert 'sweeps' not in imported, path
+
+
+def test_no_import_circle():
+  modules = {_module_name(p): p for p in _modules()}
+  graph = {name: set(_imported_modules(path, modules)) - {name}
+           for name, path in modules.items()}
+  # A package's __init__ that its own modules import is not a circle.
+  for name in graph:
+    graph[name] = {m for m in graph[name] if not name.startswith(m + '.')}
+  state = {}
+
+  def visit(name, chain):
+    if state.get(name) == 'done':
+      return
+    assert state.get(name) != 'open', ' -> '.join(chain + [name])
+    state[name] = 'open'
+    for other in sorted(graph[name]):
+      visit(other, chain + [name])
+    state[name] = 'done'
+
+  for name in sorted(graph):
+    visit(name, [])
 
 
 def test_import_ogc_jax_loads_only_its_dependencies():

@@ -1,4 +1,4 @@
-"""Tests for experiments/lease.py and experiments/timeboxed_sweep.sh on the CPU."""
+"""Tests for sweeps/lease.py and sweeps/timeboxed_sweep.sh on the CPU."""
 
 import json
 import os
@@ -10,10 +10,11 @@ import time
 
 import pytest
 
-from experiments import grid
-from experiments import lease
-from experiments import sweep
 from experiments import workdir as workdir_lib
+from sweeps import grid
+from sweeps import lease
+from sweeps import sweep
+from tests.conftest import full_result
 from tests.conftest import write_spec
 from tests.test_tables import _table_rows
 
@@ -61,8 +62,8 @@ def test_deadline_policy_fits_and_projects_runs(tmp_path):
 def test_lease_stops_a_run_at_the_deadline_and_packs_only_finished_ones(
     tmp_path, monkeypatch, capsys, fake_train, fake_config):
   del fake_train
-  root = tmp_path / 'runs'
-  slow, fast = _run_dir(root, 'slow'), _run_dir(root, 'fast')
+  root, work = tmp_path / 'records', tmp_path / 'work'
+  slow, fast = _run_dir(work, 'slow'), _run_dir(work, 'fast')
 
   class DeadlineOnceFastIsDone(lease.Deadline):
     """The deadline comes once `fast` has finished and `slow` is going."""
@@ -88,7 +89,7 @@ def test_lease_stops_a_run_at_the_deadline_and_packs_only_finished_ones(
   out = tmp_path / 'out'
   status = lease.main(['run', '--spec', str(spec), '--budget-s', '600',
                        '--out', str(out), '--jobs', '2', '--run-seconds', '1',
-                       '--no-prepare'])
+                       '--no-prepare', '--work', str(work)])
   assert status == 0
   text = capsys.readouterr().out
   assert ('[1/2] slow symmetric:0.4 seed 0: started, expected to take 1 s'
@@ -118,6 +119,7 @@ def test_lease_stops_a_run_at_the_deadline_and_packs_only_finished_ones(
   assert ('| fast symmetric:0.4 seed 0 | done |'
           in (out / 'lease.md').read_text())
   assert not workdir_lib.result_path(slow).exists()
+  assert not root.exists()  # the committed records are merge's to write
 
 
 def test_lease_starts_no_run_that_cannot_finish(tmp_path, capsys, fake_train,
@@ -130,7 +132,8 @@ def test_lease_starts_no_run_that_cannot_finish(tmp_path, capsys, fake_train,
   # A run is expected to take 100 s; 50 s are left after the reserve.
   assert lease.main(['run', '--spec', str(spec), '--budget-s', '60',
                      '--reserve-s', '10', '--out', str(out),
-                     '--run-seconds', '100', '--no-prepare']) == 0
+                     '--run-seconds', '100', '--no-prepare', '--work',
+                     str(tmp_path / 'work')]) == 0
   text = capsys.readouterr().out
   assert ': started' not in text
   assert text.count('not started: it needs about 100 s') == 2
@@ -145,19 +148,19 @@ def test_run_time_estimate_comes_from_finished_records(tmp_path, capsys,
   root = tmp_path / 'runs'
   spec = write_spec(tmp_path / 'spec.json', root, ['fast', 'slow'],
                      fake_config)
-  with pytest.raises(SystemExit):  # nothing to estimate from
+  work = ['--work', str(tmp_path / 'work')]
+  with pytest.raises(SystemExit) as exit_:  # nothing to estimate from
     lease.main(['run', '--spec', str(spec), '--budget-s', '60', '--out',
-                str(tmp_path / 'out'), '--no-prepare'])
-  assert 'give --run-seconds' in capsys.readouterr().err
+                str(tmp_path / 'out'), '--no-prepare'] + work)
+  assert 'give --run-seconds' in exit_.value.code
+  # A finished record of the spec (merged from an earlier lease).
   workdir = _run_dir(root, 'fast')
   workdir.mkdir(parents=True)
-  workdir_lib.write_result(workdir, {
-      'final_test_accuracy': 0.5, 'best_test_accuracy': 0.5,
-      'wall_time_s': 40.0, 'num_epochs': 2, 'true_noise_rate': 0.2})
+  workdir_lib.write_result(workdir, full_result(0.5, wall_time_s=40.0))
   # The slow run is expected to take 40 s + 25 s of start-up; 60 s are left.
   assert lease.main(['run', '--spec', str(spec), '--budget-s', '70',
                      '--reserve-s', '10', '--startup-s', '25', '--out',
-                     str(tmp_path / 'out'), '--no-prepare']) == 0
+                     str(tmp_path / 'out'), '--no-prepare'] + work) == 0
   text = capsys.readouterr().out
   assert 'a run expected to take 65 s (the longest finished run' in text
   assert '[1/2] fast symmetric:0.4 seed 0: skipped (finished)' in text
@@ -172,7 +175,7 @@ def test_a_failed_run_is_reported_with_its_log_and_not_packed(
   out = tmp_path / 'out'
   assert lease.main(['run', '--spec', str(spec), '--budget-s', '100',
                      '--out', str(out), '--run-seconds', '1',
-                     '--no-prepare']) == 1
+                     '--no-prepare', '--work', str(tmp_path / 'work')]) == 1
   assert '[1/2] fails symmetric:0.4 seed 0: FAILED (exit code 3)' in (
       capsys.readouterr().out)
   summary = json.loads((out / 'lease.json').read_text())
@@ -188,22 +191,21 @@ def test_a_failed_run_is_reported_with_its_log_and_not_packed(
     (['--budget-s', '100', '--run-seconds', '-1'],
      '--run-seconds must be >= 0, not -1'),
 ])
-def test_lease_run_rejects_bad_arguments(tmp_path, capsys, fake_config, argv,
+def test_lease_run_rejects_bad_arguments(tmp_path, fake_config, argv,
                                          message):
-  pytest.importorskip('ml_collections')
   spec = write_spec(tmp_path / 'spec.json', tmp_path / 'runs', ['ce'],
                      fake_config)
-  with pytest.raises(SystemExit):
+  with pytest.raises(SystemExit) as exit_:
     lease.main(['run', '--spec', str(spec), '--out', str(tmp_path / 'o'),
-                '--run-seconds', '5'] + argv)
-  assert message in capsys.readouterr().err
+                '--run-seconds', '5', '--work', str(tmp_path / 'w')] + argv)
+  assert exit_.value.code.startswith(f'error: {message}')
 
 
 # ----------------------------------------------------------------------------
 # The whole flow with experiments.train on digits: timeboxed_sweep.sh on the CPU,
 # then merge, aggregate and a second lease.
 
-SCRIPT = sweep.REPO_ROOT / 'experiments' / 'timeboxed_sweep.sh'
+SCRIPT = sweep.REPO_ROOT / 'sweeps' / 'timeboxed_sweep.sh'
 
 
 @pytest.mark.slow
@@ -220,7 +222,8 @@ def test_timeboxed_sweep_script_runs_what_fits_then_merge_and_a_second_lease(
   out = tmp_path / 'out'
   env = dict(os.environ, OUT=str(out), DEVICE='cpu', JOBS='1',
              TOTAL_S='300', WHEELS=str(tmp_path / 'no_wheels'),
-             XLA_FLAGS='', PYTHON=sys.executable)
+             XLA_FLAGS='', PYTHON=sys.executable,
+             WORK=str(tmp_path / 'remote_work'))
   # One run fits: it is expected to take 60 s, 61 s are left; once it has
   # finished, a run is expected to take its wall time + 100 s.
   proc = subprocess.run(
@@ -248,7 +251,8 @@ def test_timeboxed_sweep_script_runs_what_fits_then_merge_and_a_second_lease(
   # Here: merge, then the table from the records.
   assert lease.main(['merge', str(out / 'records.tar.gz'), '--spec',
                      str(local)]) == 0
-  assert sweep.main(['--spec', str(local), '--aggregate-only']) == 0
+  assert sweep.main(['--spec', str(local), '--results',
+                     '--aggregate-only']) == 0
   capsys.readouterr()
   rows = _table_rows((tmp_path / 'local' / 'results.md').read_text())
   final = summary['runs'][0]['final_test_accuracy']
@@ -259,7 +263,8 @@ def test_timeboxed_sweep_script_runs_what_fits_then_merge_and_a_second_lease(
 
   # A second lease skips the merged run; the other one does not fit.
   assert lease.main(['run', '--spec', str(local), '--budget-s', '30',
-                     '--out', str(tmp_path / 'out2'), '--no-prepare']) == 0
+                     '--out', str(tmp_path / 'out2'), '--no-prepare',
+                     '--work', str(tmp_path / 'local_work')]) == 0
   text = capsys.readouterr().out
   assert '[1/2] ce symmetric:0.4 seed 0: skipped (finished)' in text
   assert '[2/2] ogc_ce symmetric:0.4 seed 0: not started' in text
@@ -287,9 +292,10 @@ def test_sigterm_stops_the_runs_and_leaves_the_summary(tmp_path):
       set=['num_epochs=500', 'progress=False', f'cache_dir={tmp_path}'])
   out = tmp_path / 'out'
   proc = subprocess.Popen(
-      [sys.executable, '-m', 'experiments.lease', 'run', '--spec', str(spec),
+      [sys.executable, '-m', 'sweeps.lease', 'run', '--spec', str(spec),
        '--budget-s', '600', '--out', str(out), '--run-seconds', '60',
-       '--no-prepare'], cwd=sweep.REPO_ROOT, stdout=subprocess.PIPE,
+       '--no-prepare', '--work', str(tmp_path / 'work')],
+      cwd=sweep.REPO_ROOT, stdout=subprocess.PIPE,
       text=True, env=dict(os.environ, XLA_FLAGS=''))
   for line in proc.stdout:
     if ': started' in line:
@@ -302,5 +308,5 @@ def test_sigterm_stops_the_runs_and_leaves_the_summary(tmp_path):
   assert summary['note'].startswith('Interrupted')
   assert [r['status'] for r in summary['runs']] == ['stopped']
   assert 'stopped unfinished by an interruption' in rest
-  workdir = grid.run_dir(tmp_path / 'runs', grid.parse_method('ce'), NOISE, 0)
+  workdir = grid.run_dir(tmp_path / 'work', grid.parse_method('ce'), NOISE, 0)
   assert _processes_mentioning(str(workdir)) == []

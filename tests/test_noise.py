@@ -541,7 +541,7 @@ def test_from_transition_matrix_bad_matrix(matrix, message):
 
 
 def test_authors_protocol_bad_arguments():
-  with pytest.raises(ValueError, match="protocol.*'ours', 'authors'.*'paper'"):
+  with pytest.raises(ValueError, match="protocol.*'paper'.*'ours', 'authors'"):
     noise.corrupt_labels('symmetric', np.array([0, 1]), 2, 0.2, 0,
                          protocol='paper')
   with pytest.raises(ValueError, match='seed.*2\\*\\*32'):

@@ -16,21 +16,14 @@ import pytest
 
 from experiments import input_pipeline
 from experiments import train
-from experiments.configs import digits
 from experiments import noise as noise_lib
 
 
-def _config(tmp_path, **overrides):
-  """Digits-sized MLP, one short epoch, no progress bar, cache in tmp_path."""
-  config = digits.get_config()
-  config.cache_dir = str(tmp_path / 'cache')
-  config.num_epochs = 1
-  config.final_epochs = 1
-  config.noise.rate = 0.4
-  config.progress = False
-  config.save_queues = False
-  config.update_from_flattened_dict(overrides)
-  return config
+@pytest.fixture
+def one_epoch(tiny_config):
+  """``one_epoch(**overrides)``: `tiny_config` for one epoch, no queues."""
+  return lambda **overrides: tiny_config(
+      num_epochs=1, final_epochs=1, save_queues=False, **overrides)
 
 
 def _read(workdir):
@@ -52,7 +45,7 @@ def _write_image_folder(root, per_class, num_test=4, seed=0):
 
 
 @pytest.mark.slow
-def test_labels_csv_run_reports_the_realised_noise(tmp_path):
+def test_labels_csv_run_reports_the_realised_noise(tmp_path, one_epoch):
   root = tmp_path / 'data'
   _write_image_folder(root, per_class=20)
   # Five images of a relabelled b, two of b relabelled c, one of c kept as c
@@ -61,7 +54,7 @@ def test_labels_csv_run_reports_the_realised_noise(tmp_path):
           + ['train/b/03.png,2', 'train/b/07.png,c', 'train/c/00.png,c'])
   csv_path = tmp_path / 'labels.csv'
   csv_path.write_text('path,label\n' + '\n'.join(rows) + '\n')
-  config = _config(tmp_path, dataset=f'folder:{root}', labels_csv=str(csv_path),
+  config = one_epoch(dataset=f'folder:{root}', labels_csv=str(csv_path),
                    method='ce', batch_size=16, model='mlp',
                    **{'noise.kind': 'none', 'noise.rate': 0.0})
   workdir = str(tmp_path / 'run')
@@ -73,28 +66,28 @@ def test_labels_csv_run_reports_the_realised_noise(tmp_path):
       [15 / 20, 5 / 20, 0.0], [0.0, 18 / 20, 2 / 20], [0.0, 0.0, 1.0]]
 
 
-def test_labels_csv_refuses_added_noise(tmp_path):
+def test_labels_csv_refuses_added_noise(tmp_path, one_epoch):
   root = tmp_path / 'data'
   _write_image_folder(root, per_class=2, num_test=1)
   csv_path = tmp_path / 'labels.csv'
   csv_path.write_text('train/a/00.png,b\n')
   for noise in ({'noise.kind': 'symmetric'},
                 {'noise.kind': 'none', 'noise.rate': 0.2}):
-    config = _config(tmp_path, dataset=f'folder:{root}',
+    config = one_epoch(dataset=f'folder:{root}',
                      labels_csv=str(csv_path), **noise)
     with pytest.raises(ValueError, match='brings its own noisy labels'):
       train.load_data(config)
 
 
 @pytest.mark.slow
-def test_authors_protocol_run_realises_truncated_counts(tmp_path):
-  config = _config(tmp_path, method='ce',
+def test_authors_protocol_run_realises_truncated_counts(tmp_path, one_epoch):
+  config = one_epoch(method='ce',
                    **{'noise.protocol': 'authors', 'seed': 5})
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(config, workdir)
   metrics, result = _read(workdir)
-  true = train.load_data(_config(
-      tmp_path, **{'noise.kind': 'none', 'noise.rate': 0.0})).true_labels
+  true = train.load_data(one_epoch(
+      **{'noise.kind': 'none', 'noise.rate': 0.0})).true_labels
   # By hand: int(0.4 / 9 * n_i) labels of class i go to each other class.
   sizes = np.bincount(true, minlength=10)
   per_cell = np.floor(0.4 / 9 * sizes)
@@ -107,11 +100,11 @@ def test_authors_protocol_run_realises_truncated_counts(tmp_path):
   assert metrics[0]['true_noise_rate'] == result['true_noise_rate']
 
 
-def test_noise_seed_and_protocol_keys(tmp_path):
+def test_noise_seed_and_protocol_keys(tmp_path, one_epoch):
   def given(**overrides):
-    return train.load_data(_config(tmp_path, **overrides)).labels
+    return train.load_data(one_epoch(**overrides)).labels
 
-  data = train.load_data(_config(tmp_path))
+  data = train.load_data(one_epoch())
   labels, true, out = data.labels, data.true_labels, data.noise
   # Protocol 'ours' without noise.seed: the run's seed, as before the keys.
   np.testing.assert_array_equal(
@@ -133,7 +126,8 @@ def test_noise_seed_and_protocol_keys(tmp_path):
     given(**{'noise.protocol': 'paper'})
 
 
-def test_authors_protocol_uses_their_cifar100_map(tmp_path, monkeypatch):
+def test_authors_protocol_uses_their_cifar100_map(tmp_path, monkeypatch,
+                                                 one_epoch):
   # TFDS CIFAR-100 is not on this machine: a 100-class stand-in with the
   # name the config uses, 5 training images a class.
   images = np.zeros((500, 2, 2, 3), np.uint8)
@@ -149,8 +143,8 @@ def test_authors_protocol_uses_their_cifar100_map(tmp_path, monkeypatch):
   for protocol, mapping, targets in (('authors', None, blocks),
                                      ('authors', 'cifar100', superclasses),
                                      ('ours', None, superclasses)):
-    data = train.load_data(_config(
-        tmp_path, dataset='cifar100', **{
+    data = train.load_data(one_epoch(
+        dataset='cifar100', **{
             'noise.kind': 'asymmetric', 'noise.protocol': protocol,
             'noise.mapping': mapping}))
     labels, true, out = data.labels, data.true_labels, data.noise

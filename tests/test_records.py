@@ -1,16 +1,17 @@
-"""Tests for experiments/records.py: packing, reading and merging records."""
+"""Tests for sweeps/records.py: packing, reading and merging records."""
 
 import io
 import tarfile
 
 import pytest
 
-from experiments import grid
-from experiments import lease
-from experiments import records
-from experiments import runner
-from experiments import sweep
 from experiments import workdir as workdir_lib
+from sweeps import grid
+from sweeps import lease
+from sweeps import records
+from sweeps import runner
+from sweeps import sweep
+from tests.conftest import full_result
 from tests.conftest import write_spec
 from tests.test_tables import _table_rows
 
@@ -27,9 +28,7 @@ def _finished_run(root, method, final=0.5):
   workdir_lib.write_sweep_args(run.workdir, {
       'config': runner.config_for_record('experiments/configs/digits.py'),
       'overrides': run.overrides})
-  workdir_lib.write_result(run.workdir, {
-      'final_test_accuracy': final, 'best_test_accuracy': final,
-      'wall_time_s': 1.0, 'num_epochs': 1, 'true_noise_rate': 0.2})
+  workdir_lib.write_result(run.workdir, full_result(final))
   (run.workdir / 'checkpoints').mkdir()
   (run.workdir / 'checkpoints' / 'big').write_bytes(b'0' * 1000)
   return run
@@ -52,14 +51,16 @@ def test_merge_is_idempotent_and_aggregate_builds_the_table(returned,
                                                             capsys):
   archive, spec, local = returned
   assert lease.main(['merge', str(archive), '--spec', str(spec)]) == 0
-  assert '2 runs merged into' in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert '2 runs merged into' in out
+  assert f'python -m sweeps --spec {spec} --results --aggregate-only' in out
   ce = grid.run_dir(local, grid.parse_method('ce'), NOISE, 0)
   assert sorted(p.name for p in ce.iterdir()) == [
       'config.json', 'metrics.jsonl', 'result.json', 'sweep_args.json']
   assert lease.main(['merge', str(archive), '--spec', str(spec)]) == 0
   assert ('0 runs merged into' in capsys.readouterr().out)
   # The table from records alone, without checkpoints.
-  assert sweep.main(['--spec', str(spec), '--aggregate-only']) == 0
+  assert sweep.main(['--spec', str(spec), '--results', '--aggregate-only']) == 0
   rows = _table_rows((local / 'results.md').read_text())
   assert rows == {'ce': ['50.0'], 'gce': ['**60.0**'], 'ogc_ce': ['–']}
 

@@ -1,4 +1,4 @@
-"""Tests for experiments/runner.py: starting, watching and stopping runs.
+"""Tests for sweeps/runner.py: starting, watching and stopping runs.
 
 The runs are conftest.FAKE_TRAIN; when a run must be stopped is a `Policy`
 whose deadline or lateness follows what the runs have written, so that no
@@ -9,8 +9,8 @@ import io
 import pathlib
 import time
 
-from experiments import grid
-from experiments import runner
+from sweeps import grid
+from sweeps import runner
 
 NOISE = grid.parse_noise('symmetric:0.4')
 

@@ -1,4 +1,4 @@
-"""Tests for experiments/sweep.py: the scheduler and the command line."""
+"""Tests for sweeps/sweep.py: the scheduler and the command line."""
 
 import json
 import pathlib
@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from experiments import grid
 from experiments import plot
-from experiments import runner
-from experiments import sweep
 from experiments import workdir as workdir_lib
+from sweeps import grid
+from sweeps import runner
+from sweeps import sweep
 from tests.test_tables import _table_rows
 from tests.test_tables import _write_grid
 from tests.test_tables import METHODS
@@ -42,18 +42,6 @@ def test_plan_runs_merges_overrides_method_last():
   assert '--config.noise.rate=0.4' in command
 
 
-def test_check_override_keys():
-  ml_collections = pytest.importorskip('ml_collections')
-  config = ml_collections.ConfigDict(
-      {'num_epochs': 3, 'ogc': {'epsilon': 1.0}, 'loss_hparams': {'tau': 2.0}})
-  sweep.check_override_keys(config, ['ogc.epsilon', 'loss_hparams.tau'], 'x')
-  with pytest.raises(ValueError, match=r"unknown config key 'ogc.eps' \(ogc "
-                     r'has: epsilon\)'):
-    sweep.check_override_keys(config, ['ogc.eps'], 'x')
-  with pytest.raises(ValueError, match="unknown config key 'num_epochs.x'"):
-    sweep.check_override_keys(config, ['num_epochs.x'], 'x')
-
-
 def test_aggregate_only_writes_table_with_its_command(tmp_path, capsys):
   _write_grid(tmp_path / 'runs')
   table = tmp_path / 'out' / 'digits.md'
@@ -67,7 +55,7 @@ def test_aggregate_only_writes_table_with_its_command(tmp_path, capsys):
   text = table.read_text()
   assert text.startswith('# Digits sweep\n')
   expected_command = (
-      "python -m experiments.sweep --config experiments/configs/none.py "
+      "python -m sweeps --config experiments/configs/none.py "
       '--methods ce,ogc_ce@ogc.epsilon=5:OGC-CE '
       "--noise symmetric:0.2,asymmetric:0.4,instance:0.4 --seeds 0,1,2 "
       f"--root {tmp_path / 'runs'} --table {table} --title 'Digits sweep' "
@@ -78,14 +66,23 @@ def test_aggregate_only_writes_table_with_its_command(tmp_path, capsys):
   assert '12/18 runs finished' in capsys.readouterr().out
 
 
-def test_main_rejects_bad_arguments(tmp_path, capsys):
+def _error(argv):
+  """The one line `sweep.main` exits with."""
+  with pytest.raises(SystemExit) as exit_:
+    sweep.main(argv)
+  message = exit_.value.code
+  assert message.startswith('error: ') and '\n' not in message, message
+  return message
+
+
+def test_main_rejects_bad_arguments(tmp_path):
   base = ['--config', 'c.py', '--root', str(tmp_path), '--aggregate-only']
-  with pytest.raises(SystemExit):
-    sweep.main(base + ['--methods', 'ce', '--noise', 'gaussian:0.2'])
-  assert "unknown kind 'gaussian'" in capsys.readouterr().err
-  with pytest.raises(SystemExit):
-    sweep.main(base + ['--methods', 'ce', '--noise', 'none', '--set', 'seed=1'])
-  assert 'which the sweep sets' in capsys.readouterr().err
+  assert "Unknown noise kind='gaussian'" in _error(
+      base + ['--methods', 'ce', '--noise', 'gaussian:0.2'])
+  assert 'which the sweep sets' in _error(
+      base + ['--methods', 'ce', '--noise', 'none', '--set', 'seed=1'])
+  assert '--out goes with --spec' in _error(
+      base + ['--methods', 'ce', '--noise', 'none', '--out', 'x'])
 
 
 # ----------------------------------------------------------------------------
@@ -106,6 +103,7 @@ def test_spec_names_the_same_sweep_as_the_flags(tmp_path, capsys):
       seeds=[0, 1, 2], set=['num_epochs=5'], root=str(tmp_path / 'runs'),
       table=str(tmp_path / 'out' / 'digits.md'), title='Digits sweep')
   from_spec = sweep.load_spec(spec)
+  assert from_spec.committed_table == tmp_path / 'out' / 'digits.md'
   args = sweep.build_parser().parse_args([
       '--config', 'experiments/configs/none.py',
       '--methods', 'ce,ogc_ce@ogc.epsilon=5:OGC-CE',
@@ -118,15 +116,17 @@ def test_spec_names_the_same_sweep_as_the_flags(tmp_path, capsys):
   assert from_spec.runs() == from_flags.runs()
   assert (from_spec.table, from_spec.title) == (from_flags.table,
                                                 from_flags.title)
+  assert from_flags.committed_table is None
   # The config path is relative to the repository root, wherever we are.
   assert from_spec.config == str(
       sweep.REPO_ROOT / 'experiments/configs/none.py')
   assert runner.config_for_record(from_spec.config) == (
       'experiments/configs/none.py')
 
-  assert sweep.main(['--spec', str(spec), '--aggregate-only']) == 0
+  assert sweep.main(['--spec', str(spec), '--aggregate-only',
+                     '--results']) == 0
   text = (tmp_path / 'out' / 'digits.md').read_text()
-  assert f'python -m experiments.sweep --spec {spec}' in text.splitlines()
+  assert f'python -m sweeps --spec {spec}' in text.splitlines()
   assert _table_rows(text)['ce'][0] == '82.0 ± 2.0'
   assert '12/18 runs finished' in capsys.readouterr().out
 
@@ -153,7 +153,7 @@ def test_spec_relative_paths_are_from_the_repository_root(tmp_path):
     ({'config': 'c.py', 'methods': ['ce'], 'noise': ['none'], 'root': 'r',
       'seeds': [1, 1]}, 'repeat a seed'),
     ({'config': 'c.py', 'methods': ['ce'], 'noise': ['gaussian:0.2'],
-      'root': 'r'}, "unknown kind 'gaussian'"),
+      'root': 'r'}, "Unknown noise kind='gaussian'"),
     ({'config': 'c.py', 'methods': ['ce'], 'noise': ['none'], 'root': 'r',
       'set': ['seed=1']}, 'which the sweep sets'),
     ([1, 2], 'expected a JSON object'),
@@ -174,38 +174,44 @@ def test_spec_with_a_flag_that_names_the_sweep_is_an_error(tmp_path, capsys):
                      noise=['none'], root=str(tmp_path / 'r'))
   for flags in (['--root', 'other'], ['--set', 'num_epochs=3'],
                 ['--seeds', '1']):
-    with pytest.raises(SystemExit):
-      sweep.main(['--spec', str(spec), '--aggregate-only'] + flags)
     assert (f'--spec names the whole sweep; {flags[0]} cannot be given'
-            in capsys.readouterr().err)
-  with pytest.raises(SystemExit):
-    sweep.main(['--methods', 'ce', '--noise', 'none'])
-  assert '--config, --root required (or --spec FILE)' in capsys.readouterr().err
-  # --jobs and --aggregate-only go with --spec.
+            in _error(['--spec', str(spec), '--aggregate-only'] + flags))
+  assert '--config, --root required (or --spec FILE)' in _error(
+      ['--methods', 'ce', '--noise', 'none'])
+  assert '--out and --results name two places' in _error(
+      ['--spec', str(spec), '--out', 'x', '--results'])
+  # --jobs, --aggregate-only, --out and --results go with --spec.
   assert sweep.main(['--spec', str(spec), '--aggregate-only', '--jobs',
-                     '2']) == 0
+                     '2', '--out', str(tmp_path / 'fresh')]) == 0
+  assert (tmp_path / 'fresh' / 'results.md').is_file()
 
 
-@pytest.mark.parametrize('name', ['cifar10_resnet18', 'cifar10_resnet18_seeds',
-                                  'digits_rehearsal'])
-def test_shipped_specs_name_valid_sweeps(name):
-  pytest.importorskip('ml_collections')
-  from experiments import train  # pylint: disable=g-import-not-at-top
-  loaded = sweep.load_spec(
-      sweep.REPO_ROOT / 'experiments' / 'sweeps' / f'{name}.json')
+SPECS = sorted((sweep.REPO_ROOT / 'sweeps' / 'specs').glob('*.json'))
+
+
+@pytest.mark.parametrize('path', SPECS, ids=lambda p: p.stem)
+def test_shipped_specs_name_valid_sweeps_and_their_tables(path):
+  import optax  # pylint: disable=g-import-not-at-top
+  from experiments import config_lib  # pylint: disable=g-import-not-at-top
+  from experiments import methods  # pylint: disable=g-import-not-at-top
+  loaded = sweep.load_spec(path)
   sweep.check_sweep_config(loaded)
-  config = sweep.load_config(loaded.config)
-  for method in loaded.methods:
-    config.method = method.name
-    for key, value in method.overrides:
-      config.loss_hparams[key.split('.')[1]] = float(value)
-    train.Method(config)  # an unknown method or hyperparameter raises
-    config.loss_hparams.tau = None
+  for method in loaded.methods:  # an unknown method or hyperparameter raises
+    config = config_lib.load(loaded.config, {**loaded.set_overrides,
+                                             **dict(method.overrides),
+                                             'method': method.name})
+    methods.from_config(config, optax.constant_schedule(0.1))
+  # The committed records and tables are under results/; a rehearsal's
+  # under runs/. A table a spec has made names the spec's command.
+  root = runner.repo_relative(loaded.root)
+  assert root.startswith(('results/records/', 'runs/')), root
+  if loaded.table.is_file():
+    assert loaded.command in loaded.table.read_text().splitlines()
 
 
 def test_cifar10_spec_is_the_issue_table():
   loaded = sweep.load_spec(
-      sweep.REPO_ROOT / 'experiments/sweeps/cifar10_resnet18.json')
+      sweep.REPO_ROOT / 'sweeps/specs/cifar10_resnet18.json')
   assert [m.label for m in loaded.methods] == [
       'CE', 'GCE', 'PHuber-CE tau=2', 'OGC-CE', 'OGC-GCE', 'Focal', 'OGC-FL',
       'SCE', 'NCE+RCE', 'PHuber-CE tau=10']
@@ -218,14 +224,14 @@ def test_cifar10_spec_is_the_issue_table():
           'dataset': 'cifar10_jpeg', 'num_epochs': '150', 'dtype': 'bfloat16',
           'noise.protocol': 'authors'}
   assert runner.repo_relative(loaded.root) == (
-      'experiments/results/records/cifar10_resnet18')
+      'results/records/cifar10_resnet18')
   assert runner.repo_relative(loaded.table) == (
-      'experiments/results/cifar10_resnet18.md')
+      'results/cifar10_resnet18.md')
   # The 25 core cells come first.
   assert {r.method.label for r in loaded.runs()[:25]} == {
       'CE', 'GCE', 'PHuber-CE tau=2', 'OGC-CE', 'OGC-GCE'}
   seeds = sweep.load_spec(
-      sweep.REPO_ROOT / 'experiments/sweeps/cifar10_resnet18_seeds.json')
+      sweep.REPO_ROOT / 'sweeps/specs/cifar10_resnet18_seeds.json')
   # Seed 0 of CE and OGC-CE is the same run in both specs.
   shared = {r.workdir: r.overrides for r in loaded.runs()}
   for run in seeds.runs():
@@ -273,13 +279,16 @@ def test_main_runs_missing_skips_finished_and_reports_failures(
   assert f'log: {failed_log}\n    Traceback: boom' in out
   assert '4 runs: 2 done, 0 skipped (finished), 2 failed' in out
   assert 'training fails' in failed_log.read_text()
-  result = json.loads((grid.run_dir(root, grid.parse_method('ce'), NOISES[0],
-                                    1) / 'result.json').read_text())
-  assert result['num_epochs'] == 2
-  assert result['env']['JAX_COMPILATION_CACHE_DIR'] == str(
-      root.resolve() / '.jax_cache')
-  assert result['env']['XLA_FLAGS'] == (
-      runner.SINGLE_THREAD_XLA_FLAGS if jobs > 1 else '')
+  ce_1 = grid.run_dir(root, grid.parse_method('ce'), NOISES[0], 1)
+  assert workdir_lib.read_result(ce_1)['num_epochs'] == 2
+  env = json.loads((ce_1 / 'env.json').read_text())
+  assert env['JAX_COMPILATION_CACHE_DIR'] == str(root.resolve() / '.jax_cache')
+  assert env['XLA_FLAGS'] == (runner.SINGLE_THREAD_XLA_FLAGS if jobs > 1
+                              else '')
+  # The log shows the command with paths from the repository.
+  assert (ce_1 / 'log.txt').read_text().startswith(
+      f'$ python -m experiments.train --config {runner.repo_relative(config)} '
+      f'--workdir {runner.repo_relative(ce_1)} --config.method=ce')
   rows = _table_rows((root / 'results.md').read_text())
   assert rows == {'ce': ['**50.5 ± 0.7**'], 'fails': ['–']}  # sd(50, 51)
 
@@ -294,21 +303,15 @@ def test_main_runs_missing_skips_finished_and_reports_failures(
                       'fails/seed_1': 2}
 
   # Other settings on the same root are refused before anything runs.
-  with pytest.raises(SystemExit):
-    sweep.main(argv[:-1] + ['num_epochs=3'])
-  assert 'run with other settings' in capsys.readouterr().err
+  assert 'run with other settings' in _error(argv[:-1] + ['num_epochs=3'])
 
 
-def test_main_rejects_unknown_override_key(tmp_path, capsys):
-  config = tmp_path / 'config.py'
-  config.write_text('import ml_collections\n'
-                    'def get_config():\n'
-                    '  return ml_collections.ConfigDict(\n'
-                    '      {"ogc": {"epsilon": 1.0}})\n')
-  with pytest.raises(SystemExit):
-    sweep.main(['--config', str(config), '--methods', 'ogc_ce@ogc.eps=2',
-                '--noise', 'none', '--root', str(tmp_path / 'r')])
-  assert "unknown config key 'ogc.eps'" in capsys.readouterr().err
+def test_main_rejects_unknown_override_key(tmp_path):
+  assert ("method entry 'ogc_ce@ogc.eps=2': --config.ogc.eps: the "
+          "configuration has no key 'ogc.eps' (did you mean 'ogc.epsilon'"
+          in _error(['--config', str(DIGITS_CONFIG), '--methods',
+                     'ogc_ce@ogc.eps=2', '--noise', 'none', '--root',
+                     str(tmp_path / 'r')]))
   assert not (tmp_path / 'r').exists()
 
 
@@ -384,16 +387,55 @@ def test_end_to_end_on_digits_runs_skips_and_resumes(tmp_path, monkeypatch,
   assert len(notes) == 2
 
 
-def test_load_config_sets_overrides_as_the_command_line_does():
-  config = sweep.load_config(
-      str(DIGITS_CONFIG), {'noise.rate': '0.2', 'noise.mapping': 'mnist',
-                           'loss_hparams.tau': '5', 'progress': 'False',
-                           'lr_decay_epochs': '(0.5,)'})
-  assert (config.noise.rate, config.noise.mapping, config.loss_hparams.tau,
-          config.progress, tuple(config.lr_decay_epochs)) == (
-              0.2, 'mnist', 5.0, False, (0.5,))
-  with pytest.raises(ValueError, match=r"method entry 'x': unknown config key "
-                     r"'ogc.eps' \(ogc has: epsilon, queue_size"):
-    sweep.load_config(str(DIGITS_CONFIG), {'ogc.eps': '2'}, "method entry 'x'")
-  with pytest.raises(ValueError, match='--set: .*num_epochs'):
-    sweep.load_config(str(DIGITS_CONFIG), {'num_epochs': 'many'})
+def test_a_spec_sweeps_elsewhere_and_compares_with_the_committed_table(
+    tmp_path, capsys, fake_train, fake_config):
+  del fake_train
+  committed = tmp_path / 'results' / 'records'
+  spec = _write_spec(
+      tmp_path / 'spec.json', config=str(fake_config), methods=['ce', 'gce'],
+      noise=['symmetric:0.2'], seeds=[0, 1], root=str(committed),
+      table=str(tmp_path / 'results' / 'table.md'), set=['num_epochs=2'])
+  # The committed table: ce as the fake trains it (0.5 + seed / 100), gce
+  # far from it, and a cell this sweep does not have.
+  (tmp_path / 'results').mkdir()
+  (tmp_path / 'results' / 'table.csv').write_text(
+      'method,label,noise_kind,noise_rate,seed,final_test_accuracy\n'
+      'ce,ce,symmetric,0.2,0,0.5\nce,ce,symmetric,0.2,1,0.51\n'
+      'gce,gce,symmetric,0.2,0,0.7\ngce,gce,symmetric,0.2,1,0.71\n')
+  fresh = tmp_path / 'fresh'
+  assert sweep.main(['--spec', str(spec), '--out', str(fresh)]) == 0
+  out = capsys.readouterr().out
+  assert not committed.exists()
+  assert (fresh / 'table.md').is_file() and (fresh / 'table.csv').is_file()
+  assert ('ce, symmetric 20%: 50.5 ± 0.7 (2 seeds) here, 50.5 ± 0.7 (2 seeds) '
+          'committed: identical') in out
+  assert ('gce, symmetric 20%: 50.5 ± 0.7 (2 seeds) here, 70.5 ± 0.7 (2 '
+          'seeds) committed: outside the seed spread (|difference| 20.0 > '
+          '1.4 points)') in out
+  assert '2 cells: 1 identical, 1 outside the seed spread' in out
+  # Told to, it runs into the committed records and writes the table.
+  assert sweep.main(['--spec', str(spec), '--results']) == 0
+  assert len(list(committed.rglob('result.json'))) == 4
+  assert 'ce,ce,symmetric,0.2,0,0.5,' in (
+      tmp_path / 'results' / 'table.csv').read_text()
+
+
+def test_sweep_configs_are_the_training_command_s(tmp_path):
+  # The sweep checks its runs' configs with the training command's loader
+  # (experiments.config_lib), so a value is read as the command line reads it.
+  from experiments import config_lib  # pylint: disable=g-import-not-at-top
+  spec = _write_spec(
+      tmp_path / 's.json', config=str(DIGITS_CONFIG), methods=['ce'],
+      noise=['none'], root=str(tmp_path / 'r'),
+      set=['progress=False', 'lr_decay_epochs=(0.5,)', 'noise.mapping=mnist'])
+  loaded = sweep.load_spec(spec)
+  sweep.check_sweep_config(loaded)
+  config = config_lib.load(loaded.config, loaded.runs()[0].overrides)
+  assert (config.method, config.noise.kind, config.progress,
+          tuple(config.lr_decay_epochs), config.noise.mapping) == (
+              'ce', 'none', False, (0.5,), 'mnist')
+  bad = _write_spec(tmp_path / 'b.json', config=str(DIGITS_CONFIG),
+                    methods=['ce'], noise=['none'], root=str(tmp_path / 'r'),
+                    set=['num_epochs=many'])
+  with pytest.raises(ValueError, match='--set: flag --config.num_epochs=many'):
+    sweep.check_sweep_config(sweep.load_spec(bad))

@@ -1,12 +1,14 @@
-"""Tests for experiments/tables.py: a sweep's results, table and CSV."""
+"""Tests for sweeps/tables.py: a sweep's results, table and CSV."""
 
 import csv
 import json
 
 import pytest
 
-from experiments import grid
-from experiments import tables
+from sweeps import grid
+from sweeps import runner
+from sweeps import tables
+from tests.conftest import full_result
 
 
 METHODS = [grid.parse_method('ce'),
@@ -31,19 +33,17 @@ def _write_grid(root):
     for seed, final in finals.items():
       workdir = grid.run_dir(root, by_entry[entry], by_spec[spec], seed)
       workdir.mkdir(parents=True)
-      (workdir / 'result.json').write_text(json.dumps({
-          'final_test_accuracy': final, 'best_test_accuracy': final + 0.01,
-          'wall_time_s': 10.0 + seed, 'num_epochs': 5, 'config': {},
-          'true_noise_rate': by_spec[spec].rate - 0.001 * seed}))
+      (workdir / 'result.json').write_text(json.dumps(full_result(
+          final, best_test_accuracy=final + 0.01, wall_time_s=10.0 + seed,
+          num_epochs=5, true_noise_rate=by_spec[spec].rate - 0.001 * seed)))
   # An unfinished run (no result.json) and a run outside the grid.
   unfinished = grid.run_dir(root, by_entry['ce'], by_spec['instance:0.4'], 0)
   unfinished.mkdir(parents=True)
   (unfinished / 'metrics.jsonl').write_text('{"epoch": 1}\n')
   outside = grid.run_dir(root, by_entry['ce'], by_spec['instance:0.4'], 7)
   outside.mkdir(parents=True)
-  (outside / 'result.json').write_text(json.dumps({
-      'final_test_accuracy': 0.99, 'best_test_accuracy': 0.99,
-      'wall_time_s': 1.0, 'num_epochs': 5, 'true_noise_rate': 0.4}))
+  (outside / 'result.json').write_text(json.dumps(full_result(
+      0.99, num_epochs=5, true_noise_rate=0.4)))
 
 
 def _table_rows(table):
@@ -71,10 +71,10 @@ def test_render_table_cells_bold_and_partial_counts(tmp_path):
   _write_grid(tmp_path)
   results = tables.collect_results(tmp_path, METHODS, NOISES, SEEDS)
   table = tables.render_table(results, METHODS, NOISES, SEEDS, title='T',
-                              command='python -m experiments.sweep --x')
+                              command='python -m sweeps --x')
   lines = table.splitlines()
   assert lines[0] == '# T'
-  assert 'python -m experiments.sweep --x' in lines
+  assert 'python -m sweeps --x' in lines
   assert '| Method | symmetric 20% | asymmetric 40% | instance 40% |' in lines
   assert 'ddof=1' in table
   # By hand: ce sym 0.2 = 80, 82, 84 -> mean 82, sample std 2.
@@ -118,6 +118,13 @@ def test_write_csv_rows(tmp_path):
       'final_test_accuracy': '0.6', 'best_test_accuracy': '0.61',
       'wall_time_s': '11.000', 'num_epochs': '5', 'true_noise_rate': '0.399'}
   assert row['workdir'].endswith('ogc_ce+ogc.epsilon=5/instance_0.4/seed_1')
+  # Relative to the repository where the run lies in it, so that a
+  # committed CSV names no machine's folders.
+  assert tables.read_csv(tmp_path / 't.csv')[
+      'ogc_ce@ogc.epsilon=5', 'instance_0.4'] == {0: 0.6, 1: 0.6, 2: 0.6}
+  inside = runner.REPO_ROOT / 'runs' / 'x'
+  tables.write_csv([results[0]._replace(workdir=inside)], tmp_path / 'r.csv')
+  assert (tmp_path / 'r.csv').read_text().splitlines()[1].endswith(',runs/x')
   finals = sorted(float(r['final_test_accuracy']) for r in rows)
   assert finals == sorted(
       v for per_seed in FINALS.values() for v in per_seed.values())

@@ -14,30 +14,13 @@ import orbax.checkpoint as ocp
 import pytest
 
 from experiments import data
-from experiments import train
-from experiments.configs import digits
-from ogc_jax import losses as ogc_losses
+from experiments import methods
 from experiments import noise as noise_lib
+from experiments import train
+from experiments import workdir as workdir_lib
+from experiments.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope='module')
-def cache(tmp_path_factory):
-  """The decoded-data cache of this module's runs, not the user's ~/.cache."""
-  return str(tmp_path_factory.mktemp('data_cache'))
-
-
-def tiny_config(cache, **overrides):
-  config = digits.get_config()
-  config.cache_dir = cache
-  config.num_epochs = 4
-  config.ogc.queue_size = 256
-  config.ogc.update_period = 2
-  config.noise.rate = 0.4
-  config.progress = False
-  config.update_from_flattened_dict(overrides)
-  return config
 
 
 def read_metrics(workdir):
@@ -53,12 +36,23 @@ def final_params(workdir):
   return restored['params']
 
 
-def test_trains_ogc_on_digits_and_writes_everything(tmp_path, cache):
-  config = tiny_config(cache, num_epochs=6, checkpoint_every=2)
+def test_trains_ogc_on_digits_and_writes_everything(tmp_path, tiny_config):
+  config = tiny_config(num_epochs=6, checkpoint_every=2)
   workdir = str(tmp_path / 'run')
-  result = train.train_and_evaluate(config, workdir)
+  ends = []
+  real_end_of_run = methods.OGC.end_of_run
+
+  def end_of_run(self, run):
+    ends.append(run)
+    return real_end_of_run(self, run)
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(methods.OGC, 'end_of_run', end_of_run)
+    result = train.train_and_evaluate(config, workdir)
   rows = read_metrics(workdir)
   assert [r['epoch'] for r in rows] == [1, 2, 3, 4, 5, 6]
+  assert all(set(r) == set(workdir_lib.METRICS_KEYS) for r in rows)
+  assert set(result) == set(workdir_lib.RESULT_KEYS)
   accuracies = [r['test_accuracy'] for r in rows]
   assert result['final_test_accuracy'] == pytest.approx(np.mean(accuracies))
   assert result['best_test_accuracy'] == pytest.approx(max(accuracies))
@@ -85,63 +79,133 @@ def test_trains_ogc_on_digits_and_writes_everything(tmp_path, cache):
   assert queue.shape == (256,) and np.all(np.isfinite(queue))
   with open(os.path.join(workdir, 'config.json')) as f:
     assert json.load(f)['method'] == 'ogc_ce'
+  # At the end the method sees its final state and the trained network:
+  # its test predictions give the last epoch's accuracy.
+  (end,) = ends
+  assert end.is_main and end.workdir == workdir
+  assert int(end.state.num_threshold_updates) == last['num_threshold_updates']
+  test = data.load_digits()
+  logits = end.logits(test.test_images)
+  assert logits.shape == (360, 10)
+  assert np.mean(np.argmax(logits, -1) == test.test_labels) == pytest.approx(
+      rows[-1]['test_accuracy'], abs=1e-9)
+  assert len(end.data.labels) == 1437
   # A finished workdir returns its result without training again.
   assert train.train_and_evaluate(config, workdir) == result
 
 
-def test_a_baseline_is_its_loss_under_weights_of_one():
-  config = tiny_config(None, method='gce', **{'loss_hparams.q': 0.5})
-  method = train.Method(config)
-  weighting = train.make_weighting(config, method, 0.1)
+def test_a_baseline_is_its_loss_and_fills_no_ogc_field(tiny_config):
+  config = tiny_config(method='gce', **{'loss_hparams.q': 0.5})
+  method = methods.from_config(config, lambda step: 0.1)
+  assert type(method) is methods.Baseline and method.init() == {}
   logits = jnp.array([[2.0, -1.0, 0.5], [0.1, 0.2, 0.3]])
   labels = jnp.array([0, 2])
-  p = ogc_losses.probability_of_label(logits, labels)
-  weights, state = weighting.update(p, weighting.init())
-  assert state == {} and weights.tolist() == [1.0, 1.0]
-  # GCE by hand: (1 - p^q) / q, averaged over the batch.
-  probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-  p_label = np.asarray(probs)[[0, 1], [0, 2]].astype(np.float64)
-  expected = np.mean((1 - p_label ** 0.5) / 0.5)
-  assert float(method.loss(logits, labels, p, weights)) == pytest.approx(
-      expected, rel=1e-6)
-  assert not method.is_ogc
+  # The network is its parameters: the gradient is d loss / d logits.
+  grads, step = method.gradients(lambda params, x: (params, {}), logits, None,
+                                 labels, method.init())
+  # GCE by hand: (1 - p^q) / q, averaged over the batch; its gradient with
+  # respect to logit j is -p^q (1[j = y] - p_j) / 2.
+  probs = np.exp(np.float64(logits))
+  probs /= probs.sum(-1, keepdims=True)
+  p_label = probs[[0, 1], [0, 2]]
+  assert float(step.loss) == pytest.approx(
+      np.mean((1 - p_label ** 0.5) / 0.5), rel=1e-6)
+  one_hot = np.eye(3)[[0, 2]]
+  np.testing.assert_allclose(
+      grads, -(p_label ** 0.5)[:, None] * (one_hot - probs) / 2, rtol=1e-5)
+  assert step.state == {} and method.step_sums(step, None) == {}
+  # Its metrics rows have every field, OGC's null.
+  sums = train.EpochSums.zeros(method)._replace(count=128.0, loss=12.8,
+                                                n_clean=77.0, n_noisy=51.0)
+  row = train.epoch_row(1, 0.5, 0.1, sums, noise_lib.NoisyLabels(
+      np.zeros(1), np.eye(2), 0.4), method.metrics({}, sums), 1.0, 11, 128)
+  assert set(row) == set(workdir_lib.METRICS_KEYS)
+  assert row['loss'] == pytest.approx(0.1) and row['tau'] is None
+  assert row['gmm'] is None and row['num_threshold_updates'] is None
 
 
 @pytest.mark.slow
-def test_baseline_method_and_bad_configs(tmp_path, cache):
+def test_per_example_route_gives_the_fused_update(tiny_config):
+  # Without BatchNorm the two routes of OGC are one update: the same
+  # parameters and OGC state after steps with refits that clip, in the
+  # harness's step. (Epsilon 0 asks for full clipping; later refits of this
+  # degenerate queue turn on its last bits, so the steps stop at 5.)
+  import optax  # pylint: disable=g-import-not-at-top
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
+  from experiments import models  # pylint: disable=g-import-not-at-top
+  config = tiny_config(batch_size=32, **{'ogc.queue_size': 64, 'ogc.epsilon': 0.0})
+  rng = np.random.default_rng(0)
+  num_train = 128
+  arrays = (rng.integers(0, 256, (num_train, 8, 8, 1), np.uint8),
+            rng.integers(0, 10, num_train).astype(np.int32))
+  arrays += (np.where(rng.random(num_train) < 0.4, (arrays[1] + 1) % 10,
+                      arrays[1]).astype(np.int32),)
+  sharding = NamedSharding(Mesh(np.array(jax.devices()[:1]), ('data',)), P())
+  model = models.from_config(config, 10)
+  schedule = optax.constant_schedule(config.learning_rate)
+  tx = train.create_optimizer(config, schedule)
+  states = {}
+  for name, method in (('fused', methods.OGC(config, schedule)),
+                       ('per_example', methods.OGCPerExample(config, schedule))):
+    steps = train.make_steps(config, model, method, tx, np.float32([0.5]),
+                             np.float32([0.3]), sharding, num_train)
+    state = train.create_train_state(jax.random.key(0), model, tx, method,
+                                     (8, 8, 1))
+    carry = (state, train.EpochSums.zeros(method))
+    step = jax.jit(steps.train)
+    for _ in range(5):
+      carry = step(*carry, arrays, jnp.arange(num_train), jax.random.key(1))
+    states[name] = carry
+  (fused, fused_sums), (per_example, per_example_sums) = states.values()
+  assert int(fused.method_state.num_threshold_updates) == 2
+  assert fused_sums.method['clipped'] > 0  # OGC clipped examples
+  jax.tree_util.tree_map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6),
+      (fused.params, fused.method_state), (per_example.params,
+                                           per_example.method_state))
+  np.testing.assert_allclose(per_example_sums.method['clipped'],
+                             fused_sums.method['clipped'])
+
+
+@pytest.mark.slow
+def test_baseline_method_and_bad_configs(tmp_path, tiny_config):
   result = train.train_and_evaluate(
-      tiny_config(cache, method='gce', num_epochs=2), str(tmp_path / 'gce'))
+      tiny_config(method='gce', num_epochs=2), str(tmp_path / 'gce'))
   assert result['config']['method'] == 'gce'
-  assert read_metrics(str(tmp_path / 'gce'))[-1]['tau'] is None
+  rows = read_metrics(str(tmp_path / 'gce'))
+  assert all(set(r) == set(workdir_lib.METRICS_KEYS) for r in rows)
+  assert rows[-1]['tau'] is None and rows[-1]['grad_noisy_before'] is None
+  assert not (tmp_path / 'gce' / 'queues').exists()
   with pytest.raises(ValueError, match='Unknown method'):
-    train.train_and_evaluate(tiny_config(cache, method='nope'),
+    train.train_and_evaluate(tiny_config(method='nope'),
                              str(tmp_path / 'x'))
   with pytest.raises(ValueError, match='does not take'):
     train.train_and_evaluate(
-        tiny_config(cache, **{'method': 'ce', 'loss_hparams.tau': 2.0}),
+        tiny_config(**{'method': 'ce', 'loss_hparams.tau': 2.0}),
         str(tmp_path / 'y'))
   with pytest.raises(ValueError, match='different configuration'):
-    train.train_and_evaluate(tiny_config(cache, method='gce', num_epochs=3),
+    train.train_and_evaluate(tiny_config(method='gce', num_epochs=3),
                              str(tmp_path / 'gce'))
 
 
-def test_a_batch_larger_than_the_data_creates_no_workdir(tmp_path, cache):
-  with pytest.raises(train.ConfigError, match=r'config\.batch_size=5000 '
+def test_a_batch_larger_than_the_data_creates_no_workdir(tmp_path,
+                                                        tiny_config):
+  with pytest.raises(ConfigError, match=r'config\.batch_size=5000 '
                      r"exceeds the 1437 training images of 'digits'"):
-    train.train_and_evaluate(tiny_config(cache, batch_size=5000),
+    train.train_and_evaluate(tiny_config(batch_size=5000),
                              str(tmp_path / 'run'))
   assert not (tmp_path / 'run').exists()
 
 
 @pytest.mark.slow
-def test_sharded_training_equals_single_device(tmp_path, cache):
+def test_sharded_training_equals_single_device(tmp_path, tiny_config):
   if jax.device_count() < 8:
     pytest.skip('needs XLA_FLAGS=--xla_force_host_platform_device_count=8')
   results = {}
   for n in (1, 8):
     workdir = str(tmp_path / f'dev{n}')
     results[n] = train.train_and_evaluate(
-        tiny_config(cache, num_epochs=2, num_devices=n), workdir)
+        tiny_config(num_epochs=2, num_devices=n), workdir)
     assert results[n]['devices'] == n
   p1, p8 = final_params(str(tmp_path / 'dev1')), final_params(str(tmp_path / 'dev8'))
   jax.tree_util.tree_map(
@@ -154,10 +218,8 @@ def test_sharded_training_equals_single_device(tmp_path, cache):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_result(tmp_path, cache):
-  args = ['--config.num_epochs=6', '--config.ogc.queue_size=256',
-          '--config.ogc.update_period=2', '--config.progress=False',
-          f'--config.cache_dir={cache}']
+def test_killed_run_resumes_to_the_same_result(tmp_path, tiny_args):
+  args = tiny_args(num_epochs=6)
   cmd = lambda workdir: [sys.executable, '-m', 'experiments.train',
                          f'--workdir={workdir}'] + args
   env = dict(os.environ, XLA_FLAGS='')  # one device, as a user's laptop

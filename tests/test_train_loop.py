@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from experiments import train
-from experiments.configs import digits
 
 TIMING = ('step_time_ms', 'images_per_second', 'epoch_time_s')
 
@@ -33,10 +32,11 @@ def _flatten(rows):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('steps_per_dispatch', [0, 4])
-def test_chunked_steps_match_single_steps(tmp_path, steps_per_dispatch):
+def test_chunked_steps_match_single_steps(tmp_path, tiny_config,
+                                          steps_per_dispatch):
   # Digits: 11 steps an epoch, so 4 gives chunks of 4, 4 and 3 (two programs).
   def config(n):
-    return _tiny(tmp_path, num_epochs=3, steps_per_dispatch=n)
+    return tiny_config(num_epochs=3, steps_per_dispatch=n)
 
   single = _metrics(config(1), tmp_path / 'single')
   chunked = _metrics(config(steps_per_dispatch), tmp_path / 'chunked')
@@ -45,17 +45,3 @@ def test_chunked_steps_match_single_steps(tmp_path, steps_per_dispatch):
   np.testing.assert_allclose(_flatten(chunked), _flatten(single), rtol=1e-5,
                              atol=1e-6)
 
-
-def _tiny(tmp_path, seed=0, kind='symmetric', rate=0.4, **overrides):
-  c = digits.get_config()
-  c.cache_dir = str(tmp_path / 'cache')
-  c.num_epochs = 2
-  c.ogc.queue_size = 256
-  c.ogc.update_period = 2
-  c.progress = False
-  c.seed = seed
-  c.noise.kind = kind
-  c.noise.rate = rate
-  for key, value in overrides.items():
-    c[key] = value
-  return c

@@ -8,6 +8,7 @@ import pytest
 
 from experiments import workdir as workdir_lib
 from experiments.errors import ConfigError
+from tests.conftest import full_result
 
 
 def test_paths_are_the_documented_layout(tmp_path):
@@ -43,18 +44,27 @@ def test_check_config_claims_the_workdir_for_one_configuration(tmp_path):
 def test_read_config_and_read_result(tmp_path):
   assert workdir_lib.read_config(tmp_path) == {}
   assert workdir_lib.read_result(tmp_path) is None
-  result = {'final_test_accuracy': 0.5, 'best_test_accuracy': 0.6,
-            'wall_time_s': 1.0, 'num_epochs': 2, 'true_noise_rate': 0.4,
-            'config': {'seed': 0}}
+  result = full_result(0.5, config={'seed': 0})
   workdir_lib.write_result(tmp_path, result)
   assert workdir_lib.read_result(tmp_path) == result
+  # Written: the fields of RESULT_FIELDS, no fewer, no more.
+  with pytest.raises(ValueError, match=r"the result lacks \['devices'\]"):
+    workdir_lib.write_result(tmp_path, {k: v for k, v in result.items()
+                                        if k != 'devices'})
+  with pytest.raises(ValueError, match=r"fields \['packed_runs'\] that"):
+    workdir_lib.write_result(tmp_path, dict(result, packed_runs=1))
+  # Read: a record of an earlier version with a field no longer written.
+  workdir_lib.write_json(workdir_lib.result_path(tmp_path),
+                         dict(result, packed_runs=1))
+  assert workdir_lib.read_result(tmp_path)['final_test_accuracy'] == 0.5
   (tmp_path / 'result.json').write_text('{"final_test_accuracy": 0.5')
   with pytest.raises(ValueError, match='result.json is not valid JSON'):
     workdir_lib.read_result(tmp_path)
   (tmp_path / 'result.json').write_text('{"final_test_accuracy": 0.5}')
   with pytest.raises(ValueError, match=(
-      r"result.json lacks \['best_test_accuracy', 'wall_time_s', "
-      r"'num_epochs', 'true_noise_rate'\]")):
+      r"result.json lacks \['best_test_accuracy', 'last_test_accuracy', "
+      r"'num_epochs', 'true_noise_rate', 'transition_matrix', 'wall_time_s', "
+      r"'devices', 'config'\]")):
     workdir_lib.read_result(tmp_path)
 
 

@@ -1,7 +1,7 @@
 """CIFAR-10 with the authors' recipe: ResNet-18, 150 epochs, 50% symmetric noise.
 
-Reads TFDS ``cifar10`` (prepare it once: ``tfds build cifar10
---data_dir=DATA_DIR --file_format=array_record``, then
+Reads TFDS ``cifar10`` (prepared once in DATA_DIR as
+`experiments.data.tfds.prepare_command` says, then
 ``--config.data_dir=DATA_DIR``). Other copies of the same data:
 ``--config.dataset=cifar10_jpeg`` (the image folder that
 ``python -m experiments.data.make_image_folder`` builds) or

@@ -1,7 +1,7 @@
 """CIFAR-100 with the authors' recipe: ResNet-34 on TFDS ``cifar100``.
 
-Prepare the data once: ``tfds build cifar100 --data_dir=DATA_DIR
---file_format=array_record``, then ``--config.data_dir=DATA_DIR``.
+Prepare the data once in DATA_DIR as `experiments.data.tfds.prepare_command`
+says, then ``--config.data_dir=DATA_DIR``.
 """
 
 from experiments.configs import default

@@ -22,7 +22,7 @@ Every choice below was made from the behaviour of plain cross-entropy alone
 
 The dataset is TFDS ``cifar10``; ``--config.dataset=cifar10_jpeg`` (or
 ``folder:PATH``) reads an image-folder copy instead, which is what
-``experiments/sweeps/cifar10_cpu.json`` uses.
+``sweeps/specs/cifar10_cpu.json`` uses.
 """
 
 from experiments.configs import default

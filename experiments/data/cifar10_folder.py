@@ -39,8 +39,7 @@ def _how_to_build(dest) -> str:
   return (f'build it from the CIFAR-10 python batches ({CIFAR10_PYTHON_URL}) '
           'with: python -m experiments.data.make_image_folder --source '
           f'python-batches --input cifar-10-python.tar.gz --out {dest} (from a '
-          'prepared TFDS cifar10: --source tfds), or set OGC_SHARED_DATA to a '
-          f'folder holding {ARCHIVE}')
+          'prepared TFDS cifar10: --source tfds)')
 
 
 def layout_problem(root) -> str | None:
@@ -100,8 +99,8 @@ def prepare_cifar10_jpeg(dest, archive_dir=None) -> str:
   archive = os.path.join(archive_dir, ARCHIVE)
   if not os.path.isfile(archive):
     raise DataError(
-        f'cifar10_jpeg: no image folder at {dest} and no archive {archive}; '
-        f'{_how_to_build(dest)}.')
+        f'cifar10_jpeg: no image folder at {dest}; {_how_to_build(dest)}, '
+        f'or give --config.data_dir=DIR where DIR/cifar10-jpeg is one.')
   with workdir.staged_folder(dest) as staging:  # dest is empty or absent
     try:
       with tarfile.open(archive) as tar:

@@ -3,11 +3,14 @@
 `load_tfds` reads them with `tfds.data_source` (no TensorFlow needed to read),
 including the real-world noisy-label sets ``cifar10_n`` and ``cifar100_n``.
 
-Preparing data on a machine with internet (reading needs no TensorFlow, but the
-TFDS builders use ``tf.io.gfile``, so ``tfds build`` needs ``pip install
-tensorflow`` once)::
+Preparing data, once, on a machine with internet (`prepare_command`): reading
+needs no TensorFlow, but the builders read their downloads with
+``tf.io.gfile``, and TFDS's resources need ``importlib_resources``; the
+``tfds build`` command line would also need Apache Beam, whose pins conflict
+with this project's, so the Python route is the short one::
 
-  tfds build cifar10 --data_dir=DATA_DIR --file_format=array_record
+  pip install tensorflow importlib_resources
+  python -c "import tensorflow_datasets as tfds; tfds.builder('cifar10', data_dir='DATA_DIR', file_format='array_record').download_and_prepare()"
 
 CIFAR-N: download ``side_info_cifar10N.csv``, ``CIFAR-10_human_ordered.npy`` and
 ``image_order_c10.npy`` (CIFAR-100: ``side_info_cifar100N.csv``,
@@ -19,10 +22,8 @@ annotations to the CSV the TFDS builder reads::
     'MANUAL_DIR/CIFAR-10_human_ordered.npy', allow_pickle=True)[()]).to_csv(
     'MANUAL_DIR/CIFAR-10_human_annotations.csv', index=False)"
 
-and build (this also downloads the CIFAR binaries)::
-
-  tfds build cifar10_n --data_dir=DATA_DIR --manual_dir=MANUAL_DIR \\
-    --file_format=array_record
+and prepare it (this also downloads the CIFAR binaries): `prepare_command`
+with ``manual_dir='MANUAL_DIR'``.
 """
 
 import contextlib
@@ -76,6 +77,29 @@ def builder_dir(name, data_dir=None) -> str:
     return os.fspath(tfds.builder(name, data_dir=data_dir).data_dir)
 
 
+# What preparing needs beside this project's packages (`prepare_command`).
+PREPARE_PACKAGES = 'tensorflow importlib_resources'
+
+
+def prepare_command(name, data_dir, manual_dir=None) -> str:
+  """The command that prepares TFDS ``name`` in ``data_dir``, for a shell.
+
+  Needs `PREPARE_PACKAGES` and internet, once.
+
+  Example:
+    >>> print(prepare_command('cifar10', '/data'))
+    pip install tensorflow importlib_resources && python -c "import tensorflow_datasets as tfds; tfds.builder('cifar10', data_dir='/data', file_format='array_record').download_and_prepare()"
+  """
+  download = ('' if manual_dir is None else
+              'download_config=tfds.download.DownloadConfig('
+              f'manual_dir={manual_dir!r})')
+  return (f'pip install {PREPARE_PACKAGES} && python -c "import '
+          'tensorflow_datasets as tfds; '
+          f'tfds.builder({name!r}, data_dir={os.fspath(data_dir)!r}, '
+          "file_format='array_record')"
+          f'.download_and_prepare({download})"')
+
+
 def _not_readable(name, builder, base_name, given_data_dir) -> str:
   """Why TFDS cannot read ``name``, and the commands that prepare it."""
   data_dir = os.path.dirname(os.path.dirname(os.fspath(builder.data_dir)))
@@ -85,11 +109,10 @@ def _not_readable(name, builder, base_name, given_data_dir) -> str:
                'that folder')
   else:
     problem = f'is not prepared in {data_dir}'
-  manual = ' --manual_dir=MANUAL_DIR' if base_name in CIFAR_N_LABEL_KEYS else ''
+  manual = 'MANUAL_DIR' if base_name in CIFAR_N_LABEL_KEYS else None
   message = (
       f'TFDS dataset {name!r} {problem}. Prepare it once, on a machine with '
-      'internet: pip install tensorflow && tfds build '
-      f'{base_name} --data_dir={data_dir}{manual} --file_format=array_record')
+      f'internet: {prepare_command(base_name, data_dir, manual)}')
   if given_data_dir is None:
     message += ' (or build it elsewhere and pass --config.data_dir=DIR)'
   else:
@@ -132,7 +155,8 @@ def load_tfds(name, *, data_dir=None, label_key=None, train_split='train',
   Raises:
     ValueError: an unknown label key.
     DataError: the data is not prepared, or not in the ``array_record``
-      format; the message gives the ``tfds build`` command.
+      format; the message gives the command that prepares it
+      (`prepare_command`).
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 

@@ -1,0 +1,418 @@
+r"""Runs a grid of training runs and tabulates their final test accuracy.
+
+A sweep is the product of method entries, noise settings and seeds::
+
+  python -m sweeps --config experiments/configs/digits.py \
+    --methods ce,gce,phuber_ce@loss_hparams.tau=5,ogc_ce \
+    --noise symmetric:0.2,symmetric:0.4,asymmetric:0.4,instance:0.4 \
+    --seeds 0,1,2 --root runs/digits --jobs 2 \
+    --table results/digits.md --set num_epochs=50
+
+Each run is ``python -m experiments.train`` in its own workdir,
+``ROOT/<method entry>/<kind>_<rate>/seed_<seed>`` (`sweeps.runner`). A run is finished when its
+``result.json`` exists; finished runs are not redone, and an unfinished one is
+started again with the same command, which resumes from its last checkpoint,
+so an interrupted sweep continues where it stopped. The sweep then writes a
+markdown table of ``final_test_accuracy`` (mean ± std over seeds, best mean
+per column in bold) and a CSV with one row per run; ``--aggregate-only``
+rebuilds them from the workdirs without running anything.
+
+Method entries are ``METHOD[@KEY=VALUE]...[:LABEL]``: the ``@`` overrides
+apply to that method's runs only (on top of ``--set``), and the optional label
+replaces the entry in the table. Values may not contain ``,``, ``@`` or
+``:``. Noise settings are ``KIND:RATE`` with KIND one of ``none``,
+``symmetric``, ``asymmetric``, ``instance`` (``none`` needs no rate).
+
+A sweep can also be named by a specification file, so that one file holds a
+table's whole sweep (``sweeps/specs/*.json``)::
+
+  python -m sweeps --spec sweeps/specs/cifar10_cpu.json --jobs 2
+
+It is a JSON object with the keys of the flags: ``config``, ``methods`` (a
+list of method entries, in the table's order), ``noise`` (a list of
+``KIND:RATE``), ``seeds`` (a list of integers; default ``[0]``), ``set`` (a
+list of ``KEY=VALUE``), ``root`` and ``table``, the committed records and
+table under ``results/``, and ``title`` (optional); relative paths in it are
+relative to the repository root. With ``--spec`` only ``--jobs``,
+``--aggregate-only``, ``--out`` and ``--results`` may be given: a flag that
+names the sweep (``--config``, ``--methods``, ...) is an error, so that the
+file alone says what its table holds.
+
+A spec's sweep runs in a fresh folder, ``--out`` (default
+``runs/sweeps/<spec name>``), writes its table there, and then prints how
+that table compares with the committed one, cell by cell: identical, within
+the seed spread, or not. It writes into the committed records and table
+only when told to, ``--results`` (to add runs to them, or ``--results
+--aggregate-only`` to rebuild the table from them).
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import shlex
+import sys
+from typing import NamedTuple, Optional, Sequence
+
+from experiments import config_lib
+from experiments import workdir as workdir_lib
+import sweeps
+from sweeps import grid
+from sweeps import runner
+from sweeps import tables
+
+REPO_ROOT = runner.REPO_ROOT
+# Where a spec's sweep runs unless told otherwise: ROOT/<spec name>.
+DEFAULT_OUT = REPO_ROOT / 'runs' / 'sweeps'
+
+
+# ----------------------------------------------------------------------------
+# Checks before the runs start.
+
+
+def check_recorded_settings(runs: Sequence[grid.Run], config_path: str
+                            ) -> None:
+  """Raises ValueError if a workdir was started by a sweep with other settings.
+
+  A finished run is reused as is, and an unfinished one resumes from its
+  checkpoint; both would silently mix settings.
+  """
+  conflicts = []
+  for run in runs:
+    recorded = workdir_lib.read_sweep_args(run.workdir)
+    if runner.other_settings(recorded, run, config_path):
+      conflicts.append(f'  {run.workdir}: recorded {recorded}')
+  if conflicts:
+    raise ValueError(
+        'these workdirs were run with other settings; use another --root or '
+        'delete them:\n' + '\n'.join(conflicts[:10])
+        + (f'\n  ... and {len(conflicts) - 10} more' if len(conflicts) > 10
+           else ''))
+
+
+# ----------------------------------------------------------------------------
+# The sweep: from flags or a specification file.
+
+SPEC_KEYS = ('config', 'methods', 'noise', 'seeds', 'set', 'root', 'table',
+             'title')
+_REQUIRED_SPEC_KEYS = ('config', 'methods', 'noise', 'root')
+
+
+class Sweep(NamedTuple):
+  """A sweep's grid and where its runs and table go.
+
+  Attributes:
+    config: the config file, as `experiments.config_lib.load` takes it.
+    methods, noises, seeds: the grid (rows, columns, seeds).
+    set_overrides: ``--set`` overrides of every run.
+    root: the directory of the runs.
+    table: the markdown table's path; the CSV goes beside it.
+    title: the table's heading.
+    command: the command that regenerates the table.
+    committed_table: a spec's committed table (its ``table``), with which a
+      sweep elsewhere compares its own; None for a sweep of flags.
+  """
+  config: str
+  methods: tuple
+  noises: tuple
+  seeds: tuple
+  set_overrides: dict
+  root: pathlib.Path
+  table: pathlib.Path
+  title: str
+  command: str
+  committed_table: Optional[pathlib.Path] = None
+
+  def runs(self) -> list[grid.Run]:
+    """The planned runs, in the order of the grid (`grid.plan_runs`)."""
+    return grid.plan_runs(self.root, self.methods, self.noises, self.seeds,
+                          self.set_overrides)
+
+  def elsewhere(self, root) -> 'Sweep':
+    """The same sweep with its runs and table in ``root``."""
+    root = pathlib.Path(root)
+    return self._replace(root=root, table=root / self.table.name)
+
+
+def _make_sweep(config, methods, noises, seeds, set_overrides, root, table,
+                title, command) -> Sweep:
+  methods = tuple(grid.parse_method(m) for m in methods)
+  noises = tuple(grid.parse_noise(n) for n in noises)
+  grid.check_grid(methods, noises, seeds)
+  overrides = dict(grid.parse_override(o, '--set') for o in set_overrides)
+  if len(overrides) != len(set_overrides):
+    raise ValueError('--set gives a config key twice')
+  root = pathlib.Path(root)
+  table = pathlib.Path(table) if table else root / 'results.md'
+  return Sweep(config, methods, noises, tuple(seeds), overrides, root, table,
+               title or f'Sweep of {config}', command)
+
+
+def _repo_path(path) -> pathlib.Path:
+  """A spec's path: relative ones are relative to the repository root."""
+  path = pathlib.Path(path)
+  return path if path.is_absolute() else REPO_ROOT / path
+
+
+def default_out(spec_path) -> pathlib.Path:
+  """Where a spec's sweep runs unless told otherwise: `DEFAULT_OUT`/NAME."""
+  return DEFAULT_OUT / pathlib.Path(spec_path).stem
+
+
+def load_spec(path) -> Sweep:
+  """Reads a sweep specification file.
+
+  Args:
+    path: a JSON file with the keys `SPEC_KEYS` (see the module docstring).
+
+  Returns:
+    The `Sweep` of the spec's committed records and table (its ``root`` and
+    ``table``; `Sweep.elsewhere` moves it); its relative paths are taken from
+    the repository root.
+
+  Raises:
+    ValueError: the file is missing or not valid JSON, has an unknown key or
+      lacks a required one, a value has the wrong type, or the grid is
+      invalid; the message names the file and the key.
+
+  Example:
+    >>> sweep = load_spec(REPO_ROOT / 'sweeps/specs/cifar10_resnet18.json')
+    >>> [m.label for m in sweep.methods][:3]
+    ['CE', 'GCE', 'PHuber-CE tau=2']
+    >>> len(sweep.runs())
+    50
+  """
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise ValueError(f'--spec: {path} is not a file')
+  spec = workdir_lib.read_json(path)
+  if not isinstance(spec, dict):
+    raise ValueError(f'spec {path}: expected a JSON object with the keys '
+                     f'{", ".join(SPEC_KEYS)}')
+  for key in spec:
+    if key not in SPEC_KEYS:
+      raise ValueError(
+          f'spec {path}: unknown key {key!r}'
+          f'{config_lib.did_you_mean(key, SPEC_KEYS)}; valid keys: '
+          f'{", ".join(SPEC_KEYS)}')
+  missing = [k for k in _REQUIRED_SPEC_KEYS if k not in spec]
+  if missing:
+    raise ValueError(f'spec {path}: lacks {", ".join(missing)}')
+
+  kinds = {
+      'text': ('a non-empty string',
+               lambda v: isinstance(v, str) and v.strip()),
+      'texts': ('a list of strings', lambda v: isinstance(v, list) and all(
+          isinstance(x, str) for x in v)),
+      'ints': ('a list of integers', lambda v: isinstance(v, list) and all(
+          isinstance(x, int) and not isinstance(x, bool) for x in v)),
+  }
+
+  def expect(key, kind, default=None):
+    if key not in spec:
+      return default
+    what, ok = kinds[kind]
+    if not ok(spec[key]):
+      raise ValueError(f'spec {path}: {key!r} must be {what}, not '
+                       f'{json.dumps(spec[key])}')
+    return spec[key]
+
+  config, methods = expect('config', 'text'), expect('methods', 'texts')
+  noises, root = expect('noise', 'texts'), expect('root', 'text')
+  seeds = expect('seeds', 'ints', [0])
+  set_overrides = expect('set', 'texts', [])
+  table, title = expect('table', 'text'), expect('title', 'text')
+  if len(set(seeds)) != len(seeds):
+    raise ValueError(f'spec {path}: seeds {seeds} repeat a seed')
+  try:
+    sweep = _make_sweep(
+        str(_repo_path(config)), methods, noises, seeds, set_overrides,
+        _repo_path(root), _repo_path(table) if table else None,
+        title or f'Sweep of {config}',
+        shlex.join(['python', '-m', 'sweeps', '--spec',
+                    runner.repo_relative(path)]))
+  except ValueError as e:
+    raise ValueError(f'spec {path}: {e}') from None
+  return sweep._replace(committed_table=sweep.table)
+
+
+def check_sweep_config(sweep: Sweep) -> None:
+  """Builds each run's config as the training command will, with its overrides.
+
+  Raises:
+    ValueError: `experiments.config_lib.load`'s, for the ``--set`` overrides
+      or a method entry's.
+  """
+  config_lib.load(sweep.config, sweep.set_overrides, '--set')
+  for method in sweep.methods:
+    config_lib.load(sweep.config, {**sweep.set_overrides,
+                                   **dict(method.overrides)},
+                    f'method entry {method.entry!r}')
+
+
+def write_tables(sweep: Sweep) -> list[tables.RunResult]:
+  """Writes the sweep's markdown table and CSV from its finished runs."""
+  results = tables.collect_results(sweep.root, sweep.methods, sweep.noises,
+                                   sweep.seeds)
+  sweep.table.parent.mkdir(parents=True, exist_ok=True)
+  workdir_lib.write_atomic(sweep.table, tables.render_table(
+      results, sweep.methods, sweep.noises, sweep.seeds, title=sweep.title,
+      command=sweep.command))
+  tables.write_csv(results, sweep.table.with_suffix('.csv'))
+  return results
+
+
+# ----------------------------------------------------------------------------
+# Command line.
+
+# Flags that name the sweep; with --spec the file names it instead.
+_SWEEP_FLAGS = ('config', 'methods', 'noise', 'seeds', 'root', 'table',
+                'title', 'set_overrides')
+# Flags that only go with --spec.
+_SPEC_FLAGS = ('out', 'results')
+
+
+def _split(text: str) -> list[str]:
+  return [part for part in (p.strip() for p in text.split(',')) if part]
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = sweeps.parser_of_module('sweeps', __doc__)
+  parser.add_argument('--spec', default=None,
+                      help='sweep specification file (JSON); replaces the '
+                      'flags from --config to --set')
+  parser.add_argument('--out', default=None,
+                      help='with --spec: the folder of the runs and the table '
+                      '(default runs/sweeps/<spec name>)')
+  parser.add_argument('--results', action='store_true',
+                      help="with --spec: run into the spec's committed records "
+                      'and write its committed table (results/)')
+  parser.add_argument('--config', default=None,
+                      help='config file, e.g. experiments/configs/digits.py')
+  parser.add_argument('--methods', default=None,
+                      help='comma-separated METHOD[@KEY=VALUE]...[:LABEL]')
+  parser.add_argument('--noise', default=None,
+                      help='comma-separated KIND:RATE, e.g. symmetric:0.4')
+  parser.add_argument('--seeds', default=None,
+                      help='comma-separated, e.g. 0,1,2 (default 0)')
+  parser.add_argument('--root', default=None, help='directory of the runs')
+  parser.add_argument('--table', default=None,
+                      help='markdown table path (default ROOT/results.md); '
+                      'the CSV goes beside it with .csv')
+  parser.add_argument('--title', default=None, help='heading of the table')
+  parser.add_argument('--set', dest='set_overrides', action='append',
+                      default=None, metavar='KEY=VALUE',
+                      help='config override for every run (repeatable)')
+  parser.add_argument('--jobs', type=int, default=1,
+                      help='runs at a time (default 1)')
+  parser.add_argument('--aggregate-only', action='store_true',
+                      help='only rebuild the table and CSV from the workdirs')
+  return parser
+
+
+def regenerate_command(args) -> str:
+  """The command line that regenerates the table (``--jobs`` left out)."""
+  parts = ['python', '-m', 'sweeps', '--config', args.config,
+           '--methods', args.methods, '--noise', args.noise, '--seeds',
+           args.seeds, '--root', args.root, '--table', args.table]
+  if args.title:
+    parts += ['--title', args.title]
+  for override in args.set_overrides:
+    parts += ['--set', override]
+  return shlex.join(parts)
+
+
+def sweep_from_args(args) -> Sweep:
+  """The `Sweep` named by ``--spec`` or by the flags.
+
+  Raises:
+    ValueError: ``--spec`` comes with a flag that names the sweep, a required
+      flag is missing, or the spec or a flag is invalid.
+  """
+  given = [f'--{name.replace("_overrides", "").replace("_", "-")}'
+           for name in _SWEEP_FLAGS if getattr(args, name) is not None]
+  if args.spec is not None:
+    if given:
+      raise ValueError(
+          f'--spec names the whole sweep; {", ".join(given)} cannot be given '
+          'with it (edit the spec, or give the flags without --spec)')
+    if args.out is not None and args.results:
+      raise ValueError('--out and --results name two places; give one')
+    sweep = load_spec(args.spec)
+    if args.results:
+      return sweep
+    return sweep.elsewhere(args.out or default_out(args.spec))
+  spec_only = [f'--{name}' for name in _SPEC_FLAGS if getattr(args, name)]
+  if spec_only:
+    raise ValueError(f'{", ".join(spec_only)} goes with --spec')
+  missing = [f'--{name}' for name in ('config', 'methods', 'noise', 'root')
+             if getattr(args, name) is None]
+  if missing:
+    raise ValueError(f'{", ".join(missing)} required (or --spec FILE)')
+  args.seeds = args.seeds or '0'
+  args.set_overrides = args.set_overrides or []
+  if args.table is None:
+    args.table = os.path.join(args.root, 'results.md')
+  return _make_sweep(
+      args.config, _split(args.methods), _split(args.noise),
+      grid.parse_seeds(args.seeds), args.set_overrides, args.root, args.table,
+      args.title, regenerate_command(args))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """Runs the sweep; returns the exit status (1 if a run failed).
+
+  A bad flag, spec or config is one line, ``error: ...`` (status 1).
+  """
+  args = build_parser().parse_args(argv)
+  with config_lib.one_line_errors():
+    if args.jobs < 1:
+      raise ValueError('--jobs must be at least 1')
+    sweep = sweep_from_args(args)
+    runs = sweep.runs()
+    check_recorded_settings(runs, sweep.config)
+    if not args.aggregate_only:
+      check_sweep_config(sweep)
+
+  elsewhere = (sweep.committed_table is not None
+               and sweep.table != sweep.committed_table)
+  if elsewhere and not args.aggregate_only:
+    print(f'{len(runs)} runs of {sweep.command} into '
+          f'{runner.repo_relative(sweep.root)}; the committed results '
+          f'({runner.repo_relative(sweep.committed_table)} and its records) '
+          'are not touched (--results runs there)', flush=True)
+  failed = []
+  if not args.aggregate_only:
+    env = runner.child_env(sweep.root, args.jobs)
+    outcome = runner.execute(runs, sweep.config, jobs=args.jobs, env=env)
+    if outcome.interrupted:
+      print('interrupted; run the same command again to continue',
+            flush=True)
+      return 130
+    failed = outcome.failed
+    print(f'{len(runs)} runs: {len(outcome.done)} done, '
+          f'{len(outcome.skipped)} skipped (finished), {len(failed)} failed',
+          flush=True)
+    for run in failed:
+      print(f'  failed: {run.name}: {workdir_lib.log_path(run.workdir)}',
+            flush=True)
+
+  results = write_tables(sweep)
+  print(f'{len(results)}/{len(runs)} runs finished; wrote {sweep.table} and '
+        f'{sweep.table.with_suffix(".csv")}', flush=True)
+  if elsewhere:
+    committed_csv = sweep.committed_table.with_suffix('.csv')
+    if committed_csv.is_file():
+      print(f'Against the committed table '
+            f'{runner.repo_relative(sweep.committed_table)}:', flush=True)
+      for line in tables.compare(results, tables.read_csv(committed_csv),
+                                 sweep.methods, sweep.noises):
+        print(line, flush=True)
+    else:
+      print(f'No committed table {runner.repo_relative(committed_csv)} to '
+            'compare with.', flush=True)
+  return 1 if failed else 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
