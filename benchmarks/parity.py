@@ -432,8 +432,8 @@ def compare_steps(ours, theirs, data, x_train, num_steps, tolerance):
 
 
 def compare_trajectories(ours, theirs, data, x_train, x_test, config,
-                         their_batches='ours'):
-  """Both whole runs (or theirs alone: ``ours`` None), epoch by epoch.
+                         their_batches='ours', side='both'):
+  """Both whole runs (or theirs alone: ``side='theirs'``), epoch by epoch.
 
   ``their_batches``: ``'ours'``, our batches in our order; ``'loader'``, as
   their DataLoader gives them (a shuffle of PyTorch's, the last batch
@@ -445,7 +445,7 @@ def compare_trajectories(ours, theirs, data, x_train, x_test, config,
   import torch  # pylint: disable=g-import-not-at-top
   bs = config.batch_size
   dataset = data.dataset
-  sides = ('theirs',) if ours is None else ('ours', 'theirs')
+  sides = ('theirs',) if side == 'theirs' else ('ours', 'theirs')
   history = {side: [] for side in sides}
   generator = torch.Generator().manual_seed(config.seed)
   num_train = len(data.labels)
@@ -455,8 +455,8 @@ def compare_trajectories(ours, theirs, data, x_train, x_test, config,
                gmm=None)
   for epoch in range(1, config.num_epochs + 1):
     rows = {'ours': blank}
-    if ours is not None:
-      perm = ours.permutation(epoch)
+    perm = ours.permutation(epoch)  # our batch order, whichever side runs
+    if 'ours' in sides:
       t0 = time.time()
       sums = ours.run_epoch(epoch, perm)
       rows['ours'] = dict(
@@ -590,8 +590,8 @@ def main(argv=None):
       return compare_steps(ours, theirs, data, x_train, args.steps,
                            args.tolerance)
     history, final = compare_trajectories(
-        None if args.side == 'theirs' else ours, theirs, data, x_train,
-        x_test, config, args.their_batches)
+        ours, theirs, data, x_train, x_test, config, args.their_batches,
+        args.side)
   finally:
     theirs.close()
   if args.out:
