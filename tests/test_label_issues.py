@@ -1,11 +1,18 @@
 """Tests for the list of suspect labels, the held-out folds and the audit."""
 
+import os
+
+from absl import app
+from absl import flags
 import jax
 import numpy as np
+from PIL import Image
 import pytest
 from sklearn import metrics
 
 import ogc_jax
+from experiments import audit
+from experiments import cli
 from experiments import input_pipeline
 from experiments import label_issues
 from experiments import train
@@ -241,3 +248,60 @@ def test_a_fold_run_writes_its_held_out_probabilities(tiny_ogc_run,
       rtol=1e-6, atol=1e-7)
   assert held['probs'].dtype == np.float32 and held['probs'].shape == (
       np.sum(fold == 1), 10)
+
+
+# ----------------------------------------------------------------------------
+# The audit command.
+
+
+@pytest.fixture
+def fresh_flags(monkeypatch):
+  flag_values = flags.FlagValues()
+  monkeypatch.setattr(flags, 'FLAGS', flag_values)
+  monkeypatch.setattr(app, 'FLAGS', flag_values)
+  return flag_values
+
+
+def _image_folder(root, per_class=24):
+  """Three classes of 6x6 RGB images, each a bright square in its own corner."""
+  rng = np.random.default_rng(0)
+  corners = {'ant': (0, 0), 'bee': (0, 3), 'cat': (3, 0)}
+  for split, count in (('train', per_class), ('test', 4)):
+    for name, (row, col) in corners.items():
+      os.makedirs(root / split / name)
+      for i in range(count):
+        image = rng.integers(0, 60, (6, 6, 3), np.uint8)
+        image[row:row + 3, col:col + 3] += 180
+        Image.fromarray(image).save(root / split / name / f'{i:02d}.png')
+
+
+def test_audit_of_a_ce_run_on_an_image_folder_writes_the_list_and_sheet(
+    tmp_path, fresh_flags, capsys, data_cache):
+  del fresh_flags
+  folder, workdir = tmp_path / 'images', tmp_path / 'run'
+  _image_folder(folder)
+  argv = ['experiments.audit', f'--workdir={workdir}', '--top=5',
+          f'--config.dataset=folder:{folder}', '--config.method=ce',
+          '--config.num_epochs=3', '--config.batch_size=8',
+          '--config.noise.rate=0.25', '--config.progress=False',
+          '--config.num_devices=1',
+          f'--config.cache_dir={data_cache}']
+  audit.main(cli.parse_flags(argv, define_flags=audit._define_top))  # pylint: disable=protected-access
+  out = capsys.readouterr().out
+  # CE writes no list as it ends: the audit restored the run and wrote it.
+  assert workdir_lib.read_result(workdir)['label_issues'] is None
+  table = workdir_lib.read_label_issues(workdir)
+  assert len(table['index']) == 72
+  names = ('ant', 'bee', 'cat')
+  for index, path, given in zip(table['index'], table['path'],
+                                table['given_label']):
+    assert path == f'train/{names[index // 24]}/{index % 24:02d}.png'
+  wrong = table['given_label'] != table['index'] // 24
+  assert 0 < wrong.sum() < 36
+  # The sheet: 5 suspects, one row of titled images.
+  with Image.open(workdir_lib.label_issues_sheet_path(workdir)) as sheet:
+    assert sheet.format == 'PNG' and sheet.width > 3 * sheet.height
+  assert f"{workdir / 'label_issues.png'}: the top 5" in out
+  auroc = metrics.roc_auc_score(wrong, -table['rank'])
+  assert f'AUROC {auroc:.3f}' in out
+  assert f'72 training examples, {table["flagged"].sum()} flagged' in out
