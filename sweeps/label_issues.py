@@ -44,7 +44,6 @@ import collections
 import csv
 import io
 import pathlib
-import shlex
 import sys
 import time
 from typing import NamedTuple, Optional, Sequence
@@ -270,31 +269,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help='directory of the runs (the records)')
   parser.add_argument('--table', required=True,
                       help='markdown table path; the CSV goes beside it')
-  parser.add_argument('--title', default=None, help='heading of the table')
-  parser.add_argument('--set', dest='set_overrides', action='append',
-                      default=[], metavar='KEY=VALUE',
-                      help='config override for every run (repeatable)')
   parser.add_argument('--parts', default=','.join(PARTS),
                       help='comma-separated trainings to run, of '
                       f'{", ".join(PARTS)} (default all)')
-  parser.add_argument('--jobs', type=int, default=1,
-                      help='runs at a time (default 1)')
-  parser.add_argument('--aggregate-only', action='store_true',
-                      help='only rebuild the table and CSV')
+  sweep_lib.add_run_flags(parser)
   return parser
 
 
 def regenerate_command(args) -> str:
   """The command line that regenerates the table (``--jobs`` and
   ``--parts`` left out)."""
-  parts = ['python', '-m', 'sweeps.label_issues', '--config', args.config,
-           '--noise', args.noise, '--seeds', args.seeds, '--root', args.root,
-           '--table', args.table]
-  if args.title:
-    parts += ['--title', args.title]
-  for override in args.set_overrides:
-    parts += ['--set', override]
-  return shlex.join(parts)
+  return sweep_lib.command_line(
+      'sweeps.label_issues', ('config', 'noise', 'seeds', 'root', 'table'),
+      args)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -314,7 +301,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.config, methods,
         tuple(grid.parse_noise(n) for n in args.noise.split(',')),
         tuple(grid.parse_seeds(args.seeds)),
-        dict(grid.parse_override(o, '--set') for o in args.set_overrides),
+        dict(grid.parse_override(o, '--set')
+             for o in args.set_overrides or ()),
         pathlib.Path(args.root), pathlib.Path(args.table),
         args.title or f'Label issues: {args.config}',
         regenerate_command(args))
@@ -326,16 +314,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
   failed = []
   if not args.aggregate_only:
-    outcome = runner.execute(runs, sweep.config, jobs=args.jobs,
-                             env=runner.child_env(sweep.root, args.jobs))
-    if outcome.interrupted:
-      print('interrupted; run the same command again to continue',
-            flush=True)
+    failed = sweep_lib.run_unfinished(sweep, runs, args.jobs)
+    if failed is None:
       return 130
-    failed = outcome.failed
-    print(f'{len(runs)} runs: {len(outcome.done)} done, '
-          f'{len(outcome.skipped)} skipped (finished), {len(failed)} failed',
-          flush=True)
   rows = collect(sweep.root, sweep.noises, sweep.seeds)
   sweep.table.parent.mkdir(parents=True, exist_ok=True)
   workdir_lib.write_atomic(sweep.table, render_table(

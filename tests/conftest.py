@@ -3,13 +3,17 @@
 * `tiny_config` and `tiny_args`: the digits config cut to seconds, as a
   ConfigDict and as ``--config.KEY=VALUE`` flags;
 * `fake_train`, `fake_config` and `write_spec`: a stand-in for the training
-  command, for the tests of the sweep, the runner and the lease.
+  command, for the tests of the sweep, the runner and the lease;
+* `fresh_flags`: absl's global flags as a new process has them, for the
+  commands' flag parsing in-process.
 """
 
 import json
 import sys
 import textwrap
 
+from absl import app
+from absl import flags
 import pytest
 
 from experiments.configs import digits
@@ -40,6 +44,15 @@ def tiny_config(data_cache):
         {**TINY, 'cache_dir': data_cache, **overrides})
     return config
   return build
+
+
+@pytest.fixture
+def fresh_flags(monkeypatch):
+  """absl's global flags as a new process has them, for `cli.parse_flags`."""
+  flag_values = flags.FlagValues()
+  monkeypatch.setattr(flags, 'FLAGS', flag_values)
+  monkeypatch.setattr(app, 'FLAGS', flag_values)
+  return flag_values
 
 
 @pytest.fixture

@@ -2,8 +2,6 @@
 
 import os
 
-from absl import app
-from absl import flags
 import jax
 import numpy as np
 from PIL import Image
@@ -252,14 +250,6 @@ def test_a_fold_run_writes_its_held_out_probabilities(tiny_ogc_run,
 
 # ----------------------------------------------------------------------------
 # The audit command.
-
-
-@pytest.fixture
-def fresh_flags(monkeypatch):
-  flag_values = flags.FlagValues()
-  monkeypatch.setattr(flags, 'FLAGS', flag_values)
-  monkeypatch.setattr(app, 'FLAGS', flag_values)
-  return flag_values
 
 
 def _image_folder(root, per_class=24):
