@@ -131,6 +131,25 @@ def torch_mlp(params):
   return torch.nn.Sequential(*layers)
 
 
+def torch_default_mlp(input_size, num_classes):
+  """The MLP of `experiments.models.MLP` with PyTorch's own initialisation."""
+  import torch  # pylint: disable=g-import-not-at-top
+  widths = [input_size] + list(models.MLP(num_classes).hidden) + [num_classes]
+  layers = [torch.nn.Flatten()]
+  for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
+    layers.append(torch.nn.Linear(fan_in, fan_out))
+    if i < len(widths) - 2:
+      layers.append(torch.nn.ReLU())
+  return torch.nn.Sequential(*layers)
+
+
+def loader_batches(num_train, batch_size, generator):
+  """Their DataLoader's batches: a fresh shuffle, the last batch incomplete."""
+  import torch  # pylint: disable=g-import-not-at-top
+  perm = torch.randperm(num_train, generator=generator).numpy()
+  return [perm[i:i + batch_size] for i in range(0, num_train, batch_size)]
+
+
 def _torch_params(model):
   """The PyTorch MLP's parameters as Flax-shaped arrays, for comparison."""
   dense = [m for m in model if hasattr(m, 'weight')]
@@ -172,13 +191,15 @@ def _objective(base_loss, logits, labels, tau):
 class TheirSide:
   """The authors' loss in their train step, on a PyTorch copy of our MLP."""
 
-  def __init__(self, authors, config, method_name, params, steps_per_epoch,
+  def __init__(self, authors, config, method_name, params, input_size,
                their_fit, their_tau, our_fit):
+    """``params`` None: PyTorch's own initialisation, seeded as their main.py."""
     import torch  # pylint: disable=g-import-not-at-top
     self.torch = torch
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)  # their k-means draws from NumPy's global state
-    self.model = torch_mlp(params)
+    self.model = torch_mlp(params) if params is not None else torch_default_mlp(
+        input_size, 10)
     name = method_name
     kwargs = dict(AUTHORS_LOSS_PARAMS[name], num_classes=10)
     if name.startswith('ogc_'):
@@ -204,7 +225,6 @@ class TheirSide:
         self.optimizer, milestones=milestones, gamma=config.lr_decay_factor)
     args = types.SimpleNamespace(log_freq=10**12, write_freq=10**12)
     self.trainer = authors.trainer.Trainer(None, None, None, 'cpu', args)
-    self.steps_per_epoch = steps_per_epoch
     self.base_loss = (methods.loss_function(config) if self.is_ogc
                       else ogc_jax.losses.cross_entropy)
 
@@ -411,58 +431,76 @@ def compare_steps(ours, theirs, data, x_train, num_steps, tolerance):
   return first
 
 
-def compare_trajectories(ours, theirs, data, x_train, x_test, final_epochs):
-  """Both whole runs, epoch by epoch; returns both histories."""
-  config = ours.config
+def compare_trajectories(ours, theirs, data, x_train, x_test, config,
+                         their_batches='ours'):
+  """Both whole runs (or theirs alone: ``ours`` None), epoch by epoch.
+
+  ``their_batches``: ``'ours'``, our batches in our order; ``'loader'``, as
+  their DataLoader gives them (a shuffle of PyTorch's, the last batch
+  incomplete).
+
+  Returns:
+    The histories and the final accuracies of the sides that ran.
+  """
+  import torch  # pylint: disable=g-import-not-at-top
   bs = config.batch_size
   dataset = data.dataset
-  history = {'ours': [], 'theirs': []}
-  header = (f'{"epoch":>5} | {"test acc":>17} | {"memorised":>15} | '
-            f'{"loss":>15} | {"tau":>15} | {"noisy mean (ours, theirs)":>16}')
-  print(header)
+  sides = ('theirs',) if ours is None else ('ours', 'theirs')
+  history = {side: [] for side in sides}
+  generator = torch.Generator().manual_seed(config.seed)
+  num_train = len(data.labels)
+  print(f'{"epoch":>5} | {"test acc":>17} | {"memorised":>15} | '
+        f'{"loss":>15} | {"tau":>15} | {"noisy mean (ours, theirs)":>16}')
+  blank = dict(test_accuracy=None, memorised=None, loss=None, tau=None,
+               gmm=None)
   for epoch in range(1, config.num_epochs + 1):
-    perm = ours.permutation(epoch)
-    t0 = time.time()
-    sums = ours.run_epoch(epoch, perm)
-    t_ours = time.time() - t0
+    rows = {'ours': blank}
+    if ours is not None:
+      perm = ours.permutation(epoch)
+      t0 = time.time()
+      sums = ours.run_epoch(epoch, perm)
+      rows['ours'] = dict(
+          epoch=epoch,
+          test_accuracy=ours.test_accuracy(dataset.test_images,
+                                           dataset.test_labels),
+          memorised=float(sums.correct_noisy / max(sums.n_noisy, 1)),
+          loss=float(sums.loss / sums.count), tau=ours.tau,
+          gmm=ours.mixture(), seconds=time.time() - t0)
+    if their_batches == 'loader':
+      batches = loader_batches(num_train, bs, generator)
+    else:
+      steps = num_train // bs
+      batches = [perm[i * bs:(i + 1) * bs] for i in range(steps)]
     t0 = time.time()
     mem, n_noisy, loss_sum = 0, 0, 0.0
-    for i in range(ours.steps_per_epoch):
-      idx = perm[i * bs:(i + 1) * bs]
+    for idx in batches:
       logits, loss = theirs.step(x_train[idx], data.labels[idx], epoch)
       m, n = _memorised(logits, data.labels[idx], data.true_labels[idx])
       mem, n_noisy, loss_sum = mem + m, n_noisy + n, loss_sum + loss
     theirs.end_epoch()
-    t_theirs = time.time() - t0
-    rows = {
-        'ours': dict(
-            epoch=epoch,
-            test_accuracy=ours.test_accuracy(dataset.test_images,
-                                             dataset.test_labels),
-            memorised=float(sums.correct_noisy / max(sums.n_noisy, 1)),
-            loss=float(sums.loss / sums.count), tau=ours.tau,
-            gmm=ours.mixture(), seconds=t_ours),
-        'theirs': dict(
-            epoch=epoch, test_accuracy=theirs.test_accuracy(
-                x_test, dataset.test_labels),
-            memorised=mem / max(n_noisy, 1),
-            loss=loss_sum / ours.steps_per_epoch, tau=theirs.tau,
-            gmm=theirs.mixture(), seconds=t_theirs)}
-    for side in history:
+    rows['theirs'] = dict(
+        epoch=epoch, test_accuracy=theirs.test_accuracy(
+            x_test, dataset.test_labels),
+        memorised=mem / max(n_noisy, 1), loss=loss_sum / len(batches),
+        tau=theirs.tau, gmm=theirs.mixture(), seconds=time.time() - t0)
+    for side in sides:
       history[side].append(rows[side])
     o, t = rows['ours'], rows['theirs']
-    fmt = lambda v, spec: '-' if v is None else format(v, spec)
+    fmt = lambda v, spec, scale=1: '-' if v is None else format(scale * v, spec)
     mean = lambda r: None if not r['gmm'] else r['gmm']['mean_noisy']
-    print(f'{epoch:5d} | {100 * o["test_accuracy"]:7.2f} '
-          f'{100 * t["test_accuracy"]:7.2f}  | {100 * o["memorised"]:6.1f} '
-          f'{100 * t["memorised"]:6.1f}  | {o["loss"]:7.4f} {t["loss"]:7.4f} | '
-          f'{fmt(o["tau"], "7.3f")} {fmt(t["tau"], "7.3f")} | '
-          f'{fmt(mean(o), "7.3f")} {fmt(mean(t), "7.3f")}', flush=True)
-  final = {side: float(np.mean([r['test_accuracy']
-                                for r in history[side][-final_epochs:]]))
-           for side in history}
-  print(f'final test accuracy (mean of the last {final_epochs} epochs): '
-        f'ours {100 * final["ours"]:.2f}, theirs {100 * final["theirs"]:.2f}')
+    print(f'{epoch:5d} | {fmt(o["test_accuracy"], "7.2f", 100)} '
+          f'{fmt(t["test_accuracy"], "7.2f", 100)}  | '
+          f'{fmt(o["memorised"], "6.1f", 100)} '
+          f'{fmt(t["memorised"], "6.1f", 100)}  | {fmt(o["loss"], "7.4f")} '
+          f'{fmt(t["loss"], "7.4f")} | {fmt(o["tau"], "7.3f")} '
+          f'{fmt(t["tau"], "7.3f")} | {fmt(mean(o), "7.3f")} '
+          f'{fmt(mean(t), "7.3f")}', flush=True)
+  final = {side: float(np.mean([r['test_accuracy'] for r in
+                                history[side][-config.final_epochs:]]))
+           for side in sides}
+  print(f'final test accuracy (mean of the last {config.final_epochs} '
+        'epochs): ' + ', '.join(f'{side} {100 * final[side]:.2f}'
+                               for side in sides))
   return history, final
 
 
@@ -500,6 +538,16 @@ def main(argv=None):
   parser.add_argument('--their-fit', default='own',
                       choices=('own', 'converged', 'ogc_jax'))
   parser.add_argument('--their-tau', default='own', choices=('own', 'ogc_jax'))
+  parser.add_argument('--their-init', default='ours', choices=('ours', 'torch'),
+                      help="their network's initial weights: a copy of ours, "
+                           "or PyTorch's own (seeded as their main.py)")
+  parser.add_argument('--their-batches', default='ours',
+                      choices=('ours', 'loader'),
+                      help='their batches: ours, in our order, or as their '
+                           'DataLoader gives them (their own shuffle, the '
+                           'last batch incomplete)')
+  parser.add_argument('--side', default='both', choices=('both', 'theirs'),
+                      help='trajectory mode: run both sides, or theirs alone')
   parser.add_argument('--steps', type=int, default=0,
                       help='step mode: compare this many steps')
   parser.add_argument('--tolerance', type=float, default=1e-4)
@@ -521,22 +569,29 @@ def main(argv=None):
   data = input_pipeline.load_data(config)
   mean, std = data.dataset.channel_mean_std
   ours = OurSide(config, data, mean, std)
-  theirs = TheirSide(authors, config, args.method,
-                     jax.device_get(ours.state.params), ours.steps_per_epoch,
-                     args.their_fit, args.their_tau, config.ogc.fit)
+  theirs = TheirSide(
+      authors, config, args.method,
+      jax.device_get(ours.state.params) if args.their_init == 'ours' else None,
+      int(np.prod(data.images.shape[1:])), args.their_fit, args.their_tau,
+      config.ogc.fit)
+  if args.steps and (args.their_init != 'ours' or args.their_batches != 'ours'
+                     or args.side != 'both'):
+    parser.error('--steps compares the same weights and batches on both sides')
   x_train = _normalised(data.images, mean, std)
   x_test = _normalised(data.dataset.test_images, mean, std)
   print(f'{args.method}, {args.noise}, seed {args.seed}, {len(data.labels)} '
         f'training images ({100 * data.noise.noise_rate:.1f}% noisy), '
         f'{ours.steps_per_epoch} steps an epoch; ogc_jax fit: '
         f'{config.ogc.fit}; theirs: fit {args.their_fit}, '
-        f'tau {args.their_tau}')
+        f'tau {args.their_tau}, init {args.their_init}, batches '
+        f'{args.their_batches}')
   try:
     if args.steps:
       return compare_steps(ours, theirs, data, x_train, args.steps,
                            args.tolerance)
-    history, final = compare_trajectories(ours, theirs, data, x_train, x_test,
-                                          config.final_epochs)
+    history, final = compare_trajectories(
+        None if args.side == 'theirs' else ours, theirs, data, x_train,
+        x_test, config, args.their_batches)
   finally:
     theirs.close()
   if args.out:

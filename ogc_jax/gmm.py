@@ -31,6 +31,12 @@ the fit takes few of them:
   less than ``tol`` between two successive EM steps (or by less than two
   units in its last place, which in float32 is rounding noise), or after
   ``max_iter`` EM steps.
+* Then four Newton steps on EM's fixed-point equation (`_newton_polish`).
+  Where the components overlap, as in one broad bump of losses early in
+  training, the likelihood is flat along a ridge: EM crawls along it and the
+  float32 likelihood stops changing 5-10% short of the fixed point, at a
+  place that turns on the last bits of the data. Newton's method converges
+  quadratically from there, to within 2e-5 of scikit-learn's float64 fit.
 
 ``fit="published"`` is instead the fit of the authors' published code
 (their ``fit_gmm``: scikit-learn's ``GaussianMixture(n_components=2,
@@ -95,6 +101,8 @@ class GMM(NamedTuple):
 _RANGE_SPLITS = (0.05, 0.15, 0.3)
 # EM steps per SQUAREM cycle: two plain ones and one from the extrapolation.
 STEPS_PER_CYCLE = 3
+# Newton steps on EM's fixed-point equation after the EM loop (converged fit).
+NEWTON_STEPS = 4
 
 
 def _initial_params(h: chex.Array, reg_covar) -> chex.Array:
@@ -349,7 +357,51 @@ def _converged_fit(h, starts, reg_covar, max_iter, tol):
            jnp.ones(starts.shape[:1], h.dtype))
   _, ends, _, num_steps, _ = jax.lax.while_loop(
       lambda carry: ~jnp.all(carry[2]), cycle, carry)
+  ends = _newton_polish(h, ends, reg_covar)
+  num_steps = num_steps + NEWTON_STEPS
   return _as_gmm(ends[jnp.argmax(_mean_logliks(h, ends))]), num_steps
+
+
+def _newton_polish(h, thetas, reg_covar):
+  """`NEWTON_STEPS` Newton steps on EM's fixed-point equation, per row.
+
+  Where the likelihood is flat along some direction (early in training the
+  losses are one broad bump) EM contracts along it at a rate near 1 (0.993
+  on `testing.early_training_queue`) and the likelihood stops changing
+  within float32's resolution while the parameters are still 5-10% from the
+  fixed point. Newton's method on F(x) = EM(x) - x, in the unconstrained
+  coordinates, with the 5x5 Jacobian by forward-mode differentiation,
+  converges quadratically from there. Its first step may raise the residual
+  |F| before the next ones fall, so every step is taken and the iterate with
+  the smallest residual is kept (the start itself if none is smaller, or if
+  the steps leave the finite numbers).
+  """
+
+  def residual(x):
+    theta, _ = _em_step(h, _constrained(x), reg_covar)
+    return _unconstrained(theta) - x
+
+  def norm(f):
+    size = jnp.sum(f * f)
+    return jnp.where(jnp.isfinite(size), size, jnp.inf)
+
+  def newton_step(carry, _):
+    x, best, best_norm = carry
+    f, jacobian = residual(x), jax.jacfwd(residual)(x)
+    x = x + jnp.linalg.solve(jacobian, -f)
+    x_norm = norm(residual(x))
+    better = x_norm < best_norm
+    return (jnp.where(jnp.isfinite(x_norm), x, best),
+            jnp.where(better, x, best), jnp.where(better, x_norm, best_norm)), None
+
+  def polish(theta):
+    x = _unconstrained(theta)
+    x_norm = norm(residual(x))
+    (_, best, _), _ = jax.lax.scan(newton_step, (x, x, x_norm), None,
+                                   length=NEWTON_STEPS)
+    return jnp.where(jnp.isfinite(x_norm), _constrained(best), theta)
+
+  return jax.vmap(polish)(thetas)
 
 
 def _published_fit(h, reg_covar, max_iter, tol):

@@ -112,11 +112,13 @@ class FitGMMTest(chex.TestCase, parameterized.TestCase):
     ours, ref = jax.jit(fit_gmm)(h), sklearn_fit(h)
     self.assertLess(mean_loglik(from_best_start, h), mean_loglik(ref, h) - 5e-3)
     self.assertGreaterEqual(mean_loglik(ours, h), mean_loglik(ref, h) - 1e-6)
-    # The likelihood is flat along the overlapping components' ridge, where
-    # float32 EM stops once the likelihood stops changing: the means agree.
-    for field in ("mean_clean", "mean_noisy"):
+    # The likelihood is flat along the overlapping components' ridge: EM
+    # contracts along it at a rate of 0.993 and the float32 likelihood stops
+    # changing 5-10% short of the fixed point; the Newton steps on EM's
+    # fixed-point equation reach it.
+    for field in _FIELDS:
       np.testing.assert_allclose(getattr(ours, field), getattr(ref, field),
-                                 rtol=0.05, err_msg=field)
+                                 rtol=1e-4, err_msg=field)
 
   def test_invalid_init_is_never_chosen(self):
     # OGC's state holds an all-zero GMM before its first fit.
