@@ -1,4 +1,4 @@
-"""The command line of `experiments.train` (``python -m experiments.train``).
+"""The command lines of `experiments.train` and `experiments.audit`.
 
 Flags only, as the Flax examples' ``main.py``: ``--config`` (a config file,
 with ``--config.KEY=VALUE`` overrides; `experiments.config_lib`) and
@@ -8,7 +8,8 @@ status 1; ``--help`` lists every key of the config with its value and
 meaning, and exits 0.
 
 `experiments.train` calls `run` with its ``train_and_evaluate`` and its
-docstring; this module does not import it.
+docstring; this module does not import it. `experiments.audit` takes the
+same flags and one of its own (`parse_flags`'s ``define_flags``).
 """
 
 import functools
@@ -35,16 +36,20 @@ def _define_workdir(flag_values):
       flag_values=flag_values)
 
 
-def usage_text(doc: str, argv) -> str:
-  """``doc`` (the training's docstring), every configuration key and the flags.
+def usage_text(doc: str, argv, define_flags=None) -> str:
+  """``doc`` (the command's docstring), every configuration key and the flags.
 
   Each key is listed with its value in the config ``argv`` names (with its
   overrides) and its help (`config_lib.describe_keys`); a bad ``--config``
-  or override leaves the docstring alone.
+  or override leaves the docstring alone. ``define_flags(flag_values)``
+  defines the command's flags besides ``--config`` and ``--workdir``.
   """
   lines = [doc.rstrip()]
   flag_values = flags.FlagValues()
   _define_workdir(flag_values)
+  if define_flags is not None:
+    define_flags(flag_values)
+  names = ['config'] + list(flag_values)
   argv = [arg for arg in argv if not _HELP_FLAGS.fullmatch(arg)]
   try:
     config_lib.parse_flags(flag_values, argv)
@@ -53,7 +58,7 @@ def usage_text(doc: str, argv) -> str:
   lines += [''] + config_lib.describe_keys(
       flag_values.config, flag_values['config'].config_filename)
   lines += ['', 'Flags:']
-  for name in ('config', 'workdir'):
+  for name in names:
     flag = flag_values[name]
     lines.append(textwrap.fill(f'--{name}: {flag.help}', width=80,
                                initial_indent='  ', subsequent_indent='    '))
@@ -61,24 +66,32 @@ def usage_text(doc: str, argv) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def parse_flags(argv, doc: str = ''):
+def parse_flags(argv, doc: str = '', define_flags=None):
   """Defines and parses the flags; a bad --config, key or flag is one line.
 
   ``--help`` prints `usage_text` and exits 0; an error exits with
-  ``error: ...`` (status 1).
+  ``error: ...`` (status 1). ``define_flags(flag_values)`` defines the
+  command's flags besides ``--config`` and ``--workdir``.
   """
   if any(_HELP_FLAGS.fullmatch(arg) for arg in argv[1:]):
-    sys.stdout.write(usage_text(doc, argv))
+    sys.stdout.write(usage_text(doc, argv, define_flags))
     sys.exit(0)
   _define_workdir(flags.FLAGS)
+  if define_flags is not None:
+    define_flags(flags.FLAGS)
   with config_lib.one_line_errors():
     return config_lib.parse_flags(flags.FLAGS, argv)
 
 
-def main(argv, train_and_evaluate):
+def check_no_arguments(argv) -> None:
+  """Exits with one line if the command line has arguments besides flags."""
   if len(argv) > 1:
     sys.exit(f'error: unexpected arguments {argv[1:]}; the flags are '
              '--config, --workdir and --config.KEY=VALUE (see --help).')
+
+
+def main(argv, train_and_evaluate):
+  check_no_arguments(argv)
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
   train_or_exit(train_and_evaluate, flags.FLAGS.config, flags.FLAGS.workdir)
 

@@ -1,9 +1,10 @@
 """A run's data: the dataset of its config, with the training labels it uses.
 
 `load_data` loads the dataset `experiments.data` names, cuts it to the
-config's subsets and corrupts the training labels as ``config.noise`` asks
-(`experiments.noise`); `check_dataset` checks the data keys of a config
-without loading anything.
+config's subsets, corrupts the training labels as ``config.noise`` asks
+(`experiments.noise`) and, with ``config.holdout.folds``, holds one fold of
+the training examples out (`holdout_folds`); `check_dataset` and
+`check_holdout` check the data keys of a config without loading anything.
 """
 
 import dataclasses
@@ -27,6 +28,21 @@ _DATASET_CHOICES = (
     "'array_record').download_and_prepare(), then --config.data_dir=DIR)")
 
 
+class Examples(NamedTuple):
+  """Training examples held out of a run (`Data.heldout`).
+
+  Attributes:
+    indices: ``[n]``, their positions in the dataset's training split.
+    images: uint8 ``[n, H, W, C]``.
+    labels: int32 ``[n]``, their given (noisy) labels.
+    true_labels: ``[n]``, their true labels (diagnostics only).
+  """
+  indices: np.ndarray
+  images: np.ndarray
+  labels: np.ndarray
+  true_labels: np.ndarray
+
+
 class Data(NamedTuple):
   """The data of a run (`load_data`).
 
@@ -34,16 +50,39 @@ class Data(NamedTuple):
     dataset: the `experiments.data.Dataset`, its test split cut to
       ``config.test_subset``.
     images: uint8 ``[n, H, W, C]`` training images, cut to
-      ``config.train_subset``.
+      ``config.train_subset``, without the held-out fold.
     labels: int32 ``[n]``, the labels trained on (noisy).
     true_labels: ``[n]``, the true labels (diagnostics only).
-    noise: the `experiments.noise.NoisyLabels` of ``labels``.
+    noise: the `experiments.noise.NoisyLabels` of the training labels
+      before a fold is held out.
+    indices: ``[n]``, each example's position in the dataset's training
+      split (``dataset.train_images``).
+    true_labels_known: whether ``true_labels`` are known apart from the
+      given labels (synthetic noise, or data that brings both); if not they
+      are the given labels.
+    folder: for an image folder, its root: the images are
+      ``experiments.data.folders.train_files(folder)[i]`` for ``i`` in
+      ``indices``; else None.
+    heldout: the held-out fold (``config.holdout``), or None.
   """
   dataset: data_lib.Dataset
   images: np.ndarray
   labels: np.ndarray
   true_labels: np.ndarray
   noise: noise_lib.NoisyLabels
+  indices: np.ndarray
+  true_labels_known: bool
+  folder: str | None = None
+  heldout: Examples | None = None
+
+
+def _named_folder(name: str) -> str | None:
+  """The image folder a dataset name names (``folder:PATH``, a path), or None."""
+  if name.startswith('folder:'):
+    return name[len('folder:'):]
+  if os.sep in name and os.path.isdir(name):
+    return name
+  return None
 
 
 def check_dataset(config) -> None:
@@ -55,11 +94,7 @@ def check_dataset(config) -> None:
   """
   name, label_key, labels_csv = (config.dataset, config.label_key,
                                  config.labels_csv)
-  folder = None
-  if name.startswith('folder:'):
-    folder = name[len('folder:'):]
-  elif os.sep in name and os.path.isdir(name):
-    folder = name
+  folder = _named_folder(name)
   tfds_base = None
   if name not in OWN_DATASETS and folder is None:
     # TFDS: 'cifar10', 'cifar10_n:1.0.4', 'imagenet2012/subset'. Its registry
@@ -100,18 +135,70 @@ def check_dataset(config) -> None:
         '--config.noise.rate=0.')
 
 
+def check_holdout(config) -> None:
+  """``config.holdout``: no folds (0), or at least 2 and a fold among them.
+
+  Raises:
+    ConfigError: the folds or the fold are out of range.
+  """
+  folds, fold = config.holdout.folds, config.holdout.fold
+  if folds == 1 or folds < 0:
+    raise ConfigError(f'config.holdout.folds={folds!r}; expected 0 (no fold '
+                      'held out) or an integer >= 2.')
+  if folds and not 0 <= fold < folds:
+    raise ConfigError(f'config.holdout.fold={fold!r}; expected an integer in '
+                      f'[0, {folds}), one of config.holdout.folds={folds}.')
+  if not folds and fold != 0:
+    raise ConfigError(f'config.holdout.fold={fold!r} without '
+                      'config.holdout.folds; expected 0.')
+
+
+def holdout_folds(config, labels: np.ndarray) -> np.ndarray:
+  """The fold of each training example, 0 .. ``config.holdout.folds`` - 1.
+
+  Stratified by the given label, as scikit-learn's ``StratifiedKFold``
+  (which cleanlab's cross-validation uses): the examples of each given
+  label, in a random order, then the next label's, are dealt to the folds
+  in turn, so every fold holds each label's examples to within one. The
+  order is drawn from ``np.random.default_rng([seed, noise seed])``, the
+  run's seed and its noise's (`experiments.noise.settings`): the same for
+  every fold of a run's configuration, whatever ``config.holdout.fold``.
+
+  Args:
+    config: the run's config (``holdout.folds``, ``seed``, ``noise``).
+    labels: the given training labels, after the noise.
+
+  Raises:
+    ConfigError: fewer training examples than folds.
+  """
+  folds = config.holdout.folds
+  if len(labels) < folds:
+    raise ConfigError(f'config.holdout.folds={folds} exceeds the '
+                      f'{len(labels)} training images.')
+  rng = np.random.default_rng([config.seed, noise_lib.settings(config).seed])
+  order = np.concatenate([rng.permutation(np.flatnonzero(labels == label))
+                          for label in np.unique(labels)])
+  fold = np.empty(len(labels), np.int64)
+  fold[order] = np.arange(len(labels)) % folds
+  return fold
+
+
 def load_data(config) -> Data:
   """The dataset with training labels corrupted as the config asks.
 
   The noise follows `experiments.noise.settings`. Data that brings its own
   noisy labels is not corrupted further (`check_dataset` refuses added
-  noise); its noise is measured against the true labels.
+  noise); its noise is measured against the true labels. With
+  ``config.holdout.folds``, the fold ``config.holdout.fold`` of
+  `holdout_folds` is held out after the noise: every fold's run trains on
+  the same noisy labels.
 
   Raises:
-    ConfigError: `check_dataset` or `experiments.noise.settings` refuses the
-      config.
+    ConfigError: `check_dataset`, `check_holdout` or
+      `experiments.noise.settings` refuses the config.
   """
   check_dataset(config)
+  check_holdout(config)
   noise_settings = noise_lib.settings(config)
   cache_dir = config.cache_dir or os.path.join(
       os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache')),
@@ -122,12 +209,13 @@ def load_data(config) -> Data:
   images, labels = dataset.train_images, dataset.train_labels
   true = (dataset.train_clean_labels if dataset.train_clean_labels is not None
           else labels)
+  indices = np.arange(len(labels))
   if config.train_subset:
     # A fixed random subset (the same for every seed and method): folders
     # list images class by class, so a prefix would hold few classes.
-    keep = np.sort(np.random.default_rng(0).permutation(len(labels))[
+    indices = np.sort(np.random.default_rng(0).permutation(len(labels))[
         :config.train_subset])
-    images, labels, true = images[keep], labels[keep], true[keep]
+    images, labels, true = images[indices], labels[indices], true[indices]
   if config.test_subset:
     keep = np.sort(np.random.default_rng(1).permutation(
         len(dataset.test_labels))[:config.test_subset])
@@ -139,7 +227,20 @@ def load_data(config) -> Data:
   else:
     noise = noise_lib.corrupt(noise_settings, labels, dataset.num_classes,
                               features=images)
-  return Data(dataset, images, noise.labels, true, noise)
+  known = (dataset.train_clean_labels is not None
+           or noise_settings.kind != 'none')
+  folder = (dataset.name if config.dataset == 'cifar10_jpeg'
+            or _named_folder(config.dataset) is not None else None)
+  data = Data(dataset, images, noise.labels, true, noise, indices, known,
+              folder)
+  if not config.holdout.folds:
+    return data
+  out = holdout_folds(config, noise.labels) == config.holdout.fold
+  return data._replace(
+      images=images[~out], labels=noise.labels[~out], true_labels=true[~out],
+      indices=indices[~out],
+      heldout=Examples(indices[out], images[out], noise.labels[out],
+                       true[out]))
 
 
 def steps_per_epoch(config, num_train: int, images: str) -> int:

@@ -26,7 +26,9 @@ A method owns:
   the others are null);
 * what it writes beside the metrics: at each epoch's end
   (`Method.end_of_epoch`: OGC's queue) and at the end of the run
-  (`Method.end_of_run`, given a `RunEnd`).
+  (`Method.end_of_run`, given a `RunEnd`: the list of suspect labels,
+  `experiments.label_issues`, and a held-out fold's probabilities), and the
+  fields it adds to ``result.json``.
 """
 
 import functools
@@ -39,6 +41,7 @@ import numpy as np
 import ogc_jax
 from ogc_jax import baselines
 from ogc_jax import losses
+from experiments import label_issues
 from experiments import workdir as workdir_lib
 from experiments.errors import ConfigError
 
@@ -124,11 +127,14 @@ class Method:
   Attributes:
     name: ``config.method``.
     fn: its loss (`loss_function`).
+    label_issues: whether the run writes the list of suspect labels
+      (`experiments.label_issues.enabled`).
   """
 
   def __init__(self, config):
     self.name = config.method
     self.fn = loss_function(config)
+    self.label_issues = label_issues.enabled(config)
 
   def init(self) -> Any:
     """The method's initial state."""
@@ -162,12 +168,29 @@ class Method:
   def end_of_epoch(self, workdir, epoch: int, state) -> None:
     """Writes what the method keeps of an epoch (process 0 only)."""
 
-  def end_of_run(self, run: RunEnd) -> None:
-    """Writes the method's outputs of the whole run (every process).
+  def end_of_run(self, run: RunEnd) -> dict:
+    """Writes the outputs of the whole run; returns its fields of the result.
 
-    Called after the last epoch's metrics and checkpoint, before
-    ``result.json``, so that a run is finished only with them.
+    Called on every process (process 0 writes) after the last epoch's
+    metrics and checkpoint, before ``result.json``, so that a run is
+    finished only with them: a held-out fold's predicted probabilities
+    (`experiments.label_issues.write_heldout`) and, if `label_issues`, the
+    list of suspect labels (`experiments.label_issues.end_of_run`, beside
+    the measures of `queue_mixture`'s posterior where there is one).
+
+    Returns:
+      Fields of `experiments.workdir.RESULT_FIELDS` (``label_issues``).
     """
+    label_issues.write_heldout(run)
+    if not self.label_issues:
+      return {}
+    return {'label_issues': label_issues.end_of_run(
+        run, self.queue_mixture(run.state))}
+
+  def queue_mixture(self, state) -> Any:
+    """The method's own mixture of recent losses at the end, or None."""
+    del state
+    return None
 
 
 class Baseline(Method):
@@ -270,6 +293,10 @@ class OGC(Method):
         'grad_noisy_before': s['grad_noisy_before'] / n_noisy,
         'grad_noisy_after': s['grad_noisy_after'] / n_noisy,
     }
+
+  def queue_mixture(self, state):
+    """The last refit's mixture of the queue (None before the first)."""
+    return state.gmm if int(state.num_threshold_updates) > 0 else None
 
   def end_of_epoch(self, workdir, epoch, state):
     """The queue of H in the order it was filled, oldest first."""

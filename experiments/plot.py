@@ -21,6 +21,9 @@ writes, from each run's ``metrics.jsonl`` and ``queues/epoch_NNNN.npy``:
 
 Runs without OGC data (no tau, no queues) are left out of the OGC plots with
 a note.
+
+`plot_label_issues` draws the contact sheet of a run's suspect labels
+(``label_issues.png``, written by ``python -m experiments.audit``).
 """
 
 import argparse
@@ -291,6 +294,39 @@ def plot_h_histogram(run: RunData, epochs: Sequence[int],
     ax.set_ylabel('density')
     ax.legend(fontsize='x-small')
   fig.suptitle(run.label)
+  fig.tight_layout()
+  return fig
+
+
+def plot_label_issues(images, given, predicted, scores, losses,
+                      class_names: Sequence[str],
+                      columns: int = 8) -> plt.Figure:
+  """A contact sheet of suspect examples, the most suspect first.
+
+  Each image is titled with its given and predicted labels' names, its
+  score (the posterior that the given label is wrong) and its loss H.
+
+  Args:
+    images: uint8 ``[n, H, W, C]``, C 1 (grey) or 3.
+    given, predicted: ``[n]`` label indices.
+    scores, losses: ``[n]``.
+    class_names: the name of each label.
+    columns: images a row.
+  """
+  count = max(len(images), 1)
+  columns = min(columns, count)
+  rows = math.ceil(count / columns)
+  fig, axes = plt.subplots(rows, columns, squeeze=False,
+                           figsize=(1.7 * columns, 2.1 * rows))
+  for ax in axes.flat:
+    ax.axis('off')
+  for ax, image, g, p, score, loss in zip(axes.flat, images, given, predicted,
+                                          scores, losses):
+    grey = image.shape[-1] == 1
+    ax.imshow(image[..., 0] if grey else image, cmap='gray' if grey else None,
+              vmin=0, vmax=255, interpolation='nearest')
+    ax.set_title(f'given {class_names[g]}\npredicted {class_names[p]}\n'
+                 f'score {score:.3f}, H {loss:.2f}', fontsize=7)
   fig.tight_layout()
   return fig
 

@@ -14,10 +14,14 @@ to ``workdir`` (its layout is `experiments.workdir`'s):
 * ``queues/epoch_NNNN.npy``: the OGC queue of H = -log p at each epoch end;
 * ``checkpoints/``: an Orbax checkpoint per epoch; the same command resumes
   from the last one and ends with the same results as an uninterrupted run;
+* ``label_issues.csv`` (``config.label_issues``, by default for OGC): the
+  training examples ranked by how likely their label is wrong
+  (`experiments.label_issues`); ``heldout_probs.npz`` (``config.holdout``):
+  the held-out fold's predicted probabilities;
 * ``result.json``, written last: ``final_test_accuracy`` (mean of the last
   ``config.final_epochs`` epochs' test accuracy, as the paper reports),
-  ``best_test_accuracy``, wall time and the config
-  (`experiments.workdir.RESULT_FIELDS`).
+  ``best_test_accuracy``, wall time, the config and how well the list finds
+  the wrong labels (`experiments.workdir.RESULT_FIELDS`).
 
 What differs between OGC and a baseline loss is the run's method
 (`experiments.methods`): its state, its gradients and its fields of a
@@ -57,6 +61,7 @@ from experiments import methods
 from experiments import models
 from experiments import progress as progress_lib
 from experiments import workdir as workdir_lib
+from experiments.errors import ConfigError
 from experiments.input_pipeline import load_data
 from experiments.validate import validate_config
 
@@ -275,6 +280,109 @@ def _config_dict(config):
   return json.loads(config.to_json_best_effort())
 
 
+class Parts(NamedTuple):
+  """What a run builds from its config and data (`build`).
+
+  Attributes:
+    put: ``put(x, sharding=replicated)``, a global array from a host value
+      every process holds in full.
+    replicated: a value whole on every device of the mesh.
+    data_sharding: the batch axis over the mesh's devices.
+    schedule: the learning rate by step.
+    tx: the optimizer.
+    method: the `experiments.methods.Method`.
+    steps: the `Steps`, not yet jitted.
+    state: the initial `TrainState`, replicated.
+    eval_batch_size: images per evaluation step, a multiple of the devices.
+  """
+  put: Any
+  replicated: Any
+  data_sharding: Any
+  schedule: Any
+  tx: Any
+  method: Any
+  steps: Steps
+  state: TrainState
+  eval_batch_size: int
+
+
+def build(config, data, devices, epoch_steps: int) -> Parts:
+  """The mesh, model, optimizer, method, steps and initial state of a run."""
+  mesh = Mesh(np.array(devices), ('data',))
+  replicated = NamedSharding(mesh, P())
+  data_sharding = NamedSharding(mesh, P('data'))
+
+  def put(x, sharding=replicated):
+    """A global array from a host value every process holds in full.
+
+    Unlike ``jax.device_put``, this also works when the mesh spans hosts.
+    """
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda i: x[i])
+
+  dataset = data.dataset
+  model = models.from_config(config, dataset.num_classes)
+  schedule = learning_rate_schedule(config, epoch_steps)
+  tx = create_optimizer(config, schedule)
+  method = methods.from_config(config, schedule)
+  steps = make_steps(config, model, method, tx, *dataset.channel_mean_std,
+                     data_sharding, len(data.labels))
+  init_rng = run_keys(config.seed)[0]
+  state = jax.jit(functools.partial(
+      create_train_state, model=model, tx=tx, method=method,
+      image_shape=data.images.shape[1:]), out_shardings=replicated)(init_rng)
+  eval_bs = min(config.eval_batch_size, len(dataset.test_labels))
+  eval_bs -= eval_bs % len(devices)
+  return Parts(put, replicated, data_sharding, schedule, tx, method, steps,
+               state, eval_bs)
+
+
+def _checkpoints(workdir) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      workdir_lib.checkpoints_dir(workdir), options=ocp.CheckpointManagerOptions(
+          max_to_keep=2, create=True, enable_async_checkpointing=False))
+
+
+def _restore(manager, epoch, state):
+  abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
+  return manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
+
+
+def run_end(parts: Parts, workdir, is_main, state, data) -> methods.RunEnd:
+  """The `methods.RunEnd` of a run's trained ``state``."""
+  return methods.RunEnd(
+      workdir=workdir, is_main=is_main,
+      state=jax.device_get(state.method_state), data=data,
+      logits=functools.partial(
+          predict, jax.jit(parts.steps.logits), state,
+          batch_size=parts.eval_batch_size,
+          put=functools.partial(parts.put, sharding=parts.data_sharding)))
+
+
+def restore_run_end(config, workdir) -> tuple[methods.Method, methods.RunEnd]:
+  """The method and `methods.RunEnd` of a finished run, from its last
+  checkpoint (one process).
+
+  Raises:
+    ConfigError: the workdir holds no finished run of ``config``.
+  """
+  workdir = os.path.abspath(workdir)
+  workdir_lib.check_can_hold(workdir, _config_dict(config))
+  if workdir_lib.read_result(workdir) is None:
+    raise ConfigError(f'{workdir} holds no finished run.')
+  data = load_data(config)
+  devices = distributed.devices(config)
+  epoch_steps = input_pipeline.steps_per_epoch(
+      config, len(data.labels), 'the training images')
+  parts = build(config, data, devices, epoch_steps)
+  manager = _checkpoints(workdir)
+  if manager.latest_step() != config.num_epochs:
+    raise ConfigError(f'{workdir} holds no checkpoint of its last epoch, '
+                      f'{config.num_epochs}.')
+  state = _restore(manager, config.num_epochs, parts.state)
+  return parts.method, run_end(parts, workdir, True, state, data)
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains and evaluates one configuration; returns the result dict.
 
@@ -311,49 +419,27 @@ def train_and_evaluate(config, workdir: str) -> dict:
     workdir_lib.claim(workdir, _config_dict(config))
   else:
     os.makedirs(workdir, exist_ok=True)
-  mesh = Mesh(np.array(devices), ('data',))
-  replicated = NamedSharding(mesh, P())
-  data_sharding = NamedSharding(mesh, P('data'))
-
-  def put(x, sharding=replicated):
-    """A global array from a host value every process holds in full.
-
-    Unlike ``jax.device_put``, this also works when the mesh spans hosts.
-    """
-    x = np.asarray(x)
-    return jax.make_array_from_callback(x.shape, sharding, lambda i: x[i])
-
+  parts = build(config, data, devices, epoch_steps)
+  put, schedule, method, steps, state, eval_bs = (
+      parts.put, parts.schedule, parts.method, parts.steps, parts.state,
+      parts.eval_batch_size)
   train_arrays = tuple(put(a) for a in (data.images, data.labels,
                                         data.true_labels))
   dataset = data.dataset
-  model = models.from_config(config, dataset.num_classes)
-  schedule = learning_rate_schedule(config, epoch_steps)
-  tx = create_optimizer(config, schedule)
-  method = methods.from_config(config, schedule)
-  steps = make_steps(config, model, method, tx, *dataset.channel_mean_std,
-                     data_sharding, num_train)
-  init_rng, data_rng, aug_rng = run_keys(config.seed)
-  state = jax.jit(functools.partial(
-      create_train_state, model=model, tx=tx, method=method,
-      image_shape=data.images.shape[1:]), out_shardings=replicated)(init_rng)
+  _, data_rng, aug_rng = run_keys(config.seed)
   # Many steps per dispatch: the data already lives on the devices, so a
   # chunk of steps is one compiled loop and Python is paid once per chunk.
   chunk = min(config.steps_per_dispatch or epoch_steps, epoch_steps)
+  replicated = parts.replicated
   run_steps = functools.cache(lambda num_steps: jax.jit(
       functools.partial(train_steps, steps.train, num_steps),
       donate_argnums=(0, 1), out_shardings=(replicated, replicated)))
   jit_eval = jax.jit(steps.evaluate)
-  eval_bs = min(config.eval_batch_size, len(dataset.test_labels))
-  eval_bs -= eval_bs % len(devices)
 
-  manager = ocp.CheckpointManager(
-      workdir_lib.checkpoints_dir(workdir), options=ocp.CheckpointManagerOptions(
-          max_to_keep=2, create=True, enable_async_checkpointing=False))
+  manager = _checkpoints(workdir)
   start_epoch = manager.latest_step() or 0
   if start_epoch:
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
-    state = manager.restore(start_epoch,
-                            args=ocp.args.StandardRestore(abstract))
+    state = _restore(manager, start_epoch, state)
   history = workdir_lib.read_metrics(workdir, up_to_epoch=start_epoch)
   if is_main:
     workdir_lib.write_metrics(workdir, history)
@@ -377,7 +463,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     train_time = time.time() - epoch_start
     test_accuracy = evaluate(
         jit_eval, state, dataset.test_images, dataset.test_labels, eval_bs,
-        functools.partial(put, sharding=data_sharding))
+        functools.partial(put, sharding=parts.data_sharding))
     lr = float(schedule(int(jax.device_get(state.step)) - 1))
     method_state = jax.device_get(state.method_state)
     row = epoch_row(epoch, test_accuracy, lr, sums, data.noise,
@@ -399,12 +485,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   manager.wait_until_finished()
   if bar is not None:
     bar.close()
-  method.end_of_run(methods.RunEnd(
-      workdir=workdir, is_main=is_main,
-      state=jax.device_get(state.method_state), data=data,
-      logits=functools.partial(
-          predict, jax.jit(steps.logits), state, batch_size=eval_bs,
-          put=functools.partial(put, sharding=data_sharding))))
+  run_fields = method.end_of_run(run_end(parts, workdir, is_main, state,
+                                          data))
 
   accuracies = [r['test_accuracy'] for r in history]
   result = {
@@ -417,6 +499,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       'wall_time_s': time.time() - wall_start,
       'devices': len(devices),
       'config': _config_dict(config),
+      'label_issues': None,
+      **run_fields,
   }
   if is_main:
     workdir_lib.write_result(workdir, result)

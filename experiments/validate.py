@@ -30,11 +30,11 @@ def validate_config(config) -> None:
   is loaded: a key that `experiments.configs.default.HELP` lacks
   (`experiments.config_lib.check_keys`), the method, its hyperparameters and
   OGC's settings (`experiments.methods.from_config`), the noise
-  (`experiments.noise.settings`), the dataset
-  (`experiments.input_pipeline.check_dataset`), the model and dtype
-  (`experiments.models.from_config`), the devices
+  (`experiments.noise.settings`), the dataset and the held-out fold
+  (`experiments.input_pipeline.check_dataset`, `check_holdout`), the model
+  and dtype (`experiments.models.from_config`), the devices
   (`experiments.distributed.devices`) and numbers out of range. Only the
-  batch against the dataset's size waits for the data
+  batch (and the folds) against the dataset's size wait for the data
   (`experiments.train.train_and_evaluate` checks it right after loading,
   before writing anything).
 
@@ -58,6 +58,7 @@ def validate_config(config) -> None:
   methods.from_config(config, optax.constant_schedule(config.learning_rate))
   noise.settings(config)
   input_pipeline.check_dataset(config)
+  input_pipeline.check_holdout(config)
   models.from_config(config, num_classes=2)
   for key, smallest in _SMALLEST.items():
     value = config[key]

@@ -9,6 +9,11 @@
                          `METRICS_FIELDS` (`write_metrics`)
     queues/epoch_NNNN.npy  the OGC queue of H = -log p at an epoch's end
     checkpoints/         Orbax checkpoints, one per saved epoch
+    label_issues.csv     the training examples, the most likely wrongly
+                         labelled first (`write_label_issues`)
+    label_issues.png     the top suspects' images (``experiments.audit``)
+    heldout_probs.npz    the held-out fold's predicted probabilities
+                         (`write_heldout_probs`)
     result.json          written last, the fields of `RESULT_FIELDS`: the
                          run is finished (`write_result`)
     sweep_args.json      the sweep's settings of the run (`sweeps.runner`)
@@ -20,6 +25,8 @@ the new one.
 """
 
 import contextlib
+import csv
+import io
 import json
 import os
 import pathlib
@@ -41,6 +48,9 @@ CHECKPOINTS_DIR = 'checkpoints'
 # different settings (its finished runs would otherwise be silently reused).
 SWEEP_ARGS_FILE = 'sweep_args.json'
 LOG_FILE = 'log.txt'
+LABEL_ISSUES_FILE = 'label_issues.csv'
+LABEL_ISSUES_SHEET = 'label_issues.png'
+HELDOUT_FILE = 'heldout_probs.npz'
 # A finished run's record: small, the evidence behind a table, and all that
 # comes back from a time-boxed sweep (`sweeps.lease`); checkpoints and
 # queues stay behind.
@@ -50,6 +60,10 @@ RECORD_FILES = (CONFIG_FILE, METRICS_FILE, RESULT_FILE, SWEEP_ARGS_FILE)
 # resumed with other values of them.
 RESULT_NEUTRAL_KEYS = ('progress', 'distributed', 'coordinator_address',
                        'num_processes', 'process_id')
+# Configuration keys added since the first runs, with what a config.json
+# without them means: the training was the same, so such a run is resumed
+# or reused.
+CONFIG_KEYS_ADDED = {'label_issues': None, 'holdout': {'folds': 0, 'fold': 0}}
 
 # The fields of result.json, every one in every run (`write_result`).
 RESULT_FIELDS = {
@@ -66,8 +80,28 @@ RESULT_FIELDS = {
                    'its earlier epochs)',
     'devices': 'devices of the data-parallel mesh',
     'config': 'the configuration',
+    'label_issues': 'how well label_issues.csv finds the wrong labels '
+                    '(`experiments.label_issues.evaluate`; null without the '
+                    'list)',
 }
 RESULT_KEYS = tuple(RESULT_FIELDS)
+# Fields that records made before them lack; such a record reads as null
+# there.
+RESULT_FIELDS_ADDED = ('label_issues',)
+
+# The columns of label_issues.csv, one row per training example, the most
+# likely wrongly labelled first (`experiments.label_issues`).
+LABEL_ISSUES_COLUMNS = {
+    'rank': 'the row, from 1',
+    'index': "the example's position in the dataset's training split",
+    'path': 'image folders: the image, relative to the folder (as a labels '
+            'CSV names it); empty otherwise',
+    'given_label': 'the label trained on',
+    'predicted_label': "the trained network's prediction",
+    'score': 'the posterior that the given label is wrong',
+    'loss': 'H = -log p of the given label under the trained network',
+    'flagged': '1 where the score exceeds 0.5',
+}
 
 # The fields of every row of metrics.jsonl, one row per epoch, the same keys
 # for every method; a field a method does not have is null (a baseline has
@@ -144,6 +178,18 @@ def sweep_args_path(workdir) -> pathlib.Path:
 
 def log_path(workdir) -> pathlib.Path:
   return pathlib.Path(workdir) / LOG_FILE
+
+
+def label_issues_path(workdir) -> pathlib.Path:
+  return pathlib.Path(workdir) / LABEL_ISSUES_FILE
+
+
+def label_issues_sheet_path(workdir) -> pathlib.Path:
+  return pathlib.Path(workdir) / LABEL_ISSUES_SHEET
+
+
+def heldout_path(workdir) -> pathlib.Path:
+  return pathlib.Path(workdir) / HELDOUT_FILE
 
 
 def queue_path(workdir, epoch: int) -> pathlib.Path:
@@ -266,7 +312,8 @@ def check_config(workdir, config: dict) -> None:
   """Claims a workdir for one configuration: a workdir holds one run.
 
   Writes ``config.json`` if the workdir has none, else compares it with
-  ``config``, ignoring `RESULT_NEUTRAL_KEYS`.
+  ``config``, ignoring `RESULT_NEUTRAL_KEYS`; a key of `CONFIG_KEYS_ADDED`
+  that ``config.json`` lacks has the value given there.
 
   Args:
     workdir: the run's directory (exists).
@@ -280,7 +327,9 @@ def check_config(workdir, config: dict) -> None:
   if not path.exists():
     write_json(path, config)
     return
-  diff = differing_keys(read_json(path), config, ignore=RESULT_NEUTRAL_KEYS)
+  added = {k: v for k, v in CONFIG_KEYS_ADDED.items() if k in config}
+  diff = differing_keys({**added, **read_json(path)}, config,
+                        ignore=RESULT_NEUTRAL_KEYS)
   if diff:
     raise ValueError(
         f'{workdir} holds a run with a different configuration (differs in '
@@ -328,15 +377,22 @@ def read_config(workdir) -> dict:
   return read_json(path) if path.is_file() else {}
 
 
-def check_result(result: dict, where) -> None:
-  """Raises ValueError if ``result`` lacks one of `RESULT_KEYS`."""
-  missing = [k for k in RESULT_KEYS if k not in result]
+def check_result(result: dict, where, *, added: bool = False) -> None:
+  """Raises ValueError if ``result`` lacks one of `RESULT_KEYS`.
+
+  A record may lack those of `RESULT_FIELDS_ADDED`, unless ``added``.
+  """
+  missing = [k for k in RESULT_KEYS if k not in result
+             and (added or k not in RESULT_FIELDS_ADDED)]
   if missing:
     raise ValueError(f'{where} lacks {missing}')
 
 
 def read_result(workdir) -> Optional[dict]:
   """The contents of ``result.json``; None while the run is unfinished.
+
+  A field of `RESULT_FIELDS_ADDED` that the record lacks (it was made
+  before the field) is None.
 
   Raises:
     ValueError: the file is not valid JSON or lacks one of `RESULT_KEYS`.
@@ -346,7 +402,7 @@ def read_result(workdir) -> Optional[dict]:
     return None
   result = read_json(path)
   check_result(result, path)
-  return result
+  return {**dict.fromkeys(RESULT_FIELDS_ADDED), **result}
 
 
 def write_result(workdir, result: dict) -> None:
@@ -355,7 +411,7 @@ def write_result(workdir, result: dict) -> None:
   Raises:
     ValueError: ``result`` lacks a field or has another.
   """
-  check_result(result, 'the result')
+  check_result(result, 'the result', added=True)
   extra = sorted(set(result) - set(RESULT_KEYS))
   if extra:
     raise ValueError(f'the result has fields {extra} that '
@@ -452,3 +508,83 @@ def saved_queues(workdir) -> dict[int, pathlib.Path]:
     if match:
       queues[int(match.group(1))] = path
   return dict(sorted(queues.items()))
+
+
+# ----------------------------------------------------------------------------
+# Label issues
+
+
+def write_label_issues(workdir, columns: dict) -> pathlib.Path:
+  """Writes ``label_issues.csv``: one row per example, in the given order.
+
+  Args:
+    workdir: the run's directory.
+    columns: the columns of `LABEL_ISSUES_COLUMNS` but ``rank`` (the row),
+      each a sequence of one value per example; floats are written with 9
+      significant digits (a float32 exactly), ``flagged`` as 1 or 0.
+
+  Raises:
+    ValueError: a column is missing, unknown, or of another length.
+  """
+  names = [name for name in LABEL_ISSUES_COLUMNS if name != 'rank']
+  if sorted(columns) != sorted(names):
+    raise ValueError(f'label_issues.csv has the columns {names}, got '
+                     f'{sorted(columns)}')
+  lengths = {len(columns[name]) for name in names}
+  if len(lengths) != 1:
+    raise ValueError(f'label_issues.csv: columns of lengths {lengths}')
+  text = io.StringIO(newline='')
+  writer = csv.writer(text, lineterminator='\n')
+  writer.writerow(LABEL_ISSUES_COLUMNS)
+  for rank, row in enumerate(zip(*(columns[name] for name in names)), 1):
+    values = dict(zip(names, row))
+    writer.writerow([
+        rank, int(values['index']), values['path'],
+        int(values['given_label']), int(values['predicted_label']),
+        f'{values["score"]:.9g}', f'{values["loss"]:.9g}',
+        int(bool(values['flagged']))])
+  path = label_issues_path(workdir)
+  write_atomic(path, text.getvalue())
+  return path
+
+
+def read_label_issues(workdir) -> Optional[dict[str, np.ndarray]]:
+  """``label_issues.csv`` as one array per column; None where there is none."""
+  path = label_issues_path(workdir)
+  if not path.is_file():
+    return None
+  with open(path, newline='') as f:
+    rows = list(csv.DictReader(f))
+  read = {'path': str, 'score': float, 'loss': float,
+          'flagged': lambda text: bool(int(text))}
+  return {name: np.array([read.get(name, int)(row[name]) for row in rows])
+          for name in LABEL_ISSUES_COLUMNS}
+
+
+# The arrays of heldout_probs.npz.
+HELDOUT_ARRAYS = {
+    'indices': "the held-out examples' positions in the dataset's training "
+               'split',
+    'probs': 'their predicted probabilities, [n, classes] (float32)',
+    'labels': 'their given (noisy) labels',
+    'true_labels': 'their true labels, where known (else the given ones)',
+}
+
+
+def write_heldout_probs(workdir, **arrays) -> pathlib.Path:
+  """Writes ``heldout_probs.npz``: the arrays of `HELDOUT_ARRAYS`."""
+  if sorted(arrays) != sorted(HELDOUT_ARRAYS):
+    raise ValueError(f'heldout_probs.npz holds {sorted(HELDOUT_ARRAYS)}, got '
+                     f'{sorted(arrays)}')
+  path = heldout_path(workdir)
+  write_atomic(path, lambda f: np.savez(f, **arrays))
+  return path
+
+
+def read_heldout_probs(workdir) -> Optional[dict[str, np.ndarray]]:
+  """The arrays of ``heldout_probs.npz``; None where there is none."""
+  path = heldout_path(workdir)
+  if not path.is_file():
+    return None
+  with np.load(path, allow_pickle=False) as arrays:
+    return {name: arrays[name] for name in HELDOUT_ARRAYS}

@@ -299,6 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--table', default=None,
                       help='markdown table path (default ROOT/results.md); '
                       'the CSV goes beside it with .csv')
+  add_run_flags(parser)
+  return parser
+
+
+def add_run_flags(parser) -> None:
+  """``--title``, ``--set``, ``--jobs`` and ``--aggregate-only``, which
+  every command that runs a grid and tabulates it takes."""
   parser.add_argument('--title', default=None, help='heading of the table')
   parser.add_argument('--set', dest='set_overrides', action='append',
                       default=None, metavar='KEY=VALUE',
@@ -307,19 +314,25 @@ def build_parser() -> argparse.ArgumentParser:
                       help='runs at a time (default 1)')
   parser.add_argument('--aggregate-only', action='store_true',
                       help='only rebuild the table and CSV from the workdirs')
-  return parser
+
+
+def command_line(module: str, named: Sequence[str], args) -> str:
+  """``python -m MODULE`` with the flags ``named`` (e.g. ``'config'``) of
+  ``args``, then its ``--title`` and ``--set`` (`add_run_flags`)."""
+  parts = ['python', '-m', module]
+  for name in named:
+    parts += [f'--{name}', getattr(args, name)]
+  if args.title:
+    parts += ['--title', args.title]
+  for override in args.set_overrides or ():
+    parts += ['--set', override]
+  return shlex.join(parts)
 
 
 def regenerate_command(args) -> str:
   """The command line that regenerates the table (``--jobs`` left out)."""
-  parts = ['python', '-m', 'sweeps', '--config', args.config,
-           '--methods', args.methods, '--noise', args.noise, '--seeds',
-           args.seeds, '--root', args.root, '--table', args.table]
-  if args.title:
-    parts += ['--title', args.title]
-  for override in args.set_overrides:
-    parts += ['--set', override]
-  return shlex.join(parts)
+  return command_line('sweeps', ('config', 'methods', 'noise', 'seeds', 'root',
+                                 'table'), args)
 
 
 def sweep_from_args(args) -> Sweep:
@@ -359,6 +372,24 @@ def sweep_from_args(args) -> Sweep:
       args.title, regenerate_command(args))
 
 
+def run_unfinished(sweep: Sweep, runs: Sequence[grid.Run], jobs: int
+                   ) -> Optional[list[grid.Run]]:
+  """Runs the unfinished ``runs`` of ``sweep``, ``jobs`` at a time, and
+  says how they went; returns the failed runs, or None if interrupted."""
+  outcome = runner.execute(runs, sweep.config, jobs=jobs,
+                           env=runner.child_env(sweep.root, jobs))
+  if outcome.interrupted:
+    print('interrupted; run the same command again to continue', flush=True)
+    return None
+  print(f'{len(runs)} runs: {len(outcome.done)} done, '
+        f'{len(outcome.skipped)} skipped (finished), '
+        f'{len(outcome.failed)} failed', flush=True)
+  for run in outcome.failed:
+    print(f'  failed: {run.name}: {workdir_lib.log_path(run.workdir)}',
+          flush=True)
+  return outcome.failed
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Runs the sweep; returns the exit status (1 if a run failed).
 
@@ -383,19 +414,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           'are not touched (--results runs there)', flush=True)
   failed = []
   if not args.aggregate_only:
-    env = runner.child_env(sweep.root, args.jobs)
-    outcome = runner.execute(runs, sweep.config, jobs=args.jobs, env=env)
-    if outcome.interrupted:
-      print('interrupted; run the same command again to continue',
-            flush=True)
+    failed = run_unfinished(sweep, runs, args.jobs)
+    if failed is None:
       return 130
-    failed = outcome.failed
-    print(f'{len(runs)} runs: {len(outcome.done)} done, '
-          f'{len(outcome.skipped)} skipped (finished), {len(failed)} failed',
-          flush=True)
-    for run in failed:
-      print(f'  failed: {run.name}: {workdir_lib.log_path(run.workdir)}',
-            flush=True)
 
   results = write_tables(sweep)
   print(f'{len(results)}/{len(runs)} runs finished; wrote {sweep.table} and '

@@ -65,7 +65,7 @@ def collect_results(root, methods: Sequence[grid.Method],
   return results
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, Optional[float]]:
+def mean_std(values: Sequence[float]) -> tuple[float, Optional[float]]:
   """Mean and sample standard deviation (ddof=1; None for one value)."""
   n = len(values)
   mean = sum(values) / n
@@ -109,7 +109,7 @@ def render_table(results: Sequence[RunResult],
   for r in results:
     finals[r.method.entry, r.noise.dirname].append(
         100.0 * r.final_test_accuracy)
-  means = {key: round(_mean_std(v)[0], 1) for key, v in finals.items()}
+  means = {key: round(mean_std(v)[0], 1) for key, v in finals.items()}
   best = {}
   for noise in noises:
     column = [means[m.entry, noise.dirname] for m in methods
@@ -153,7 +153,7 @@ def render_table(results: Sequence[RunResult],
       if not values:
         cells.append('–')
         continue
-      mean, std = _mean_std(values)
+      mean, std = mean_std(values)
       text = f'{mean:.1f}' if std is None else f'{mean:.1f} ± {std:.1f}'
       if round(mean, 1) == best[noise.dirname]:
         text = f'**{text}**'
@@ -201,7 +201,7 @@ def read_csv(path) -> dict[tuple[str, str], dict[int, float]]:
 
 
 def _cell_text(values: Sequence[float]) -> str:
-  mean, std = _mean_std([100 * v for v in values])
+  mean, std = mean_std([100 * v for v in values])
   seeds = f'{len(values)} seed' + ('s' if len(values) > 1 else '')
   return (f'{mean:.1f}' if std is None else f'{mean:.1f} ± {std:.1f}'
           ) + f' ({seeds})'
@@ -257,8 +257,8 @@ def compare(results: Sequence[RunResult],
                      f'{verdict}')
       else:
         a, b = list(ours.values()), list(theirs.values())
-        difference = 100 * abs(_mean_std(a)[0] - _mean_std(b)[0])
-        spread = 100 * sum(_mean_std(v)[1] or 0.0 for v in (a, b))
+        difference = 100 * abs(mean_std(a)[0] - mean_std(b)[0])
+        spread = 100 * sum(mean_std(v)[1] or 0.0 for v in (a, b))
         if ours == theirs:
           verdict, why = 'identical', ''
         elif len(a) == len(b) == 1:

@@ -3,13 +3,17 @@
 * `tiny_config` and `tiny_args`: the digits config cut to seconds, as a
   ConfigDict and as ``--config.KEY=VALUE`` flags;
 * `fake_train`, `fake_config` and `write_spec`: a stand-in for the training
-  command, for the tests of the sweep, the runner and the lease.
+  command, for the tests of the sweep, the runner and the lease;
+* `fresh_flags`: absl's global flags as a new process has them, for the
+  commands' flag parsing in-process.
 """
 
 import json
 import sys
 import textwrap
 
+from absl import app
+from absl import flags
 import pytest
 
 from experiments.configs import digits
@@ -40,6 +44,15 @@ def tiny_config(data_cache):
         {**TINY, 'cache_dir': data_cache, **overrides})
     return config
   return build
+
+
+@pytest.fixture
+def fresh_flags(monkeypatch):
+  """absl's global flags as a new process has them, for `cli.parse_flags`."""
+  flag_values = flags.FlagValues()
+  monkeypatch.setattr(flags, 'FLAGS', flag_values)
+  monkeypatch.setattr(app, 'FLAGS', flag_values)
+  return flag_values
 
 
 @pytest.fixture
@@ -144,4 +157,4 @@ def full_result(final_test_accuracy, **fields):
           'last_test_accuracy': final_test_accuracy, 'num_epochs': 1,
           'true_noise_rate': 0.2,
           'transition_matrix': [[0.8, 0.2], [0.2, 0.8]], 'wall_time_s': 1.0,
-          'devices': 1, 'config': {}, **fields}
+          'devices': 1, 'config': {}, 'label_issues': None, **fields}

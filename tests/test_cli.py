@@ -13,8 +13,6 @@ import re
 import subprocess
 import sys
 
-from absl import app
-from absl import flags
 import pytest
 
 from experiments import cli
@@ -71,15 +69,6 @@ BAD_CONFIGS = [
       'folder:PATH', 'download_and_prepare()', 'data_dir']),
     ('--config.model=vgg', ['config.model', "'vgg'", "'resnet18'"]),
 ]
-
-
-@pytest.fixture
-def fresh_flags(monkeypatch):
-  """absl's global flags as a new process has them, for `cli.parse_flags`."""
-  flag_values = flags.FlagValues()
-  monkeypatch.setattr(flags, 'FLAGS', flag_values)
-  monkeypatch.setattr(app, 'FLAGS', flag_values)
-  return flag_values
 
 
 def cli_error(*args):

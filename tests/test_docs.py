@@ -42,6 +42,8 @@ NOT_RUN = {
     'python -m experiments.plot RUN1': 'needs finished runs '
         '(tests/test_plot.py)',
     'python -m sweeps': 'a sweep: minutes to hours of training',
+    '--config.dataset=folder:IMAGES': "needs one's own image folder "
+        '(tests/test_label_issues.py audits a generated one)',
 }
 
 # What a block's output must contain, by a line of the block; by default any

@@ -163,3 +163,50 @@ def test_check_can_hold_and_claim_write_only_when_claiming(tmp_path):
   workdir_lib.check_can_hold(str(run), dict(config, progress=False))
   with pytest.raises(ConfigError, match=r"differs in \['method'\]"):
     workdir_lib.check_can_hold(str(run), dict(config, method='gce'))
+
+
+def test_records_made_before_the_label_issues_read_as_before(tmp_path):
+  # result.json without the label_issues block (every committed record of
+  # results/records before it): read, the block null.
+  old = {k: v for k, v in full_result(0.5).items() if k != 'label_issues'}
+  workdir_lib.write_json(workdir_lib.result_path(tmp_path), old)
+  assert workdir_lib.read_result(tmp_path) == dict(old, label_issues=None)
+  workdir_lib.check_result(old, 'an archived record')  # as a merge checks it
+  # A run writes it, null or not.
+  with pytest.raises(ValueError, match=r"the result lacks \['label_issues'\]"):
+    workdir_lib.write_result(tmp_path, old)
+  # config.json without the keys added since: the same run as one with
+  # them at their defaults (it resumes, or is reused); not with others.
+  recorded = {'method': 'ogc_ce', 'seed': 0}
+  workdir_lib.write_json(workdir_lib.config_path(tmp_path), recorded)
+  now = dict(recorded, label_issues=None, holdout={'folds': 0, 'fold': 0})
+  workdir_lib.check_can_hold(str(tmp_path), now)
+  for key, value in (('label_issues', True),
+                     ('holdout', {'folds': 5, 'fold': 0})):
+    with pytest.raises(ConfigError, match=rf"differs in \['{key}'\]"):
+      workdir_lib.check_can_hold(str(tmp_path), dict(now, **{key: value}))
+
+
+def test_label_issues_csv_round_trip(tmp_path):
+  columns = {'index': [4, 0, 2], 'path': ['train/b/1.png', 'train/a/0.png',
+                                          'train/a,b/2.png'],
+             'given_label': [1, 0, 0], 'predicted_label': [0, 0, 1],
+             'score': np.float32([1.0, 0.7, 1 / 3]),
+             'loss': np.float32([5.5, 1.25, 0.1]),
+             'flagged': [True, True, False]}
+  workdir_lib.write_label_issues(tmp_path, columns)
+  lines = (tmp_path / 'label_issues.csv').read_text().splitlines()
+  assert lines[:2] == [
+      'rank,index,path,given_label,predicted_label,score,loss,flagged',
+      '1,4,train/b/1.png,1,0,1,5.5,1']
+  assert lines[3] == '3,2,"train/a,b/2.png",0,1,0.333333343,0.100000001,0'
+  table = workdir_lib.read_label_issues(tmp_path)
+  assert table['rank'].tolist() == [1, 2, 3]
+  assert table['path'].tolist() == columns['path']
+  assert table['flagged'].tolist() == [True, True, False]
+  np.testing.assert_array_equal(np.float32(table['score']), columns['score'])
+  with pytest.raises(ValueError, match='columns of lengths'):
+    workdir_lib.write_label_issues(tmp_path, dict(columns, index=[1]))
+  with pytest.raises(ValueError, match='has the columns'):
+    workdir_lib.write_label_issues(tmp_path, dict(columns, extra=[1, 2, 3]))
+  assert workdir_lib.read_label_issues(tmp_path / 'none') is None

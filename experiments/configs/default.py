@@ -106,6 +106,14 @@ HELP = {
                           'epoch); the progress bar advances once per '
                           'dispatch',
     'progress': 'show a progress bar on stderr',
+    # Outputs about the labels (experiments.label_issues).
+    'label_issues': 'at the end, rank every training example by how likely '
+                    'its label is wrong and write label_issues.csv (None: '
+                    'for OGC methods only)',
+    'holdout.folds': 'train on all but one of this many folds of the '
+                     'training examples and write the held-out fold\'s '
+                     'predicted probabilities (0: train on all)',
+    'holdout.fold': 'the held-out fold, 0 .. holdout.folds - 1',
 }
 
 
@@ -168,4 +176,8 @@ def get_config():
   config.save_queues = True
   config.steps_per_dispatch = 0
   config.progress = True
+  config.label_issues = config_dict.placeholder(bool)
+  config.holdout = ml_collections.ConfigDict()
+  config.holdout.folds = 0
+  config.holdout.fold = 0
   return config

@@ -211,6 +211,17 @@ def load_image_folder(root, *, labels_csv=None, image_size=None) -> Dataset:
   )
 
 
+def train_files(root) -> list[str]:
+  """The training images of a folder, relative to ``root``, in the order of
+  `load_image_folder`'s ``train_images``.
+
+  Each is named as a labels CSV names it (``train/cat/0001.jpg``).
+  """
+  root = os.fspath(root)
+  return [path for path, _ in _folder_files(root, 'train',
+                                            _folder_classes(root))]
+
+
 def image_files(root) -> list[str]:
   """The train and test images of a folder, as paths relative to ``root``.
 

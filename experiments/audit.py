@@ -1,0 +1,112 @@
+r"""Audits a dataset's labels: which training examples look wrongly labelled.
+
+Command line, with the flags of ``python -m experiments.train``::
+
+  python -m experiments.audit --config experiments/configs/digits.py \
+      --workdir runs/audit [--config.KEY=VALUE ...] [--top 64]
+
+Trains the run, or reuses the finished run in the workdir, and writes there:
+
+* ``label_issues.csv``: every training example, the most likely wrongly
+  labelled first: its index (and path in an image folder), given and
+  predicted label, score (the posterior that the given label is wrong, under
+  a two-component mixture of the losses of all training examples), loss and
+  whether it is flagged (score > 0.5). A run with ``config.label_issues``
+  (by default OGC's) writes it as it ends; for another finished run the
+  audit restores its last checkpoint and writes it
+  (`experiments.label_issues`).
+* ``label_issues.png``: the ``--top`` suspects' images, each with its given
+  and predicted label, score and loss, to check them by eye.
+
+It prints where they are and, where the true labels are known (synthetic
+noise), how well the list finds the wrong ones. A bad flag, key or value is
+one line, ``error: ...``, as for the training.
+"""
+
+import functools
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+from experiments import cli
+from experiments import config_lib
+from experiments import label_issues
+from experiments import plot
+from experiments import train
+from experiments import workdir as workdir_lib
+from experiments.errors import ConfigError
+from experiments.input_pipeline import load_data
+
+
+def _define_top(flag_values):
+  flags.DEFINE_integer('top', 64, 'Suspects shown in label_issues.png.',
+                       lower_bound=1, flag_values=flag_values)
+
+
+def audit(config, workdir: str, top: int = 64) -> dict:
+  """Trains or reuses the run, writes its list and contact sheet.
+
+  Args:
+    config: the run's config.
+    workdir: the run's workdir (a finished run there is reused).
+    top: suspects in the contact sheet.
+
+  Returns:
+    ``csv`` and ``png``, the paths written, and ``measures``, the list's
+    (`experiments.label_issues.evaluate`, with the mixture).
+
+  Raises:
+    ConfigError: as `experiments.train.train_and_evaluate`.
+  """
+  result = train.train_and_evaluate(config, workdir)
+  measures = result['label_issues']
+  if workdir_lib.label_issues_path(workdir).is_file():
+    data = load_data(config)
+  else:  # a run without the list: score its trained network
+    method, run = train.restore_run_end(config, workdir)
+    measures = label_issues.end_of_run(run, method.queue_mixture(run.state))
+    data = run.data
+  table = workdir_lib.read_label_issues(workdir)
+  position = {int(index): i for i, index in enumerate(data.indices)}
+  shown = {name: column[:top] for name, column in table.items()}
+  figure = plot.plot_label_issues(
+      data.images[[position[int(i)] for i in shown['index']]],
+      shown['given_label'], shown['predicted_label'], shown['score'],
+      shown['loss'], data.dataset.class_names)
+  png = workdir_lib.label_issues_sheet_path(workdir)
+  workdir_lib.write_atomic(png, lambda f: figure.savefig(f, format='png',
+                                                         dpi=150))
+  plot.plt.close(figure)
+  return {'csv': workdir_lib.label_issues_path(workdir), 'png': png,
+          'measures': measures, 'flagged': int(np.sum(table['flagged'])),
+          'examples': len(table['index']), 'shown': len(shown['index'])}
+
+
+def describe(report: dict) -> list[str]:
+  """The lines the command prints about an `audit`."""
+  lines = [f"{report['csv']}: {report['examples']} training examples, "
+           f"{report['flagged']} flagged (score > {label_issues.FLAG_ABOVE})",
+           f"{report['png']}: the top {report['shown']}"]
+  m = report['measures']
+  if m and m.get('auroc') is not None:
+    lines.append(
+        f"against the true labels ({m['noisy']} wrong): AUROC "
+        f"{m['auroc']:.3f}, average precision {m['average_precision']:.3f}, "
+        f"F1 {m['f1']:.3f} (precision {m['precision']:.3f}, recall "
+        f"{m['recall']:.3f})")
+  return lines
+
+
+def main(argv):
+  cli.check_no_arguments(argv)
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO
+  with config_lib.one_line_errors(ConfigError):
+    report = audit(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.top)
+  print('\n'.join(describe(report)))
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=functools.partial(
+      cli.parse_flags, doc=__doc__, define_flags=_define_top))
