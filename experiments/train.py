@@ -353,8 +353,12 @@ def run_end(parts: Parts, workdir, is_main, state, data) -> methods.RunEnd:
   return methods.RunEnd(
       workdir=workdir, is_main=is_main,
       state=jax.device_get(state.method_state), data=data,
+      # Replicated out: every process of a multi-process run fetches all of
+      # the batch's logits (a batch-sharded result spans other processes'
+      # devices, which jax.device_get cannot read).
       logits=functools.partial(
-          predict, jax.jit(parts.steps.logits), state,
+          predict, jax.jit(parts.steps.logits, out_shardings=parts.replicated),
+          state,
           batch_size=parts.eval_batch_size,
           put=functools.partial(parts.put, sharding=parts.data_sharding)))
 

@@ -107,9 +107,15 @@ def test_two_processes_equal_one_process_and_write_one_set_of_files(
   out_two = launch(two, args, 2)
   assert_same_run(str(one), str(two))
   assert files(two) == files(one) == {
-      'config.json', 'metrics.jsonl', 'result.json',
+      'config.json', 'metrics.jsonl', 'result.json', 'label_issues.csv',
       os.path.join('queues', 'epoch_0001.npy'),
       os.path.join('queues', 'epoch_0002.npy')}
+  # The list scores every training example in both layouts (process 0
+  # writes it from the logits of all processes' devices).
+  lists = [(w / 'label_issues.csv').read_text().splitlines() for w in (one, two)]
+  assert len(lists[0]) == len(lists[1]) > 1
+  indices = [sorted(int(row.split(',')[1]) for row in rows[1:]) for rows in lists]
+  assert indices[0] == indices[1] == list(range(len(lists[0]) - 1))
   # Process 0 prints the result, process 1 does not (gloo's C++ logs its
   # connections to stdout in both).
   printed = lambda out: json.loads(out[out.index('{'):])
