@@ -42,6 +42,8 @@ NOT_RUN = {
     'python -m experiments.plot RUN1': 'needs finished runs '
         '(tests/test_plot.py)',
     'python -m sweeps': 'a sweep: minutes to hours of training',
+    'python -m benchmarks.parity --authors PATH': "needs PyTorch, the authors' "
+        "checkout and CIFAR-10 (.ci/run runs the benchmark's --quick smoke run)",
     '--config.dataset=folder:IMAGES': "needs one's own image folder "
         '(tests/test_label_issues.py audits a generated one)',
 }
