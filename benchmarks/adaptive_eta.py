@@ -33,7 +33,8 @@ from ogc_jax import losses
 def run(config, optimizer, lr, eta, seed):
   """Final test accuracy of one run; eta None: plain cross-entropy."""
   config.seed = seed
-  dataset, images, given, _, _ = train.load_data(config)
+  data = train.load_data(config)
+  dataset, images, given = data.dataset, data.images, data.labels
   mean, std = (jnp.asarray(a) for a in dataset.channel_mean_std)
   steps_per_epoch = len(given) // config.batch_size
   schedule = train.learning_rate_schedule(_with_lr(config, lr), steps_per_epoch)
