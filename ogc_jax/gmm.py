@@ -386,19 +386,22 @@ def _newton_polish(h, thetas, reg_covar):
     return jnp.where(jnp.isfinite(size), size, jnp.inf)
 
   def newton_step(carry, _):
-    x, best, best_norm = carry
-    f, jacobian = residual(x), jax.jacfwd(residual)(x)
-    x = x + jnp.linalg.solve(jacobian, -f)
-    x_norm = norm(residual(x))
-    better = x_norm < best_norm
-    return (jnp.where(jnp.isfinite(x_norm), x, best),
-            jnp.where(better, x, best), jnp.where(better, x_norm, best_norm)), None
+    # Each point's residual is carried from the step that reached it.
+    x, f, best, best_f, best_norm = carry
+    x_new = x + jnp.linalg.solve(jax.jacfwd(residual)(x), -f)
+    f_new = residual(x_new)
+    x_norm = norm(f_new)
+    finite, better = jnp.isfinite(x_norm), x_norm < best_norm
+    return (jnp.where(finite, x_new, best), jnp.where(finite, f_new, best_f),
+            jnp.where(better, x_new, best), jnp.where(better, f_new, best_f),
+            jnp.where(better, x_norm, best_norm)), None
 
   def polish(theta):
     x = _unconstrained(theta)
-    x_norm = norm(residual(x))
-    (_, best, _), _ = jax.lax.scan(newton_step, (x, x, x_norm), None,
-                                   length=NEWTON_STEPS)
+    f = residual(x)
+    x_norm = norm(f)
+    (_, _, best, _, _), _ = jax.lax.scan(newton_step, (x, f, x, f, x_norm),
+                                         None, length=NEWTON_STEPS)
     return jnp.where(jnp.isfinite(x_norm), _constrained(best), theta)
 
   return jax.vmap(polish)(thetas)
