@@ -127,10 +127,26 @@ def _two_means_threshold(h: chex.Array) -> chex.Array:
   (one sort and one cumulative sum, no Lloyd iterations).
   """
   n = h.shape[0]
-  s = jnp.sort(h)
+  s = _sort(h)
   lower_sums = jnp.cumsum(s - jnp.mean(s))[:-1]
   k = jnp.arange(1, n, dtype=h.dtype)
   return s[jnp.argmax(lower_sums**2 / (k * (n - k)))]
+
+
+def _sort(x: chex.Array) -> chex.Array:
+  """``jnp.sort`` of finite floats, by sorting their bit patterns as integers.
+
+  Flipping the lower bits of negative floats makes the signed-integer order
+  of the bit patterns the order of the values (with -0 before +0), so an
+  integer sort gives the same values as ``jnp.sort``. On XLA's CPU backend
+  the integer sort is about 7x faster than the float one, whose comparator
+  also orders NaNs (the queue holds none); it was most of a refit's time.
+  """
+  int_dtype = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}[x.dtype.itemsize]
+  bits = jax.lax.bitcast_convert_type(x, int_dtype)
+  flip = lambda b: b ^ ((b >> (8 * x.dtype.itemsize - 1))
+                        & jnp.iinfo(int_dtype).max)
+  return jax.lax.bitcast_convert_type(flip(jnp.sort(flip(bits))), x.dtype)
 
 
 def _split_params(h: chex.Array, thresholds: chex.Array, reg_covar):

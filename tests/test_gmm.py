@@ -204,6 +204,21 @@ class PublishedFitTest(chex.TestCase, parameterized.TestCase):
       ours = gmm_lib._two_means_threshold(jnp.asarray(h, jnp.float64))
     self.assertEqual(float(ours), float(testing.two_means_threshold(h)))
 
+  @parameterized.parameters(np.float16, np.float32, np.float64)
+  def test_the_integer_key_sort_is_numpy_sort(self, dtype):
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0.0, 3.0, 500), rng.exponential(1.0, 500),
+                        [0.0, -0.0, 0.0, np.inf, -np.inf, 1e-30, -1e-30,
+                         np.finfo(dtype).max, np.finfo(dtype).tiny]])
+    x = rng.permutation(x).astype(dtype)
+    with jax.enable_x64(dtype == np.float64):
+      ours = np.asarray(gmm_lib._sort(jnp.asarray(x)))
+    self.assertEqual(ours.dtype, dtype)
+    np.testing.assert_array_equal(ours, np.sort(x))
+    # Signed zeros: every -0 before every +0, as the integer order has them.
+    zeros = np.signbit(ours[ours == 0])
+    self.assertTrue(np.all(zeros[:np.sum(zeros)]))
+
   @parameterized.parameters(0.15, 0.4, 0.8, None)
   def test_matches_sklearn_from_the_same_split_in_float64(self, noise_rate):
     h = (early_training_queue(5) if noise_rate is None
