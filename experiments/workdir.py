@@ -62,8 +62,10 @@ RESULT_NEUTRAL_KEYS = ('progress', 'distributed', 'coordinator_address',
                        'num_processes', 'process_id')
 # Configuration keys added since the first runs, with what a config.json
 # without them means: the training was the same, so such a run is resumed
-# or reused.
-CONFIG_KEYS_ADDED = {'label_issues': None, 'holdout': {'folds': 0, 'fold': 0}}
+# or reused. A dotted key is one inside a nested setting: runs from before
+# `ogc.fit` existed fitted the mixture to convergence.
+CONFIG_KEYS_ADDED = {'label_issues': None, 'holdout': {'folds': 0, 'fold': 0},
+                     'ogc.fit': 'converged'}
 
 # The fields of result.json, every one in every run (`write_result`).
 RESULT_FIELDS = {
@@ -308,6 +310,32 @@ def differing_keys(recorded: dict, current: dict,
                 if k not in ignore and recorded.get(k) != current.get(k))
 
 
+def with_added_keys(recorded: dict, config: dict) -> dict:
+  """A recorded configuration with the `CONFIG_KEYS_ADDED` it lacks.
+
+  Each key of `CONFIG_KEYS_ADDED` that ``config`` has and ``recorded``
+  lacks gets the value given there (the meaning of its absence);
+  ``recorded`` itself is not changed.
+
+  Example:
+    >>> with_added_keys({'seed': 0, 'ogc': {'epsilon': 20.0}},
+    ...                 {'seed': 0, 'ogc': {'epsilon': 20.0, 'fit': 'x'}})
+    {'seed': 0, 'ogc': {'epsilon': 20.0, 'fit': 'converged'}}
+  """
+  recorded = json.loads(json.dumps(recorded))  # a deep copy
+  for key, value in CONFIG_KEYS_ADDED.items():
+    *parents, name = key.split('.')
+    have, want = recorded, config
+    for parent in parents:
+      have, want = have.get(parent), want.get(parent)
+      if not (isinstance(have, dict) and isinstance(want, dict)):
+        break
+    else:
+      if name in want and name not in have:
+        have[name] = value
+  return recorded
+
+
 def check_config(workdir, config: dict) -> None:
   """Claims a workdir for one configuration: a workdir holds one run.
 
@@ -327,8 +355,7 @@ def check_config(workdir, config: dict) -> None:
   if not path.exists():
     write_json(path, config)
     return
-  added = {k: v for k, v in CONFIG_KEYS_ADDED.items() if k in config}
-  diff = differing_keys({**added, **read_json(path)}, config,
+  diff = differing_keys(with_added_keys(read_json(path), config), config,
                         ignore=RESULT_NEUTRAL_KEYS)
   if diff:
     raise ValueError(

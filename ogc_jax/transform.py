@@ -321,9 +321,9 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
     queue_size: number of recent H values the mixture is fitted to (q), an
       integer >= 2.
     fit: how the mixture is fitted at each refit (`ogc_jax.fit_gmm`):
-      ``"converged"``, EM to its fixed point, warm-started from the previous
-      fit; or ``"published"``, the authors' code: at most 10 EM steps from
-      the two-means split of the queue.
+      ``"published"`` (the default), the authors' code: at most 10 EM steps
+      from the two-means split of the queue; or ``"converged"``, EM to its
+      fixed point, warm-started from the previous fit.
 
   Returns:
     An `OGCWeights` of pure functions ``init(params=None)`` and
@@ -603,8 +603,8 @@ def ogc(base_loss: Callable[[chex.Array], chex.Array],
     update_period: refit every this many updates (s), an integer >= 1
       (micro-batches under ``optax.MultiSteps``).
     queue_size: queue length (q), an integer >= 2.
-    fit: the mixture fit at each refit, ``"converged"`` or ``"published"``
-      (see `ogc_weights`).
+    fit: the mixture fit at each refit, ``"published"`` (the default) or
+      ``"converged"`` (see `ogc_weights`).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is `OGCState`

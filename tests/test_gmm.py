@@ -22,6 +22,8 @@ from scipy import stats
 from sklearn.mixture import GaussianMixture
 
 _FIELDS = ("mean_clean", "var_clean", "mean_noisy", "var_noisy", "weight_noisy")
+# The fit most of these tests check; the default is the published one.
+converged_fit = functools.partial(fit_gmm, fit="converged")
 
 
 def mean_loglik(gmm, h):
@@ -45,7 +47,7 @@ class FitGMMTest(chex.TestCase, parameterized.TestCase):
     n_noisy = int(weight * n)
     h = np.concatenate([rng.normal(0.0, 0.3, n - n_noisy),
                         rng.normal(mean, std, n_noisy)]).astype(np.float32)
-    ours = self.variant(fit_gmm)(h)
+    ours = self.variant(converged_fit)(h)
     ref = sklearn_fit(h)
     for field in ("mean_clean", "var_clean", "mean_noisy", "var_noisy", "weight_noisy"):
       np.testing.assert_allclose(getattr(ours, field), getattr(ref, field),
@@ -54,7 +56,7 @@ class FitGMMTest(chex.TestCase, parameterized.TestCase):
   @parameterized.parameters(0.15, 0.4, 0.8)
   def test_end_to_end_tau_within_2_percent_of_sklearn(self, noise_rate):
     h = realistic_queue(noise_rate, seed=int(noise_rate * 100))
-    ours = jax.jit(fit_gmm)(h)
+    ours = jax.jit(converged_fit)(h)
     ref = jax.tree_util.tree_map(jnp.float32, sklearn_fit(h))
     for base_loss in (losses.cross_entropy, losses.focal,
                       losses.generalized_cross_entropy):
@@ -66,9 +68,9 @@ class FitGMMTest(chex.TestCase, parameterized.TestCase):
     # The previous refit's fit is a candidate start of EM; after the noise
     # level jumps it must not hold EM in a worse mode than cold starts find.
     before, after = noise_jump_queues()
-    previous = jax.jit(fit_gmm)(before)
-    warm = jax.jit(fit_gmm)(after, previous)
-    cold = jax.jit(fit_gmm)(after)
+    previous = jax.jit(converged_fit)(before)
+    warm = jax.jit(converged_fit)(after, previous)
+    cold = jax.jit(converged_fit)(after)
     # The trap is real: EM from the previous fit alone stays in a worse mode.
     theta = jax.lax.fori_loop(
         0, MAX_ITER, lambda _, t: gmm_lib._em_step(after, t, REG_COVAR)[0],
@@ -85,7 +87,7 @@ class FitGMMTest(chex.TestCase, parameterized.TestCase):
   def test_warm_start_from_the_last_refit_gives_the_converged_fit(
       self, noise_rate):
     # Between refits the queue is replaced, its distribution drifts slowly.
-    fit = jax.jit(fit_gmm_counting_steps)
+    fit = jax.jit(functools.partial(fit_gmm_counting_steps, fit="converged"))
     previous, _ = fit(realistic_queue(noise_rate, seed=1))
     h = realistic_queue(noise_rate, seed=2)
     warm, warm_steps = fit(h, previous)
@@ -109,7 +111,7 @@ class FitGMMTest(chex.TestCase, parameterized.TestCase):
     from_best_start, _ = gmm_lib._converged_fit(
         jnp.asarray(h), starts[best_start:best_start + 1], REG_COVAR,
         MAX_ITER, gmm_lib.TOL)
-    ours, ref = jax.jit(fit_gmm)(h), sklearn_fit(h)
+    ours, ref = jax.jit(converged_fit)(h), sklearn_fit(h)
     self.assertLess(mean_loglik(from_best_start, h), mean_loglik(ref, h) - 5e-3)
     self.assertGreaterEqual(mean_loglik(ours, h), mean_loglik(ref, h) - 1e-6)
     # The likelihood is flat along the overlapping components' ridge: EM
@@ -124,48 +126,50 @@ class FitGMMTest(chex.TestCase, parameterized.TestCase):
     # OGC's state holds an all-zero GMM before its first fit.
     h = realistic_queue(0.4, seed=3)
     zeros = GMM(**{k: jnp.float32(0) for k in _FIELDS})
-    chex.assert_trees_all_equal(jax.jit(fit_gmm)(h, zeros), jax.jit(fit_gmm)(h))
+    chex.assert_trees_all_equal(jax.jit(converged_fit)(h, zeros),
+                                jax.jit(converged_fit)(h))
     nan = GMM(**{k: jnp.float32(jnp.nan) for k in _FIELDS})
-    chex.assert_trees_all_equal(jax.jit(fit_gmm)(h, nan), jax.jit(fit_gmm)(h))
+    chex.assert_trees_all_equal(jax.jit(converged_fit)(h, nan),
+                                jax.jit(converged_fit)(h))
 
   def test_deterministic_and_order_invariant(self):
     h = realistic_queue(0.4, seed=3)
-    a = jax.jit(fit_gmm)(h)
-    b = jax.jit(fit_gmm)(h.copy())
+    a = jax.jit(converged_fit)(h)
+    b = jax.jit(converged_fit)(h.copy())
     chex.assert_trees_all_equal(a, b)
     shuffled = np.random.default_rng(0).permutation(h)
-    chex.assert_trees_all_close(a, fit_gmm(shuffled), rtol=1e-4, atol=1e-5)
+    chex.assert_trees_all_close(a, converged_fit(shuffled), rtol=1e-4, atol=1e-5)
 
   def test_all_equal_values_give_identical_components(self):
-    g = fit_gmm(jnp.full((4096,), 0.7))
+    g = converged_fit(jnp.full((4096,), 0.7))
     np.testing.assert_allclose([g.mean_clean, g.mean_noisy], [0.7, 0.7], rtol=1e-5)
     np.testing.assert_allclose([g.var_clean, g.var_noisy], [1e-3, 1e-3], rtol=1e-4)
     self.assertTrue(np.isfinite(g.weight_noisy))
 
   def test_variance_floor(self):
     h = jnp.concatenate([jnp.zeros(100), jnp.ones(50)])
-    g = fit_gmm(h, reg_covar=0.01)
+    g = converged_fit(h, reg_covar=0.01)
     np.testing.assert_allclose([g.var_clean, g.var_noisy], [0.01, 0.01], rtol=1e-4)
     np.testing.assert_allclose(g.weight_noisy, 1 / 3, rtol=1e-5)
 
   def test_unimodal_clean_queue_is_finite(self):
     h = np.random.default_rng(0).gamma(1.0, 0.05, 4096).astype(np.float32)
-    g = fit_gmm(h)
+    g = converged_fit(h)
     for leaf in jax.tree_util.tree_leaves(g):
       self.assertTrue(np.isfinite(leaf))
     self.assertLessEqual(float(g.mean_clean), float(g.mean_noisy))
 
   def test_bad_shapes(self):
     with pytest.raises(ValueError, match="`h` to be 1-D"):
-      fit_gmm(jnp.ones((4, 2)))
+      converged_fit(jnp.ones((4, 2)))
     with pytest.raises(ValueError, match="at least 2"):
-      fit_gmm(jnp.ones((1,)))
+      converged_fit(jnp.ones((1,)))
 
   @parameterized.parameters(0.0, -1e-3, float("nan"))
   def test_reg_covar_must_be_positive(self, reg_covar):
     # Without a floor, a queue of equal values has variance 0 and NaN fits.
     with pytest.raises(ValueError, match="`reg_covar` must be > 0, .*got"):
-      fit_gmm(jnp.full((64,), 0.7), reg_covar=reg_covar)
+      converged_fit(jnp.full((64,), 0.7), reg_covar=reg_covar)
 
 
 class NoisyPosteriorTest(parameterized.TestCase):
@@ -186,7 +190,7 @@ class NoisyPosteriorTest(parameterized.TestCase):
     self.assertTrue(0.0 < ref.min() < 0.5 < ref.max() < 1.0 + 1e-12)
 
   def test_keeps_the_shape_and_dtype(self):
-    gmm = jax.jit(fit_gmm)(realistic_queue(0.4, seed=8))
+    gmm = jax.jit(converged_fit)(realistic_queue(0.4, seed=8))
     h = jnp.asarray(realistic_queue(0.4, seed=9)[:24].reshape(4, 6))
     post = ogc_jax.noisy_posterior(gmm, h)
     self.assertEqual(post.shape, (4, 6))
@@ -252,7 +256,7 @@ class PublishedFitTest(chex.TestCase, parameterized.TestCase):
     # with the clean component far from where EM converges.
     h = realistic_queue(0.8, seed=1)
     published, steps = fit_gmm_counting_steps(h, fit="published")
-    converged = fit_gmm(h)
+    converged = converged_fit(h)
     self.assertLessEqual(int(steps), gmm_lib.PUBLISHED_MAX_ITER)
     self.assertGreater(float(published.mean_clean), 1.0)
     self.assertLess(float(converged.mean_clean), 0.2)
@@ -260,10 +264,25 @@ class PublishedFitTest(chex.TestCase, parameterized.TestCase):
                                          tol=1e-7)
     chex.assert_trees_all_close(ten_more, converged, rtol=2e-3, atol=2e-4)
 
+  def test_it_is_the_default(self):
+    h = realistic_queue(0.4, seed=1)
+    chex.assert_trees_all_equal(fit_gmm(h), fit_gmm(h, fit="published"))
+    # ... and OGC's: a refit of the default weighting is the published one.
+    probs = jnp.exp(-realistic_queue(0.4, seed=2)[:256])
+    states = []
+    for kwargs in ({}, {"fit": "published"}):
+      weighting = ogc_jax.ogc_weights(losses.cross_entropy, update_period=1,
+                                      queue_size=256, **kwargs)
+      states.append(weighting.update(probs, weighting.init(), 0.01)[1])
+    self.assertEqual(int(states[0].num_threshold_updates), 1)
+    chex.assert_trees_all_equal(*states)
+
   def test_a_warm_start_is_refused(self):
     h = realistic_queue(0.4, seed=1)
     with pytest.raises(ValueError, match="`init` .* applies to fit='converged'"):
       fit_gmm(h, fit_gmm(h), fit="published")
+    with pytest.raises(ValueError, match="`init` .* applies to fit='converged'"):
+      fit_gmm(h, converged_fit(h))  # the default fit is the published one
 
   def test_an_unknown_fit_is_refused(self):
     with pytest.raises(ValueError, match="`fit` must be one of .*'sklearn'"):

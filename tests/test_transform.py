@@ -111,13 +111,13 @@ class UpdateScheduleTest(parameterized.TestCase):
     # find (noisy component near 2.6), not the old mode (near 7; see
     # `testing.noise_jump_queues` and tests/test_gmm.py).
     weighting = ogc_jax.ogc_weights(losses.cross_entropy, update_period=1,
-                                    queue_size=4096)
+                                    queue_size=4096, fit="converged")
     update = jax.jit(weighting.update)
     state = weighting.init()
     for h in testing.noise_jump_queues():
       _, state = update(jnp.exp(-jnp.asarray(h)), state, 0.01)
     self.assertEqual(int(state.num_threshold_updates), 2)
-    cold = ogc_jax.fit_gmm(state.queue)
+    cold = ogc_jax.fit_gmm(state.queue, fit="converged")
     self.assertLess(float(cold.mean_noisy), 3.0)
     chex.assert_trees_all_close(state.gmm, cold, rtol=2e-3, atol=2e-4)
     tau_ref = testing.threshold(cold, testing.ce_derivative, 0.01)[1]

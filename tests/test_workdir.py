@@ -185,6 +185,18 @@ def test_records_made_before_the_label_issues_read_as_before(tmp_path):
                      ('holdout', {'folds': 5, 'fold': 0})):
     with pytest.raises(ConfigError, match=rf"differs in \['{key}'\]"):
       workdir_lib.check_can_hold(str(tmp_path), dict(now, **{key: value}))
+  # A nested one: a run from before `ogc.fit` fitted to convergence.
+  nested = tmp_path / 'nested'
+  nested.mkdir()
+  recorded = {'method': 'ogc_ce', 'ogc': {'epsilon': 20.0}}
+  workdir_lib.write_json(workdir_lib.config_path(nested), recorded)
+  now = {'method': 'ogc_ce', 'ogc': {'epsilon': 20.0, 'fit': 'converged'}}
+  workdir_lib.check_can_hold(str(nested), now)
+  with pytest.raises(ConfigError, match=r"differs in \['ogc'\]"):
+    workdir_lib.check_can_hold(
+        str(nested), {'method': 'ogc_ce',
+                      'ogc': {'epsilon': 20.0, 'fit': 'published'}})
+  assert workdir_lib.read_json(workdir_lib.config_path(nested)) == recorded
 
 
 def test_label_issues_csv_round_trip(tmp_path):

@@ -65,9 +65,9 @@ HELP = {
     'ogc.update_period': 'train steps between refits of the mixture and the '
                          'threshold',
     'ogc.queue_size': 'recent losses H = -log p the mixture is fitted to',
-    'ogc.fit': "the mixture fit of each refit (ogc_jax.fit_gmm): 'converged' "
-               "(EM to its fixed point) or 'published' (the authors' code: at "
-               'most 10 EM steps from the two-means split)',
+    'ogc.fit': "the mixture fit of each refit (ogc_jax.fit_gmm): 'published' "
+               "(the authors' code: at most 10 EM steps from the two-means "
+               "split) or 'converged' (EM to its fixed point)",
     # Model and optimisation.
     'model': "'resnet18', 'resnet34', 'small_cnn' or 'mlp'",
     'dtype': 'compute dtype: float32 | bfloat16 (parameters stay float32)',
@@ -146,7 +146,7 @@ def get_config():
   config.ogc.epsilon = 20.0
   config.ogc.update_period = 32
   config.ogc.queue_size = 4096
-  config.ogc.fit = 'converged'
+  config.ogc.fit = 'published'
 
   config.model = 'resnet18'
   config.dtype = 'float32'
