@@ -7,7 +7,8 @@ from a two-component Gaussian mixture over recent losses.
 
 from ogc_jax import baselines
 from ogc_jax import losses
-from ogc_jax.gmm import GMM, fit_gmm, fit_gmm_counting_steps, noisy_posterior
+from ogc_jax.gmm import (GMM, fit_gmm, fit_gmm_counting_steps, noisy_log_odds,
+                         noisy_posterior)
 from ogc_jax.threshold import (MAX_PROB, MIN_PROB, derivative_magnitude,
                                feasible_probability, noise_to_clean_ratio,
                                solve_threshold)
@@ -20,6 +21,6 @@ __all__ = [
     "GMM", "MAX_PROB", "MIN_PROB", "OGCState", "OGCWeights",
     "baselines", "derivative_magnitude", "feasible_probability", "fit_gmm",
     "fit_gmm_counting_steps", "losses", "noise_to_clean_ratio",
-    "noisy_posterior", "ogc", "ogc_weights", "solve_threshold",
+    "noisy_log_odds", "noisy_posterior", "ogc", "ogc_weights", "solve_threshold",
     "weighted_base_loss",
 ]

@@ -58,11 +58,14 @@ References:
   Journal of Statistics, 2008.
 """
 
-from typing import NamedTuple, Optional
+import math
+import numbers
+from typing import Literal, NamedTuple, Optional
 
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # Defaults of `fit_gmm`: the variance floor, and per fit the budget of EM
 # steps and the tolerance on the change of mean log-likelihood.
@@ -71,8 +74,9 @@ MAX_ITER = 300
 TOL = 1e-7
 PUBLISHED_MAX_ITER = 10  # the authors' GaussianMixture(max_iter=10)
 PUBLISHED_TOL = 1e-3  # scikit-learn's default tol
-FITS = ("converged", "published")
-DEFAULT_FIT = "published"  # of fit_gmm, ogc and ogc_weights
+Fit = Literal["converged", "published"]
+FITS: tuple[Fit, ...] = ("converged", "published")
+DEFAULT_FIT: Fit = "published"  # of fit_gmm, ogc and ogc_weights
 
 
 class GMM(NamedTuple):
@@ -107,32 +111,53 @@ STEPS_PER_CYCLE = 3
 NEWTON_STEPS = 4
 
 
-def _initial_params(h: chex.Array, reg_covar) -> chex.Array:
+def _initial_params(h: chex.Array, reg_covar, weights=None) -> chex.Array:
   """Closed-form M-steps of the deterministic hard splits, ``[K, 5]``.
 
   Each row is ``(mean_0, mean_1, var_0, var_1, weight_1)`` of one start,
-  component 1 being the points above the split.
+  component 1 being the points above the split. ``weights`` (see
+  `_em_step`) leaves the points of weight 0 out.
   """
-  lo, hi = jnp.min(h), jnp.max(h)
-  thresholds = jnp.stack([_two_means_threshold(h), jnp.mean(h)]
+  if weights is None:
+    lo, hi, mean = jnp.min(h), jnp.max(h), jnp.mean(h)
+  else:
+    kept = weights > 0
+    lo = jnp.min(jnp.where(kept, h, jnp.inf))
+    hi = jnp.max(jnp.where(kept, h, -jnp.inf))
+    mean = jnp.sum(weights * h) / jnp.sum(weights)
+  thresholds = jnp.stack([_two_means_threshold(h, weights), mean]
                          + [lo + f * (hi - lo) for f in _RANGE_SPLITS])
-  return _split_params(h, thresholds, reg_covar)
+  return _split_params(h, thresholds, reg_covar, weights)
 
 
-def _two_means_threshold(h: chex.Array) -> chex.Array:
+def _two_means_threshold(h: chex.Array, weights=None) -> chex.Array:
   """The split of the optimal two-means partition of 1-D data: ``h > t``.
 
   In one dimension the partition that minimises the within-cluster sum of
   squares is contiguous in sorted order, so it is the best of the n - 1
   splits of the sorted data, each scored by its between-cluster sum of
   squares S_k^2 n / (k (n - k)), S_k the sum of the k lowest centred values
-  (one sort and one cumulative sum, no Lloyd iterations).
+  (one sort and one cumulative sum, no Lloyd iterations). With ``weights``
+  (0 or 1, see `_em_step`) the points of weight 0 are moved past the others
+  and left out: n is the number of points of weight 1.
   """
-  n = h.shape[0]
-  s = _sort(h)
-  lower_sums = jnp.cumsum(s - jnp.mean(s))[:-1]
-  k = jnp.arange(1, n, dtype=h.dtype)
-  return s[jnp.argmax(lower_sums**2 / (k * (n - k)))]
+  if weights is None:
+    n = h.shape[0]
+    s = _sort(h)
+    lower_sums = jnp.cumsum(s - jnp.mean(s))[:-1]
+    k = jnp.arange(1, n, dtype=h.dtype)
+    return s[jnp.argmax(lower_sums**2 / (k * (n - k)))]
+  kept = weights > 0
+  s = _sort(jnp.where(kept, h, jnp.max(jnp.where(kept, h, -jnp.inf))))
+  n = jnp.sum(weights)
+  k = jnp.arange(1, h.shape[0], dtype=h.dtype)
+  # The first n sorted points are the kept ones (the rest equal their max).
+  in_kept = (jnp.arange(h.shape[0], dtype=h.dtype) < n).astype(h.dtype)
+  centred = (s - jnp.sum(weights * h) / n) * in_kept
+  lower_sums = jnp.cumsum(centred)[:-1]
+  score = jnp.where(k < n, lower_sums**2 / (k * jnp.maximum(n - k, 1)),
+                    -jnp.inf)
+  return s[jnp.argmax(score)]
 
 
 def _sort(x: chex.Array) -> chex.Array:
@@ -152,13 +177,21 @@ def _sort(x: chex.Array) -> chex.Array:
   return jax.lax.bitcast_convert_type(flip(jnp.sort(flip(bits))), x.dtype)
 
 
-def _split_params(h: chex.Array, thresholds: chex.Array, reg_covar):
+def _split_params(h: chex.Array, thresholds: chex.Array, reg_covar,
+                  weights=None):
   """M-steps of the hard splits ``h > threshold``, one row each, ``[K, 5]``."""
   upper = h[None] > thresholds[:, None]
   # All values equal: no split exists, so both components start identical.
-  split_exists = jnp.any(upper, axis=1) & ~jnp.all(upper, axis=1)
+  if weights is None:
+    split_exists = jnp.any(upper, axis=1) & ~jnp.all(upper, axis=1)
+  else:
+    kept = weights[None] > 0
+    split_exists = jnp.any(upper & kept, axis=1) & jnp.any(~upper & kept,
+                                                           axis=1)
   resp_noisy = jnp.where(split_exists[:, None], upper.astype(h.dtype), 0.5)
   resp = jnp.stack([1.0 - resp_noisy, resp_noisy], axis=1)  # [K, 2, n]
+  if weights is not None:
+    resp = resp * weights
   tiny = 10 * jnp.finfo(h.dtype).eps  # as scikit-learn, keeps empty comps finite
   counts = jnp.sum(resp, axis=2) + tiny  # [K, 2]
   means = resp @ h / counts
@@ -184,7 +217,7 @@ def _log_joints(h: chex.Array, theta: chex.Array):
   return log_joint_0, log_joint_1, c0, c1
 
 
-def _em_step(h: chex.Array, theta: chex.Array, reg_covar):
+def _em_step(h: chex.Array, theta: chex.Array, reg_covar, weights=None):
   """One EM iteration in closed form, of one mixture or of several at once.
 
   With two components the E-step is a logistic function of the difference
@@ -197,6 +230,8 @@ def _em_step(h: chex.Array, theta: chex.Array, reg_covar):
     h: ``[n]`` data.
     theta: ``[..., 5]``, ``(mean_0, mean_1, var_0, var_1, weight_1)``.
     reg_covar: the variance floor.
+    weights: ``[n]`` of 0 or 1, or None for all 1: the points of weight 0
+      (non-finite losses, replaced by a finite value) take no part.
 
   Returns:
     The parameters after the step, ``[..., 5]``, and the mean
@@ -208,6 +243,10 @@ def _em_step(h: chex.Array, theta: chex.Array, reg_covar):
   r = jnp.where(d >= 0, 1.0, e) / (1.0 + e)  # sigmoid(d)
   q = 1.0 - r
   loglik = log_joint_0 + jnp.maximum(d, 0) + jnp.log1p(e)
+  n = h.shape[0]
+  if weights is not None:
+    r, q, loglik, n = r * weights, q * weights, loglik * weights, jnp.sum(
+        weights)
   sums = [jnp.sum(x, axis=-1) for x in (q, q * c0, q * c0 * c0, r, r * c1,
                                         r * c1 * c1, loglik)]
   tiny = 10 * jnp.finfo(h.dtype).eps  # as scikit-learn, keeps empty comps finite
@@ -218,18 +257,22 @@ def _em_step(h: chex.Array, theta: chex.Array, reg_covar):
       sums[2] / count_0 - shift_0**2 + reg_covar,
       sums[5] / count_1 - shift_1**2 + reg_covar,
       count_1 / (count_0 + count_1)], axis=-1)
-  return theta, sums[6] / h.shape[0]
+  return theta, sums[6] / n
 
 
-def _mean_logliks(h: chex.Array, thetas: chex.Array) -> chex.Array:
+def _mean_logliks(h: chex.Array, thetas: chex.Array,
+                  weights=None) -> chex.Array:
   """Mean log-likelihood of ``h`` under each row of ``thetas`` ``[K, 5]``.
 
   A row that is not a valid mixture (e.g. an all-zero ``init``) scores -inf.
   """
   log_joint_0, log_joint_1, _, _ = _log_joints(h, thetas)
   d = log_joint_1 - log_joint_0
-  loglik = jnp.mean(
-      log_joint_0 + jnp.maximum(d, 0) + jnp.log1p(jnp.exp(-jnp.abs(d))), axis=1)
+  pointwise = log_joint_0 + jnp.maximum(d, 0) + jnp.log1p(jnp.exp(-jnp.abs(d)))
+  if weights is None:
+    loglik = jnp.mean(pointwise, axis=1)
+  else:
+    loglik = jnp.sum(pointwise * weights, axis=1) / jnp.sum(weights)
   valid = (jnp.all(jnp.isfinite(thetas), axis=1) & (thetas[:, 2] > 0)
            & (thetas[:, 3] > 0) & (thetas[:, 4] > 0) & (thetas[:, 4] < 1))
   return jnp.where(valid & ~jnp.isnan(loglik), loglik, -jnp.inf)
@@ -262,8 +305,14 @@ def _as_theta(gmm: GMM, dtype) -> chex.Array:
                     gmm.var_noisy, gmm.weight_noisy]).astype(dtype)
 
 
-def fit_gmm_counting_steps(h, init=None, *, fit=DEFAULT_FIT,
-                           reg_covar=REG_COVAR, max_iter=None, tol=None):
+def fit_gmm_counting_steps(
+    h: chex.Array,
+    init: Optional[GMM] = None,
+    *,
+    fit: Fit = DEFAULT_FIT,
+    reg_covar: chex.Numeric = REG_COVAR,
+    max_iter: Optional[int] = None,
+    tol: Optional[float] = None) -> tuple[GMM, chex.Array]:
   """`fit_gmm`, also returning the number of EM steps it took.
 
   The steps are the sequential work of the fit, what it costs on an
@@ -300,6 +349,18 @@ def fit_gmm_counting_steps(h, init=None, *, fit=DEFAULT_FIT,
     raise ValueError(
         "fit_gmm: `init` (a warm start) applies to fit='converged'; the"
         " published fit starts from the two-means split at every refit.")
+  if max_iter is not None and (
+      not isinstance(max_iter, (numbers.Integral, np.integer))
+      or isinstance(max_iter, (bool, np.bool_)) or max_iter < 1):
+    raise ValueError(
+        f"fit_gmm: `max_iter` must be an integer >= 1 (a budget of EM steps),"
+        f" got {max_iter!r}.")
+  if tol is not None and not (isinstance(tol, (numbers.Real, np.floating))
+                              and not isinstance(tol, (bool, np.bool_))
+                              and math.isfinite(tol) and tol >= 0):
+    raise ValueError(
+        f"fit_gmm: `tol` must be a finite number >= 0 (a change of mean"
+        f" log-likelihood), got {tol!r}.")
   if not jnp.issubdtype(h.dtype, jnp.floating):
     h = h.astype(jnp.float32)
   try:
@@ -311,21 +372,44 @@ def fit_gmm_counting_steps(h, init=None, *, fit=DEFAULT_FIT,
     raise ValueError(
         f"fit_gmm: `reg_covar` must be > 0, a variance floor, got {reg_covar!r}.")
   reg_covar = jnp.asarray(reg_covar, h.dtype)
+  weights = None
+  if isinstance(h, jax.core.Tracer):
+    # Traced: non-finite losses take no part in the fit (as OGC's queue
+    # never holds them), in place of a mixture of NaNs.
+    finite = jnp.isfinite(h)
+    weights, h = finite.astype(h.dtype), jnp.where(finite, h, 0.0)
+  else:
+    check_finite_losses(h, "fit_gmm")
   if fit == "published":
     return _published_fit(
         h, reg_covar, PUBLISHED_MAX_ITER if max_iter is None else max_iter,
-        PUBLISHED_TOL if tol is None else tol)
+        PUBLISHED_TOL if tol is None else tol, weights)
   max_iter = MAX_ITER if max_iter is None else max_iter
   tol = TOL if tol is None else tol
-  step = lambda theta: _em_step(h, theta, reg_covar)
-
-  starts = _initial_params(h, reg_covar)
+  starts = _initial_params(h, reg_covar, weights)
   if init is not None:
     starts = jnp.concatenate([starts, _as_theta(init, h.dtype)[None]])
-  return _converged_fit(h, starts, reg_covar, max_iter, tol)
+  return _converged_fit(h, starts, reg_covar, max_iter, tol, weights)
 
 
-def _converged_fit(h, starts, reg_covar, max_iter, tol):
+def check_finite_losses(h, caller: str) -> None:
+  """Raises a ValueError naming the non-finite values of a concrete ``h``.
+
+  H = -log p is infinite where p underflowed to 0 and NaN where p was; a
+  mixture fitted to one of them would be NaN in every field.
+  """
+  h = np.asarray(h)
+  bad = np.flatnonzero(~np.isfinite(h))
+  if bad.size:
+    shown = ", ".join(f"{h[i]} at {i}" for i in bad[:5])
+    more = f" and {bad.size - 5} more" if bad.size > 5 else ""
+    raise ValueError(
+        f"{caller}: `h` holds {bad.size} non-finite value(s) ({shown}{more});"
+        " H = -log p is infinite where p is 0: clamp p to the feasible range"
+        " first, H = -log(ogc_jax.feasible_probability(p)), as OGC does.")
+
+
+def _converged_fit(h, starts, reg_covar, max_iter, tol, weights=None):
   """SQUAREM-accelerated EM from every row of ``starts``; the most likely end.
 
   Each start runs until its own mean log-likelihood stops changing (then its
@@ -334,7 +418,7 @@ def _converged_fit(h, starts, reg_covar, max_iter, tol):
   at once and is never chosen.
   """
   eps = jnp.finfo(h.dtype).eps
-  step = lambda theta: _em_step(h, theta, reg_covar)
+  step = lambda theta: _em_step(h, theta, reg_covar, weights)
 
   def cycle(carry):
     theta_0, result, done, num_steps, max_step = carry
@@ -371,17 +455,17 @@ def _converged_fit(h, starts, reg_covar, max_iter, tol):
     theta_0 = jnp.where(done[..., None], theta_0, theta_next)
     return theta_0, result, done | converged, num_steps, max_step
 
-  usable = jnp.isfinite(_mean_logliks(h, starts))
+  usable = jnp.isfinite(_mean_logliks(h, starts, weights))
   carry = (starts, starts, ~usable | (max_iter < 1), jnp.asarray(0, jnp.int32),
            jnp.ones(starts.shape[:1], h.dtype))
   _, ends, _, num_steps, _ = jax.lax.while_loop(
       lambda carry: ~jnp.all(carry[2]), cycle, carry)
-  ends = _newton_polish(h, ends, reg_covar)
+  ends = _newton_polish(h, ends, reg_covar, weights)
   num_steps = num_steps + NEWTON_STEPS
-  return _as_gmm(ends[jnp.argmax(_mean_logliks(h, ends))]), num_steps
+  return _as_gmm(ends[jnp.argmax(_mean_logliks(h, ends, weights))]), num_steps
 
 
-def _newton_polish(h, thetas, reg_covar):
+def _newton_polish(h, thetas, reg_covar, weights=None):
   """`NEWTON_STEPS` Newton steps on EM's fixed-point equation, per row.
 
   Where the likelihood is flat along some direction (early in training the
@@ -397,7 +481,7 @@ def _newton_polish(h, thetas, reg_covar):
   """
 
   def residual(x):
-    theta, _ = _em_step(h, _constrained(x), reg_covar)
+    theta, _ = _em_step(h, _constrained(x), reg_covar, weights)
     return _unconstrained(theta) - x
 
   def norm(f):
@@ -426,7 +510,7 @@ def _newton_polish(h, thetas, reg_covar):
   return jax.vmap(polish)(thetas)
 
 
-def _published_fit(h, reg_covar, max_iter, tol):
+def _published_fit(h, reg_covar, max_iter, tol, weights=None):
   """The authors' fit: the two-means split, then scikit-learn's EM loop.
 
   scikit-learn's ``GaussianMixture.fit`` after its initialisation: each
@@ -434,11 +518,12 @@ def _published_fit(h, reg_covar, max_iter, tol):
   parameters) and an M-step, and stops once that log-likelihood changed by
   less than ``tol`` since the previous iteration, or after ``max_iter``.
   """
-  theta = _split_params(h, _two_means_threshold(h)[None], reg_covar)[0]
+  theta = _split_params(h, _two_means_threshold(h, weights)[None], reg_covar,
+                        weights)[0]
 
   def iteration(carry):
     theta, previous, num_steps, _ = carry
-    theta, loglik = _em_step(h, theta, reg_covar)
+    theta, loglik = _em_step(h, theta, reg_covar, weights)
     num_steps = num_steps + 1
     done = (jnp.abs(loglik - previous) < tol) | (num_steps >= max_iter)
     return theta, loglik, num_steps, done
@@ -453,8 +538,8 @@ def _published_fit(h, reg_covar, max_iter, tol):
 def fit_gmm(h: chex.Array,
             init: Optional[GMM] = None,
             *,
-            fit: str = DEFAULT_FIT,
-            reg_covar: float = REG_COVAR,
+            fit: Fit = DEFAULT_FIT,
+            reg_covar: chex.Numeric = REG_COVAR,
             max_iter: Optional[int] = None,
             tol: Optional[float] = None) -> GMM:
   """Fits a two-component Gaussian mixture to H = -log p by EM.
@@ -478,7 +563,12 @@ def fit_gmm(h: chex.Array,
     steps).
 
   Args:
-    h: 1-D array of losses H = -log p, e.g. the OGC queue.
+    h: 1-D array of losses H = -log p, e.g. the OGC queue, finite (compute
+      them from ``ogc_jax.feasible_probability(p)``: -log 0 is infinite).
+      Concrete ``h`` with a non-finite value is refused; traced ``h`` (under
+      ``jit``) is fitted without its non-finite values, as OGC's queue never
+      holds them (with fewer than two finite values no mixture exists and
+      every field is NaN).
     init: optional previous fit, a further candidate start of the converged
       fit (a warm start); one that is not a valid mixture (e.g. all zeros)
       is never chosen.
@@ -486,18 +576,19 @@ def fit_gmm(h: chex.Array,
     reg_covar: variance floor added to both variances (as in
       ``sklearn.mixture.GaussianMixture``), > 0; it also keeps a degenerate
       queue, for example one of all-equal values, finite.
-    max_iter: budget of EM steps (a static Python int; None: the fit's
+    max_iter: budget of EM steps, a static Python int >= 1 (None: the fit's
       default).
-    tol: threshold on the change of mean log-likelihood (None: the fit's
-      default).
+    tol: threshold on the change of mean log-likelihood, a float >= 0
+      (None: the fit's default).
 
   Returns:
     The fitted `GMM`, components ordered so that ``mean_clean <= mean_noisy``.
 
   Raises:
-    ValueError: if ``h`` is not 1-D, holds fewer than 2 values, ``fit`` is
-      not one of `FITS`, ``init`` is given to the published fit, or
-      ``reg_covar`` is not > 0.
+    ValueError: if ``h`` is not 1-D, holds fewer than 2 values or (when
+      concrete) a non-finite one, ``fit`` is not one of `FITS`, ``init`` is
+      given to the published fit, ``reg_covar`` is not > 0, ``max_iter`` is
+      not an integer >= 1 or ``tol`` not a finite number >= 0.
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -517,6 +608,61 @@ def fit_gmm(h: chex.Array,
                                 max_iter=max_iter, tol=tol)[0]
 
 
+def noisy_log_odds(gmm: GMM, h: chex.Array) -> chex.Array:
+  """Log-odds that each loss comes from the noisy component.
+
+  Under the fitted mixture, for a loss H = -log p of an example,
+
+      log [w N(H; m_noisy, v_noisy)] - log [(1 - w) N(H; m_clean, v_clean)],
+
+  w = ``gmm.weight_noisy``: the logit of `noisy_posterior`. Rank examples by
+  it rather than by the posterior: the posterior rounds to exactly 1 in
+  float32 once the log-odds pass about 17, so a list ranked by it ties every
+  example past that point, where the log-odds still tell them apart.
+
+  Args:
+    gmm: a fitted `GMM` (e.g. ``fit_gmm(h)`` or the ``gmm`` of an
+      `ogc_jax.OGCState`).
+    h: losses H = -log p, any shape. Concrete ``h`` must be finite (see
+      `fit_gmm`); for traced ``h`` an infinite loss gets the limit of the
+      log-odds (+inf or -inf, by which component has the heavier tail) and
+      a NaN loss NaN.
+
+  Returns:
+    The log-odds, the shape of ``h``, in the wider of their dtypes and
+    float32.
+
+  Raises:
+    ValueError: for concrete ``h`` with a non-finite value.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from ogc_jax import GMM, noisy_log_odds, noisy_posterior
+    >>> gmm = GMM(mean_clean=jnp.float32(0.1), var_clean=jnp.float32(0.01),
+    ...           mean_noisy=jnp.float32(3.0), var_noisy=jnp.float32(1.0),
+    ...           weight_noisy=jnp.float32(0.4))
+    >>> h = jnp.array([2.0, 3.0])
+    >>> print(noisy_posterior(gmm, h), noisy_log_odds(gmm, h).round())
+    [1. 1.] [177. 418.]
+  """
+  h = jnp.asarray(h)
+  if not isinstance(h, jax.core.Tracer):
+    check_finite_losses(h, "noisy_log_odds")
+  dtype = jnp.result_type(h, gmm.mean_clean, float)
+  theta = _as_theta(gmm, dtype)
+  flat = h.reshape(-1).astype(dtype)
+  log_joint_clean, log_joint_noisy, _, _ = _log_joints(flat, theta)
+  log_odds = log_joint_noisy - log_joint_clean
+  # As H -> inf the component with the larger variance (or, equal, the
+  # larger mean, the noisy one) wins; inf - inf would be NaN.
+  noisy_wins = ((gmm.var_noisy > gmm.var_clean)
+                | ((gmm.var_noisy == gmm.var_clean)
+                   & (gmm.mean_noisy >= gmm.mean_clean)))
+  limit = jnp.where(noisy_wins, jnp.inf, -jnp.inf).astype(dtype)
+  log_odds = jnp.where(jnp.isposinf(flat), limit, log_odds)
+  return log_odds.reshape(h.shape)
+
+
 def noisy_posterior(gmm: GMM, h: chex.Array) -> chex.Array:
   """Posterior probability that each loss comes from the noisy component.
 
@@ -529,15 +675,20 @@ def noisy_posterior(gmm: GMM, h: chex.Array) -> chex.Array:
   wrong (the small-loss rule). The components are those of `fit_gmm`, not
   truncated (EM fits them so). Use it on the training losses of any model,
   not only OGC's queue: fit the mixture to the per-example losses, then rank
-  the examples by their posterior.
+  the examples by `noisy_log_odds` (of which this is the sigmoid): in
+  float32 the posterior is exactly 1 for every loss whose log-odds exceed
+  about 17, so it cannot rank those.
 
   Args:
     gmm: a fitted `GMM` (e.g. ``fit_gmm(h)`` or the ``gmm`` of an
       `ogc_jax.OGCState`).
-    h: losses H = -log p, any shape.
+    h: losses H = -log p, any shape; finite, as for `noisy_log_odds`.
 
   Returns:
     The posterior of the noisy component, the shape of ``h``, in [0, 1].
+
+  Raises:
+    ValueError: for concrete ``h`` with a non-finite value.
 
   Example:
     >>> import jax.numpy as jnp
@@ -548,10 +699,4 @@ def noisy_posterior(gmm: GMM, h: chex.Array) -> chex.Array:
     >>> print(noisy_posterior(gmm, jnp.array([0.05, 0.5, 3.0])).round(3))
     [0.001 0.897 1.   ]
   """
-  h = jnp.asarray(h)
-  dtype = jnp.result_type(h, gmm.mean_clean, float)
-  theta = _as_theta(gmm, dtype)
-  log_joint_clean, log_joint_noisy, _, _ = _log_joints(
-      h.reshape(-1).astype(dtype), theta)
-  return jax.nn.sigmoid(log_joint_noisy - log_joint_clean).reshape(h.shape)
-
+  return jax.nn.sigmoid(noisy_log_odds(gmm, h))

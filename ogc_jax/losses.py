@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def cross_entropy(p):
@@ -264,8 +265,14 @@ def hyperparameters(loss_fn: Callable[..., Any]) -> dict[str, Any]:
 # From logits to p (the baselines compute their losses from these too).
 
 
-def check_logits(logits, labels):
+def check_logits(logits: chex.Array, labels: chex.Array) -> chex.Array:
   """Checks a batch of logits and integer labels; promotes the logits.
+
+  Concrete labels must lie in ``[0, num_classes)``. Traced labels (under
+  ``jit``) cannot be checked: an out-of-range one gives ``log p`` and ``p``
+  of NaN for its example (`log_probabilities`), so every loss of it is NaN,
+  and OGC leaves the example out (weight 0, counted in
+  ``state.num_invalid``); it is never read as another class.
 
   Args:
     logits: float array, shape [batch, num_classes].
@@ -276,8 +283,8 @@ def check_logits(logits, labels):
     the losses computed from them are float32.
 
   Raises:
-    AssertionError: (chex's) for a rank, dtype or batch size that does not
-      fit, naming it.
+    ValueError: for a rank, dtype or batch size that does not fit, or
+      concrete labels outside ``[0, num_classes)``, naming them.
 
   Example:
     >>> import jax.numpy as jnp
@@ -286,10 +293,29 @@ def check_logits(logits, labels):
     ...                     jnp.array([0, 3])).dtype
     dtype('float32')
   """
-  chex.assert_rank(logits, 2)
-  chex.assert_rank(labels, 1)
-  chex.assert_type(labels, int)
-  chex.assert_axis_dimension(labels, 0, logits.shape[0])
+  logits, labels = jnp.asarray(logits), jnp.asarray(labels)
+  if logits.ndim != 2 or not jnp.issubdtype(logits.dtype, jnp.floating):
+    raise ValueError(
+        "`logits` must be a float array of shape [batch, num_classes], got"
+        f" {logits.dtype} of shape {logits.shape}.")
+  if labels.ndim != 1 or not jnp.issubdtype(labels.dtype, jnp.integer):
+    raise ValueError(
+        "`labels` must be an int array of shape [batch], got"
+        f" {labels.dtype} of shape {labels.shape}.")
+  if labels.shape[0] != logits.shape[0]:
+    raise ValueError(
+        f"`labels` ({labels.shape[0]}) and `logits` ({logits.shape[0]}) must"
+        " have the same batch size.")
+  if not isinstance(labels, jax.core.Tracer):
+    num_classes = logits.shape[1]
+    values = np.asarray(labels)
+    bad = np.flatnonzero((values < 0) | (values >= num_classes))
+    if bad.size:
+      shown = ", ".join(f"{values[i]} at {i}" for i in bad[:5])
+      more = f" and {bad.size - 5} more" if bad.size > 5 else ""
+      raise ValueError(
+          f"`labels` must lie in [0, {num_classes}) for {num_classes} classes;"
+          f" {bad.size} do not ({shown}{more}).")
   return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
 
 
@@ -302,7 +328,11 @@ def log_probabilities(logits, labels):
     labels: int array, shape [batch].
 
   Returns:
-    ``(log_probs, log_p)``: shapes [batch, num_classes] and [batch].
+    ``(log_probs, log_p)``: shapes [batch, num_classes] and [batch]; ``log_p``
+    is NaN for a traced label outside ``[0, num_classes)``.
+
+  Raises:
+    ValueError: as `check_logits`.
 
   Example:
     >>> import jax.numpy as jnp
@@ -313,8 +343,13 @@ def log_probabilities(logits, labels):
     Array([-1.3862944], dtype=float32)
   """
   log_probs = jax.nn.log_softmax(check_logits(logits, labels), axis=-1)
-  return log_probs, jnp.take_along_axis(log_probs, labels[:, None],
-                                        axis=-1)[:, 0]
+  labels = jnp.asarray(labels)
+  num_classes = log_probs.shape[-1]
+  in_range = (labels >= 0) & (labels < num_classes)
+  # Traced labels out of range: NaN, not a wrap-around to the last class.
+  log_p = jnp.take_along_axis(log_probs, jnp.where(in_range, labels, 0)[:, None],
+                              axis=-1)[:, 0]
+  return log_probs, jnp.where(in_range, log_p, jnp.nan)
 
 
 def probability_of_label(logits, labels):

@@ -358,13 +358,17 @@ def test_default_hyperparameters_are_those_of_the_references(name):
           == losses.hyperparameters(_REFERENCES[name]))
 
 
-def test_bad_inputs_fail_with_their_name():
+@pytest.mark.parametrize('name', _NAMES)
+def test_bad_inputs_fail_with_their_name(name):
   logits, labels = _batch(scale=1.0, batch_size=4)
-  with pytest.raises(AssertionError):
+  with pytest.raises(ValueError, match='`logits`'):
     baselines.ce_loss(logits[0], labels)  # logits of rank 1
-  with pytest.raises(AssertionError):
+  with pytest.raises(ValueError, match='`labels`'):
     baselines.ce_loss(logits, labels.astype(np.float32))  # float labels
-  with pytest.raises(AssertionError):
+  with pytest.raises(ValueError, match='batch size'):
     baselines.ce_loss(logits, labels[:3])  # batch sizes differ
+  for bad in (-1, logits.shape[1]):  # neither the last class nor NaN
+    with pytest.raises(ValueError, match=f'{bad} at 0'):
+      baselines.LOSSES[name](logits, np.r_[bad, labels[1:]].astype(np.int32))
   with pytest.raises(ValueError, match='order'):
     baselines.taylor_ce_loss(logits, labels, order=0)

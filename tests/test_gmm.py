@@ -18,6 +18,7 @@ from ogc_jax.gmm import (GMM, MAX_ITER, REG_COVAR, fit_gmm,
 from ogc_jax import testing
 from ogc_jax.testing import (early_training_queue, noise_jump_queues,
                              realistic_queue, sklearn_fit)
+from scipy import special
 from scipy import stats
 from sklearn.mixture import GaussianMixture
 
@@ -165,6 +166,43 @@ class FitGMMTest(chex.TestCase, parameterized.TestCase):
     with pytest.raises(ValueError, match="at least 2"):
       converged_fit(jnp.ones((1,)))
 
+  @parameterized.parameters(
+      dict(max_iter=0), dict(max_iter=-3), dict(max_iter=2.5),
+      dict(max_iter=True), dict(tol=-1e-3), dict(tol=float("nan")),
+      dict(tol="1e-3"))
+  def test_budget_and_tolerance_are_checked(self, **kwargs):
+    (name, value), = kwargs.items()
+    for fit in gmm_lib.FITS:
+      with pytest.raises(ValueError, match=f"`{name}` must be .*got {value!r}"):
+        fit_gmm(jnp.linspace(0.0, 1.0, 16), fit=fit, **kwargs)
+
+  @parameterized.parameters(*gmm_lib.FITS)
+  def test_non_finite_losses(self, fit):
+    # -log p of a p that underflowed to 0 is inf. Concrete: refused, naming
+    # the values and the remedy. Traced: left out of the fit, which is then
+    # the fit of the finite values (scikit-learn's on them, to 1e-4).
+    h = realistic_queue(0.4, seed=3)
+    bad = h.copy()
+    bad[[5, 700]] = [np.inf, np.nan]
+    with pytest.raises(ValueError, match=r"2 non-finite .*inf at 5, nan at 700"
+                       r".*feasible_probability"):
+      fit_gmm(bad, fit=fit)
+    traced = jax.jit(functools.partial(fit_gmm, fit=fit))(bad)
+    kept = np.delete(h, [5, 700])
+    chex.assert_trees_all_close(traced, fit_gmm(kept, fit=fit), rtol=2e-5)
+    for field in _FIELDS:
+      self.assertTrue(np.isfinite(getattr(traced, field)), field)
+    if fit == "published":  # in float64: scikit-learn's EM on the rest
+      with jax.enable_x64(True):
+        ours = jax.jit(functools.partial(fit_gmm, fit=fit))(
+            jnp.asarray(bad, jnp.float64))
+        split = float(gmm_lib._two_means_threshold(
+            jnp.asarray(kept, jnp.float64)))
+      ref, _ = testing.sklearn_fit_from_split(kept.astype(np.float64), split)
+      for field in _FIELDS:
+        np.testing.assert_allclose(getattr(ours, field), getattr(ref, field),
+                                   rtol=1e-9, err_msg=field)
+
   @parameterized.parameters(0.0, -1e-3, float("nan"))
   def test_reg_covar_must_be_positive(self, reg_covar):
     # Without a floor, a queue of equal values has variance 0 and NaN fits.
@@ -188,6 +226,38 @@ class NoisyPosteriorTest(parameterized.TestCase):
       ours = np.asarray(jax.jit(ogc_jax.noisy_posterior)(gmm, h))
     np.testing.assert_allclose(ours, ref, rtol=1e-10, atol=1e-14)
     self.assertTrue(0.0 < ref.min() < 0.5 < ref.max() < 1.0 + 1e-12)
+
+  def test_log_odds_rank_where_the_posterior_saturates(self):
+    # The posterior is the sigmoid of the log-odds, equal to SciPy's float64
+    # log-odds; past log-odds of about 17 the float32 posterior is exactly
+    # 1 and ties, where the log-odds keep every distinct loss apart.
+    gmm = GMM(*(jnp.float32(v) for v in (0.1, 0.01, 3.0, 1.0, 0.4)))
+    h = np.linspace(0.0, 16.0, 2001, dtype=np.float32)
+    ref = (np.log(0.4) + stats.norm.logpdf(h.astype(np.float64), 3.0, 1.0)
+           - np.log(0.6) - stats.norm.logpdf(h.astype(np.float64), 0.1, 0.1))
+    log_odds = np.asarray(ogc_jax.noisy_log_odds(gmm, h))
+    np.testing.assert_allclose(log_odds, ref, rtol=1e-5, atol=1e-3)
+    posterior = np.asarray(ogc_jax.noisy_posterior(gmm, h))
+    np.testing.assert_allclose(posterior, special.expit(ref), atol=1e-6)
+    self.assertGreater(np.sum(posterior == 1.0), 1500)
+    self.assertEqual(len(np.unique(log_odds)), len(h))
+
+  def test_non_finite_losses(self):
+    gmm = GMM(*(jnp.float32(v) for v in (0.1, 0.01, 3.0, 1.0, 0.4)))
+    for f in (ogc_jax.noisy_log_odds, ogc_jax.noisy_posterior):
+      with pytest.raises(ValueError, match=r"1 non-finite .*inf at 1"):
+        f(gmm, np.array([1.0, np.inf], np.float32))
+    # Traced: an infinite loss gets the limit (the wider component wins),
+    # a NaN loss NaN, and the others are untouched.
+    h = jnp.array([1.0, jnp.inf, jnp.nan])
+    log_odds = np.asarray(jax.jit(ogc_jax.noisy_log_odds)(gmm, h))
+    self.assertEqual(log_odds[1], np.inf)
+    self.assertTrue(np.isnan(log_odds[2]))
+    np.testing.assert_allclose(log_odds[0], ogc_jax.noisy_log_odds(gmm, h[:1]))
+    narrow_noisy = gmm._replace(var_noisy=jnp.float32(0.001))
+    self.assertEqual(
+        float(jax.jit(ogc_jax.noisy_log_odds)(narrow_noisy, h)[1]), -np.inf)
+    self.assertEqual(float(jax.jit(ogc_jax.noisy_posterior)(gmm, h)[1]), 1.0)
 
   def test_keeps_the_shape_and_dtype(self):
     gmm = jax.jit(converged_fit)(realistic_queue(0.4, seed=8))

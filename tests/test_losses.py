@@ -161,9 +161,22 @@ def test_log_probabilities():
 
 def test_probability_of_label_bad_inputs():
   logits, labels = np.zeros((4, 3), np.float32), np.zeros(4, np.int32)
-  with pytest.raises(AssertionError):
+  with pytest.raises(ValueError, match="`logits` must be a float array"):
     losses.probability_of_label(logits[0], labels)  # logits of rank 1
-  with pytest.raises(AssertionError):
+  with pytest.raises(ValueError, match="`labels` must be an int array"):
     losses.probability_of_label(logits, labels.astype(np.float32))
-  with pytest.raises(AssertionError):
+  with pytest.raises(ValueError, match="same batch size"):
     losses.probability_of_label(logits, labels[:3])  # batch sizes differ
+
+
+@pytest.mark.parametrize("bad", [-1, 3, 7])
+def test_out_of_range_labels(bad):
+  # Concrete: refused, naming the label and where it is. Traced: NaN for
+  # that example only, never the last class (-1) or a silent fill.
+  logits = np.log(np.array([[0.2, 0.3, 0.5]] * 4, np.float32))
+  labels = np.array([0, 1, bad, 2], np.int32)
+  with pytest.raises(ValueError, match=rf"\[0, 3\).*1 do not \({bad} at 2\)"):
+    losses.probability_of_label(logits, labels)
+  p = np.asarray(jax.jit(losses.probability_of_label)(logits, labels))
+  np.testing.assert_allclose(p[[0, 1, 3]], [0.2, 0.3, 0.5], rtol=1e-6)
+  assert np.isnan(p[2])
