@@ -7,15 +7,19 @@ in evaluation mode, without augmentation:
 
 * its loss H = -log p of the given label, p clamped as OGC clamps it
   (`ogc_jax.feasible_probability`), and the predicted label;
-* its score: the posterior of the noisy component (`ogc_jax.noisy_posterior`)
+* its score: the log-odds of the noisy component (`ogc_jax.noisy_log_odds`)
   of a two-component mixture fitted to the losses of all the training
-  examples (`ogc_jax.fit_gmm`, the library's default fit), an estimate that
-  the given label is wrong (the small-loss rule). An example is flagged
-  where its score exceeds 0.5.
+  examples (`ogc_jax.fit_gmm`, to EM's fixed point), an estimate that the
+  given label is wrong (the small-loss rule). An example is flagged where
+  its score exceeds 0, its posterior 0.5;
+* its margin: the given label's logit minus the largest other logit.
 
 It writes them to ``label_issues.csv`` (`experiments.workdir`), the most
-suspect first (`ranking`: by score; float32 rounds many posteriors to 1, and
-those ties go by loss). Where the true labels are known (synthetic noise,
+suspect first (`ranking`: by score, then by margin, lowest first). The
+log-odds do not saturate where the posterior would (in float32 every
+posterior past log-odds of about 17 is exactly 1), and the margin orders
+the examples whose losses tie at the probability clamp (H = -log 1e-7),
+so only examples with the same logits tie. Where the true labels are known (synthetic noise,
 or data that brings both), `evaluate` measures the list against them: the
 AUROC and average precision of its ranking, the precision, recall and F1 of
 the flagged set; they go to ``result.json`` (``label_issues``). For OGC the
@@ -39,9 +43,9 @@ from ogc_jax import losses
 from experiments import workdir as workdir_lib
 from experiments.data import folders
 
-# The posterior above which an example is flagged: its label is more likely
-# wrong than right under the mixture.
-FLAG_ABOVE = 0.5
+# The log-odds above which an example is flagged: its label is more likely
+# wrong than right under the mixture (a posterior above 0.5).
+FLAG_ABOVE = 0.0
 
 
 def enabled(config) -> bool:
@@ -66,14 +70,36 @@ def example_losses(logits, labels) -> np.ndarray:
   return np.asarray(-jnp.log(ogc_jax.feasible_probability(p)))
 
 
-def ranking(score, loss) -> np.ndarray:
-  """The examples from the most suspect: by score, then loss, then index.
+def label_margins(logits, labels) -> np.ndarray:
+  """The given label's logit minus the largest other logit, per example.
+
+  Negative where the network predicts another class; unlike the loss it
+  does not stop at the probability clamp.
 
   Example:
-    >>> ranking(np.array([0.2, 1.0, 1.0]), np.array([0.5, 3.0, 7.0])).tolist()
+    >>> label_margins(np.array([[2.0, 0.5, 1.0], [0.0, 3.0, 1.0]]),
+    ...               np.array([0, 2])).tolist()
+    [1.0, -2.0]
+  """
+  logits = np.asarray(logits, np.float32)
+  labels = np.asarray(labels)
+  rows = np.arange(len(labels))
+  given = logits[rows, labels]
+  others = logits.copy()
+  others[rows, labels] = -np.inf
+  return given - others.max(axis=-1)
+
+
+def ranking(score, margin) -> np.ndarray:
+  """The examples from the most suspect: by score, then margin (lowest
+  first), then index.
+
+  Example:
+    >>> ranking(np.array([-3.0, 40.0, 40.0]),
+    ...         np.array([0.5, -2.0, -7.0])).tolist()
     [2, 1, 0]
   """
-  return np.lexsort((np.arange(len(score)), -np.asarray(loss),
+  return np.lexsort((np.arange(len(score)), np.asarray(margin),
                      -np.asarray(score)))
 
 
@@ -185,13 +211,13 @@ def evaluate(score, flagged, wrong=None) -> dict:
   return result
 
 
-def _mixture_measures(gmm, loss, wrong) -> tuple[np.ndarray, dict]:
-  """The posterior of each loss under ``gmm``, and `evaluate` of its ranking."""
-  posterior = np.asarray(ogc_jax.noisy_posterior(gmm, jnp.asarray(loss)))
-  measures = evaluate(suspicion(ranking(posterior, loss)),
-                      posterior > FLAG_ABOVE, wrong)
+def _mixture_measures(gmm, loss, margin, wrong) -> tuple[np.ndarray, dict]:
+  """The log-odds of each loss under ``gmm``, and `evaluate` of the ranking."""
+  score = np.asarray(ogc_jax.noisy_log_odds(gmm, jnp.asarray(loss)))
+  measures = evaluate(suspicion(ranking(score, margin)), score > FLAG_ABOVE,
+                      wrong)
   measures['mixture'] = {k: float(v) for k, v in gmm._asdict().items()}
-  return posterior, measures
+  return score, measures
 
 
 # ----------------------------------------------------------------------------
@@ -215,24 +241,26 @@ def end_of_run(run, queue_gmm: Optional[ogc_jax.GMM] = None) -> dict:
   data = run.data
   logits = run.logits(data.images)
   loss = example_losses(logits, data.labels)
+  margin = label_margins(logits, data.labels)
   wrong = (data.labels != data.true_labels if data.true_labels_known
            else None)
   # EM to its fixed point: one fit a run, so its cost does not count, and
   # the list should not turn on where ten EM steps happen to stop.
   gmm = ogc_jax.fit_gmm(jnp.asarray(loss), fit="converged")
-  posterior, measures = _mixture_measures(gmm, loss, wrong)
+  score, measures = _mixture_measures(gmm, loss, margin, wrong)
   if queue_gmm is not None:
-    measures['queue_mixture'] = _mixture_measures(queue_gmm, loss, wrong)[1]
+    measures['queue_mixture'] = _mixture_measures(queue_gmm, loss, margin,
+                                                  wrong)[1]
   if run.is_main:
-    order = ranking(posterior, loss)
+    order = ranking(score, margin)
     paths = (np.array(folders.train_files(data.folder))[data.indices]
              if data.folder is not None else np.full(len(loss), ''))
     workdir_lib.write_label_issues(run.workdir, {
         'index': data.indices[order], 'path': paths[order],
         'given_label': data.labels[order],
         'predicted_label': np.argmax(logits, -1)[order],
-        'score': posterior[order], 'loss': loss[order],
-        'flagged': posterior[order] > FLAG_ABOVE})
+        'score': score[order], 'margin': margin[order], 'loss': loss[order],
+        'flagged': score[order] > FLAG_ABOVE})
   return measures
 
 

@@ -100,10 +100,16 @@ LABEL_ISSUES_COLUMNS = {
             'CSV names it); empty otherwise',
     'given_label': 'the label trained on',
     'predicted_label': "the trained network's prediction",
-    'score': 'the posterior that the given label is wrong',
+    'score': 'the log-odds that the given label is wrong (of the noisy '
+             'component of a mixture fitted to all the losses)',
+    'margin': "the given label's logit minus the largest other logit; "
+              'ranks examples of equal score, lowest first',
     'loss': 'H = -log p of the given label under the trained network',
-    'flagged': '1 where the score exceeds 0.5',
+    'flagged': '1 where the score exceeds 0 (a posterior above 0.5)',
 }
+# Lists written before these columns existed (their score was the
+# posterior) read them as NaN.
+LABEL_ISSUES_COLUMNS_ADDED = ('margin',)
 
 # The fields of every row of metrics.jsonl, one row per epoch, the same keys
 # for every method; a field a method does not have is null (a baseline has
@@ -568,8 +574,8 @@ def write_label_issues(workdir, columns: dict) -> pathlib.Path:
     writer.writerow([
         rank, int(values['index']), values['path'],
         int(values['given_label']), int(values['predicted_label']),
-        f'{values["score"]:.9g}', f'{values["loss"]:.9g}',
-        int(bool(values['flagged']))])
+        f'{values["score"]:.9g}', f'{values["margin"]:.9g}',
+        f'{values["loss"]:.9g}', int(bool(values['flagged']))])
   path = label_issues_path(workdir)
   write_atomic(path, text.getvalue())
   return path
@@ -582,9 +588,10 @@ def read_label_issues(workdir) -> Optional[dict[str, np.ndarray]]:
     return None
   with open(path, newline='') as f:
     rows = list(csv.DictReader(f))
-  read = {'path': str, 'score': float, 'loss': float,
+  read = {'path': str, 'score': float, 'margin': float, 'loss': float,
           'flagged': lambda text: bool(int(text))}
-  return {name: np.array([read.get(name, int)(row[name]) for row in rows])
+  return {name: np.array([read.get(name, int)(row[name]) if name in row
+                          else np.nan for row in rows])
           for name in LABEL_ISSUES_COLUMNS}
 
 

@@ -6,6 +6,7 @@ import jax
 import numpy as np
 from PIL import Image
 import pytest
+from scipy import stats
 from sklearn import metrics
 
 import ogc_jax
@@ -66,12 +67,21 @@ def test_evaluate_without_the_true_labels_counts_only():
                       'precision': None, 'recall': None, 'f1': None}
 
 
-def test_ranking_by_score_then_loss_then_index():
-  score = np.array([1.0, 0.2, 1.0, 1.0, 0.9], np.float32)
-  loss = np.array([3.0, 0.1, 5.0, 3.0, 9.0], np.float32)
-  order = label_issues.ranking(score, loss)
+def test_ranking_by_score_then_margin_then_index():
+  score = np.array([30.0, -2.0, 30.0, 30.0, 9.0], np.float32)
+  margin = np.array([-3.0, 4.0, -5.0, -3.0, -9.0], np.float32)
+  order = label_issues.ranking(score, margin)
   assert order.tolist() == [2, 0, 3, 4, 1]
   assert label_issues.suspicion(order).tolist() == [4, 1, 5, 3, 2]
+
+
+def test_margins_against_a_loop():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(50, 7)).astype(np.float32)
+  labels = rng.integers(0, 7, 50)
+  expected = [row[y] - max(np.delete(row, y)) for row, y in zip(logits, labels)]
+  np.testing.assert_array_equal(label_issues.label_margins(logits, labels),
+                                np.float32(expected))
 
 
 def test_the_flag_is_on_for_ogc_unless_set():
@@ -109,7 +119,7 @@ def tiny_ogc_run(tmp_path_factory):
   return workdir, result, ends[0]
 
 
-def test_the_list_ranks_every_example_by_the_mixtures_posterior(tiny_ogc_run):
+def test_the_list_ranks_every_example_by_the_mixtures_log_odds(tiny_ogc_run):
   workdir, result, run = tiny_ogc_run
   table = workdir_lib.read_label_issues(workdir)
   data = run.data
@@ -130,20 +140,32 @@ def test_the_list_ranks_every_example_by_the_mixtures_posterior(tiny_ogc_run):
   np.testing.assert_allclose(
       table['loss'], -np.log(np.clip(p, ogc_jax.MIN_PROB, ogc_jax.MAX_PROB))[
           position], rtol=2e-6, atol=1e-6)
-  # The score is the posterior under the mixture fitted to all the losses.
+  # The score is the log-odds under the mixture fitted to all the losses,
+  # in float64 with SciPy.
   gmm = ogc_jax.GMM(**result['label_issues']['mixture'])
   in_order = np.empty(n, np.float32)
   in_order[position] = table['loss']
   refit = ogc_jax.fit_gmm(in_order, fit="converged")
   np.testing.assert_allclose(np.array(refit), np.array(gmm), rtol=1e-6)
-  np.testing.assert_allclose(
-      table['score'], ogc_jax.noisy_posterior(gmm, np.float32(table['loss'])),
-      atol=1e-6)
-  # Ranked by score, ties by loss; flagged above 0.5.
-  key = np.stack([-table['score'], -table['loss']], 1)
+  g = {k: np.float64(v) for k, v in result['label_issues']['mixture'].items()}
+  h = np.float64(np.float32(table['loss']))
+  log_odds = (np.log(g['weight_noisy']) + stats.norm.logpdf(
+      h, g['mean_noisy'], np.sqrt(g['var_noisy'])) - np.log1p(
+          -g['weight_noisy']) - stats.norm.logpdf(
+              h, g['mean_clean'], np.sqrt(g['var_clean'])))
+  np.testing.assert_allclose(table['score'], log_odds, rtol=1e-5, atol=1e-3)
+  # The margin of the given label's logit.
+  expected_margin = label_issues.label_margins(logits, data.labels)[position]
+  np.testing.assert_allclose(table['margin'], expected_margin, rtol=1e-6)
+  # Ranked by score, ties by margin; flagged above 0 (posterior 0.5).
+  key = np.stack([-table['score'], table['margin']], 1)
   assert all(tuple(a) <= tuple(b) for a, b in zip(key, key[1:]))
-  np.testing.assert_array_equal(table['flagged'], table['score'] > 0.5)
+  np.testing.assert_array_equal(table['flagged'], table['score'] > 0)
   assert 0 < table['flagged'].sum() < n
+  # No two examples tie in the ranking's key unless their logits are equal.
+  pairs = np.float32(np.stack([table['score'], table['margin']], 1))
+  assert len(np.unique(pairs, axis=0)) == len(np.unique(
+      np.float32(logits), axis=0))
 
 
 def test_the_result_measures_the_list_against_the_true_labels(tiny_ogc_run):
@@ -171,6 +193,12 @@ def test_the_result_measures_the_list_against_the_true_labels(tiny_ogc_run):
   assert queue['flagged'] == np.sum(posterior > 0.5)
   assert queue['f1'] == pytest.approx(metrics.f1_score(wrong,
                                                        posterior > 0.5))
+  # Its ranking: by the queue mixture's log-odds, ties by margin.
+  queue_score = np.asarray(ogc_jax.noisy_log_odds(run.state.gmm,
+                                                  np.float32(table['loss'])))
+  order = np.lexsort((np.arange(len(wrong)), table['margin'], -queue_score))
+  assert queue['auroc'] == pytest.approx(metrics.roc_auc_score(
+      wrong[order], -np.arange(len(order))))
 
 
 # ----------------------------------------------------------------------------

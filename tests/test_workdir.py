@@ -204,14 +204,15 @@ def test_label_issues_csv_round_trip(tmp_path):
                                           'train/a,b/2.png'],
              'given_label': [1, 0, 0], 'predicted_label': [0, 0, 1],
              'score': np.float32([1.0, 0.7, 1 / 3]),
+             'margin': np.float32([-2.0, 0.5, 3.25]),
              'loss': np.float32([5.5, 1.25, 0.1]),
              'flagged': [True, True, False]}
   workdir_lib.write_label_issues(tmp_path, columns)
   lines = (tmp_path / 'label_issues.csv').read_text().splitlines()
   assert lines[:2] == [
-      'rank,index,path,given_label,predicted_label,score,loss,flagged',
-      '1,4,train/b/1.png,1,0,1,5.5,1']
-  assert lines[3] == '3,2,"train/a,b/2.png",0,1,0.333333343,0.100000001,0'
+      'rank,index,path,given_label,predicted_label,score,margin,loss,flagged',
+      '1,4,train/b/1.png,1,0,1,-2,5.5,1']
+  assert lines[3] == '3,2,"train/a,b/2.png",0,1,0.333333343,3.25,0.100000001,0'
   table = workdir_lib.read_label_issues(tmp_path)
   assert table['rank'].tolist() == [1, 2, 3]
   assert table['path'].tolist() == columns['path']
@@ -222,3 +223,11 @@ def test_label_issues_csv_round_trip(tmp_path):
   with pytest.raises(ValueError, match='has the columns'):
     workdir_lib.write_label_issues(tmp_path, dict(columns, extra=[1, 2, 3]))
   assert workdir_lib.read_label_issues(tmp_path / 'none') is None
+  # A list written before the margin column reads it as NaN.
+  old = [line.replace(',-2,', ',').replace(',3.25,', ',') for line in lines]
+  old[0] = old[0].replace('margin,', '')
+  old[2] = '2,0,train/a/0.png,0,0,0.699999988,1.25,1'
+  (tmp_path / 'label_issues.csv').write_text('\n'.join(old) + '\n')
+  table = workdir_lib.read_label_issues(tmp_path)
+  assert np.isnan(table['margin']).all()
+  np.testing.assert_array_equal(np.float32(table['score']), columns['score'])
