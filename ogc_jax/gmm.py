@@ -153,7 +153,7 @@ def _two_means_threshold(h: chex.Array, weights=None) -> chex.Array:
   k = jnp.arange(1, h.shape[0], dtype=h.dtype)
   # The first n sorted points are the kept ones (the rest equal their max).
   in_kept = (jnp.arange(h.shape[0], dtype=h.dtype) < n).astype(h.dtype)
-  centred = (s - jnp.sum(weights * h) / n) * in_kept
+  centred = (s - jnp.sum(s * in_kept) / n) * in_kept
   lower_sums = jnp.cumsum(centred)[:-1]
   score = jnp.where(k < n, lower_sums**2 / (k * jnp.maximum(n - k, 1)),
                     -jnp.inf)
