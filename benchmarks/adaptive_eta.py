@@ -65,7 +65,7 @@ def run(config, optimizer, lr, eta, seed):
       if eta is None:
         return jnp.mean(losses.cross_entropy(jnp.maximum(p, 1e-7))), ogc_state
       rate = schedule(count) if eta == 'lr' else eta
-      weights, ogc_state = weighting.update(p, ogc_state, rate)
+      weights, ogc_state = weighting.update(p, ogc_state, learning_rate=rate)
       return ogc_jax.weighted_base_loss(losses.cross_entropy, p,
                                         weights), ogc_state
 

@@ -21,6 +21,8 @@ sequential steps and no loop.
 """
 
 import math
+import numbers
+from typing import Callable
 
 import chex
 import jax
@@ -48,6 +50,48 @@ NUM_SEARCH_ROUNDS = 3
 NUM_SEARCH_POINTS = 16
 
 
+def check_epsilon(epsilon) -> None:
+  """A finite scalar >= 0: a float or an array (``inject_hyperparams``).
+
+  A traced one is checked for its shape only (see `check_learning_rate`).
+  """
+  if isinstance(epsilon, jax.core.Tracer):
+    if epsilon.ndim == 0 and jnp.issubdtype(epsilon.dtype, jnp.number):
+      return  # traced: its value is checked where it was made
+  else:
+    value = np.asarray(epsilon) if isinstance(
+        epsilon, (numbers.Real, np.ndarray, np.generic, jax.Array)) else None
+    if (value is not None and value.ndim == 0
+        and np.issubdtype(value.dtype, np.number)
+        and not np.issubdtype(value.dtype, np.bool_)
+        and np.isfinite(value) and value >= 0):
+      return
+  raise ValueError(
+      f"`epsilon` must be a finite scalar >= 0 (a float or an array), got"
+      f" {epsilon!r}.")
+
+
+def check_learning_rate(learning_rate, what="`learning_rate`") -> jax.Array:
+  """A learning rate as a float32 scalar; a concrete one finite and >= 0.
+
+  A traced rate cannot be checked here: `solve_threshold` gives a NaN
+  threshold for a NaN, infinite or negative one, and OGC rejects that refit
+  (see `ogc_jax.ogc_weights`).
+  """
+  if not isinstance(learning_rate, jax.core.Tracer):
+    value = np.asarray(learning_rate)
+    if (value.ndim != 0 or not np.issubdtype(value.dtype, np.number)
+        or not (np.isfinite(value) and value >= 0)):
+      raise ValueError(
+          f"OGC's {what} must be a finite scalar >= 0 (the target ratio is"
+          f" 1 + learning_rate * epsilon), got {learning_rate!r}.")
+  lr = jnp.asarray(learning_rate)
+  if lr.ndim != 0:
+    raise ValueError(
+        f"OGC's {what} must be a scalar, got shape {lr.shape}.")
+  return lr.astype(jnp.float32)
+
+
 def feasible_probability(p: chex.Array) -> chex.Array:
   """``p`` clamped to the feasible range [MIN_PROB, MAX_PROB], as the method does.
 
@@ -60,7 +104,8 @@ def feasible_probability(p: chex.Array) -> chex.Array:
   return jnp.clip(p, MIN_PROB, MAX_PROB)
 
 
-def derivative_magnitude(base_loss, p: chex.Array) -> chex.Array:
+def derivative_magnitude(base_loss: Callable[[chex.Array], chex.Array],
+                         p: chex.Array) -> chex.Array:
   """|dl/dp| of an elementwise base loss, by automatic differentiation.
 
   Args:
@@ -113,7 +158,9 @@ def _expected_clipped_gradient(mean, var, base_loss, h_threshold, tau):
   return jnp.sum(w * g) / jnp.sum(w)
 
 
-def noise_to_clean_ratio(gmm: GMM, base_loss, p_threshold: chex.Array):
+def noise_to_clean_ratio(gmm: GMM,
+                         base_loss: Callable[[chex.Array], chex.Array],
+                         p_threshold: chex.Array) -> chex.Array:
   """R(tau): ratio of expected clipped gradients, noisy over clean.
 
   Args:
@@ -136,7 +183,11 @@ def noise_to_clean_ratio(gmm: GMM, base_loss, p_threshold: chex.Array):
   return noisy / clean
 
 
-def solve_threshold(gmm: GMM, base_loss, learning_rate, epsilon=20.0):
+def solve_threshold(
+    gmm: GMM,
+    base_loss: Callable[[chex.Array], chex.Array],
+    learning_rate: chex.Numeric,
+    epsilon: chex.Numeric = 20.0) -> tuple[chex.Array, chex.Array]:
   """Finds the clipping threshold where R(tau) = 1 + learning_rate * epsilon.
 
   R falls towards 1 as the threshold tightens, so the crossing is bracketed
@@ -153,12 +204,19 @@ def solve_threshold(gmm: GMM, base_loss, learning_rate, epsilon=20.0):
   Args:
     gmm: the fitted mixture over H = -log p (`ogc_jax.fit_gmm`).
     base_loss: elementwise base loss of p, e.g. `ogc_jax.losses.cross_entropy`.
-    learning_rate: the current learning rate (scalar, may be traced).
-    epsilon: the method's epsilon (20 in the paper).
+    learning_rate: the current learning rate, a scalar >= 0 (may be traced).
+    epsilon: the method's epsilon (20 in the paper), a scalar >= 0 (may be
+      traced).
 
   Returns:
     ``(p_threshold, tau)``: the probability threshold and the gradient
-    threshold ``tau = |base_loss'(p_threshold)|``.
+    threshold ``tau = |base_loss'(p_threshold)|``; both NaN where a traced
+    ``learning_rate`` or ``epsilon`` is NaN, infinite or negative (the
+    target 1 + learning_rate * epsilon then means nothing).
+
+  Raises:
+    ValueError: for a ``learning_rate`` or ``epsilon`` that is not a scalar,
+      or (concrete) not finite and >= 0.
 
   Example:
     >>> import jax.numpy as jnp
@@ -174,8 +232,14 @@ def solve_threshold(gmm: GMM, base_loss, learning_rate, epsilon=20.0):
     Ye et al., `Optimized Gradient Clipping for Noisy Label Learning
     <https://arxiv.org/abs/2412.08941>`_, AAAI 2025.
   """
+  check_learning_rate(learning_rate)
+  check_epsilon(epsilon)
   dtype = jnp.result_type(gmm.mean_clean, float)
-  target = 1.0 + jnp.asarray(learning_rate, dtype) * epsilon
+  learning_rate = jnp.asarray(learning_rate, dtype)
+  epsilon = jnp.asarray(epsilon, dtype)
+  meaningful = (jnp.isfinite(learning_rate) & (learning_rate >= 0)
+                & jnp.isfinite(epsilon) & (epsilon >= 0))
+  target = 1.0 + learning_rate * epsilon
   p_at_u = lambda u: jnp.exp(-(MIN_H + u * u))
   # R - target at a vector of points, all in one evaluation.
   excess_at = jax.vmap(
@@ -201,5 +265,5 @@ def solve_threshold(gmm: GMM, base_loss, learning_rate, epsilon=20.0):
                        * (hi - lo))
   p_threshold = jnp.where(no_clipping, MIN_PROB,
                           jnp.where(full_clipping, MAX_PROB, p_threshold))
-  p_threshold = p_threshold.astype(dtype)
+  p_threshold = jnp.where(meaningful, p_threshold, jnp.nan).astype(dtype)
   return p_threshold, derivative_magnitude(base_loss, p_threshold)

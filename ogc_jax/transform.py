@@ -19,8 +19,9 @@ computed in float32: in bfloat16 MAX_PROB would round to 1, where the
 derivative of some base losses is infinite.
 """
 
+import functools
 import numbers
-from typing import Any, Callable, NamedTuple, Optional, Protocol
+from typing import Any, Callable, NamedTuple, Optional, Protocol, Union
 
 import chex
 import jax
@@ -28,8 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ogc_jax.gmm import DEFAULT_FIT, FITS, GMM, fit_gmm
-from ogc_jax.threshold import (MAX_PROB, MIN_PROB, derivative_magnitude,
+from ogc_jax.gmm import DEFAULT_FIT, FITS, GMM, Fit, fit_gmm
+from ogc_jax.threshold import (MAX_PROB, MIN_PROB, check_epsilon,
+                               check_learning_rate, derivative_magnitude,
                                feasible_probability, noise_to_clean_ratio,
                                solve_threshold)
 
@@ -82,7 +84,7 @@ class WeightsUpdateFn(Protocol):
   """``update`` of the fused route (`ogc_weights`)."""
 
   def __call__(
-      self, probs: chex.Array, state: OGCState,
+      self, probs: chex.Array, state: OGCState, *,
       learning_rate: Optional[chex.Numeric] = None
   ) -> tuple[chex.Array, OGCState]:
     """Observes ``probs``, advances ``state``; returns ``(weights, state)``."""
@@ -90,7 +92,13 @@ class WeightsUpdateFn(Protocol):
 
 class OGCWeights(NamedTuple):
   """The fused route: ``init(params=None) -> state`` and
-  ``update(probs, state, learning_rate=None) -> (weights, state)``."""
+  ``update(probs, state, *, learning_rate=None) -> (weights, state)``.
+
+  Not an optax transformation: its ``update`` takes the batch's
+  probabilities, not gradients, and its rate only by keyword, so that put
+  into an ``optax.chain`` (which calls ``update(updates, state, params)``)
+  it fails at the first update with an error that says to use `ogc`.
+  """
   init: Callable[..., OGCState]
   update: WeightsUpdateFn
 
@@ -109,6 +117,12 @@ def _check_probs(probs, not_an_array_hint=""):
 
 
 def _check_positive_integer(name, value, minimum):
+  if isinstance(value, (jax.Array, jax.core.Tracer)):
+    raise ValueError(
+        f"`{name}` must be a Python integer (it sets the shape of the queue"
+        f" and the refit schedule), got the array {value!r}. Under"
+        " optax.inject_hyperparams name it static: inject_hyperparams(ogc,"
+        " static_args=('base_loss', 'update_period', 'queue_size')).")
   # bool is an int in Python, but update_period=True is a mistake.
   if (not isinstance(value, (numbers.Integral, np.integer))
       or isinstance(value, (bool, np.bool_)) or value < minimum):
@@ -127,6 +141,15 @@ _CHECK_RTOL = 1e-4
 
 
 def _check_base_loss(base_loss):
+  """`_check_base_loss_once`, remembered for a base loss that passed."""
+  try:
+    hash(base_loss)
+  except TypeError:
+    return _check_base_loss_once(base_loss)
+  return _check_base_loss_cached(base_loss)
+
+
+def _check_base_loss_once(base_loss):
   """|l'(p)| must be finite and non-increasing over [MIN_PROB, MAX_PROB].
 
   OGC clips |l'(p)| at tau = |l'(p_threshold)| and solves for p_threshold
@@ -162,58 +185,25 @@ def _check_base_loss(base_loss):
         f" {g[i + 1]:.6g} at p = {p[i + 1]:.6g}.")
 
 
-def _check_epsilon(epsilon):
-  """A finite scalar >= 0: a float or an array (``inject_hyperparams``)."""
-  if isinstance(epsilon, jax.core.Tracer):
-    if epsilon.ndim == 0 and jnp.issubdtype(epsilon.dtype, jnp.number):
-      return  # traced: its value is checked where it was made
-  else:
-    value = np.asarray(epsilon) if isinstance(
-        epsilon, (numbers.Real, np.ndarray, np.generic, jax.Array)) else None
-    if (value is not None and value.ndim == 0
-        and np.issubdtype(value.dtype, np.number)
-        and not np.issubdtype(value.dtype, np.bool_)
-        and np.isfinite(value) and value >= 0):
-      return
-  raise ValueError(
-      f"`epsilon` must be a finite scalar >= 0 (a float or an array), got"
-      f" {epsilon!r}.")
-
-
 # Said when neither the construction nor the update gives a rate.
 _MISSING_LEARNING_RATE = (
     "OGC needs the optimizer's learning rate: give the same rate or schedule"
     " as the optimizer once, `ogc(base_loss, learning_rate=schedule)` or"
     " `ogc_weights(base_loss, learning_rate=schedule)`, or the rate the"
     " optimizer applies now at every update, `update(..., probs=p,"
-    " learning_rate=lr)` (per-example route) or `update(probs, state, lr)`"
+    " learning_rate=lr)` (per-example route) or `update(probs, state, learning_rate=lr)`"
     " (fused route).")
-
-
-def _learning_rate(learning_rate, what="`learning_rate`"):
-  """A learning rate as a float32 scalar; a concrete one finite and >= 0.
-
-  A traced rate cannot be checked here; a refit at a NaN, infinite or
-  negative one is rejected instead (see `ogc_weights`).
-  """
-  if not isinstance(learning_rate, jax.core.Tracer):
-    value = np.asarray(learning_rate)
-    if (value.ndim != 0 or not np.issubdtype(value.dtype, np.number)
-        or not (np.isfinite(value) and value >= 0)):
-      raise ValueError(
-          f"OGC's {what} must be a finite scalar >= 0 (the target ratio is"
-          f" 1 + learning_rate * epsilon), got {learning_rate!r}.")
-  lr = jnp.asarray(learning_rate)
-  if lr.ndim != 0:
-    raise ValueError(
-        f"OGC's {what} must be a scalar, got shape {lr.shape}.")
-  return lr.astype(jnp.float32)
 
 
 def _check_schedule(learning_rate):
   """At construction: None, a schedule (callable), or a scalar rate >= 0."""
   if learning_rate is not None and not callable(learning_rate):
-    _learning_rate(learning_rate)
+    check_learning_rate(learning_rate)
+
+
+# optax.inject_hyperparams builds the transformation anew at every update:
+# the check of the same base loss is not repeated (a failed one is not kept).
+_check_base_loss_cached = functools.lru_cache(maxsize=64)(_check_base_loss_once)
 
 
 def _valid(probs):
@@ -226,9 +216,9 @@ def _feasible(probs, valid):
   return feasible_probability(jnp.where(valid, probs, 1.0))
 
 
-def _keep(state, learning_rate):
+def _keep(state, learning_rate, epsilon):
   """The branch of a step that does not refit: the state as it is."""
-  del learning_rate
+  del learning_rate, epsilon
   return state
 
 
@@ -247,16 +237,17 @@ def _cond_under_vmap(refit):
   batched_refit = jax.vmap(refit)
 
   @jax.custom_batching.custom_vmap
-  def maybe_refit(due, state, lr):
-    return jax.lax.cond(due, refit, _keep, state, lr)
+  def maybe_refit(due, state, lr, epsilon):
+    return jax.lax.cond(due, refit, _keep, state, lr, epsilon)
 
   @maybe_refit.def_vmap
-  def batched(axis_size, in_batched, due, state, lr):
+  def batched(axis_size, in_batched, due, state, lr, epsilon):
     def broadcast(x, is_batched):
       return x if is_batched else jnp.broadcast_to(x, (axis_size,) + x.shape)
-    due, state, lr = jax.tree_util.tree_map(broadcast, (due, state, lr),
-                                            tuple(in_batched))
-    fitted = jax.lax.cond(jnp.any(due), batched_refit, _keep, state, lr)
+    due, state, lr, epsilon = jax.tree_util.tree_map(
+        broadcast, (due, state, lr, epsilon), tuple(in_batched))
+    fitted = jax.lax.cond(jnp.any(due), batched_refit, _keep, state, lr,
+                          epsilon)
     out = jax.tree_util.tree_map(
         lambda new, old: jnp.where(
             due.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
@@ -266,13 +257,86 @@ def _cond_under_vmap(refit):
   return maybe_refit
 
 
+def _refit_rule(base_loss, fit):
+  """`_make_refit_rule`, one per base loss and fit where they are hashable.
+
+  ``lax.cond`` caches its compilation by the identity of its branches, and
+  ``optax.inject_hyperparams`` builds the transformation anew at every
+  update: with new branches each time, an eager update compiled the refit
+  again (seconds). The rate and epsilon are operands, not constants.
+  """
+  try:
+    hash(base_loss)
+  except TypeError:
+    return _make_refit_rule(base_loss, fit)
+  return _cached_refit_rule(base_loss, fit)
+
+
+def _make_refit_rule(base_loss, fit):
+  """``maybe_refit(due, state, lr, epsilon)``: refits under ``lax.cond``."""
+
+  def refit(state: OGCState, lr, epsilon):
+    # The converged fit starts warm: the last fit is one more candidate start
+    # of EM. The published one starts from the two-means split every time.
+    gmm = fit_gmm(state.queue, init=state.gmm if fit == "converged" else None,
+                  fit=fit)
+    p_threshold, tau = solve_threshold(gmm, base_loss, lr, epsilon)
+    fitted = dict(gmm=gmm, p_threshold=p_threshold, tau=tau,
+                  noise_to_clean_ratio=noise_to_clean_ratio(gmm, base_loss,
+                                                            p_threshold))
+    # A fit or solve that is not finite keeps the previous threshold; so
+    # does a traced rate or epsilon that is NaN, infinite or negative, for
+    # which solve_threshold gives NaN.
+    accepted = jnp.all(jnp.stack(
+        [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(fitted)]))
+    previous = {k: getattr(state, k) for k in fitted}
+    kept = jax.tree_util.tree_map(
+        lambda new, old: jnp.where(accepted, new, old), fitted, previous)
+    return state._replace(
+        **kept,
+        num_threshold_updates=jnp.where(
+            accepted, optax.safe_increment(state.num_threshold_updates),
+            state.num_threshold_updates),
+        num_rejected_refits=jnp.where(
+            accepted, state.num_rejected_refits,
+            optax.safe_increment(state.num_rejected_refits)))
+
+  return _cond_under_vmap(refit)
+
+
+_cached_refit_rule = functools.lru_cache(maxsize=64)(_make_refit_rule)
+
+
+def _gather(x, axis_name):
+  """``x`` of every device along ``axis_name``, concatenated in their order.
+
+  A psum of each device's block in place, so that the result is the same
+  on every device and typed so (invariant) under ``jax.shard_map``'s
+  checks, which ``lax.all_gather``'s is not.
+  """
+  size = jax.lax.psum(1, axis_name)
+  blocks = jnp.zeros((size,) + x.shape, x.dtype).at[
+      jax.lax.axis_index(axis_name)].set(x)
+  return jax.lax.psum(blocks, axis_name).reshape((-1,) + x.shape[1:])
+
+
+def _varying_axes(x):
+  """The mesh axes over which ``x`` varies inside ``jax.shard_map``."""
+  manual = getattr(jax.typeof(x), "manual_axis_type", None)
+  return sorted(getattr(manual, "varying", ()))
+
+
+AxisName = Union[str, tuple[str, ...]]
+
+
 def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
                 *,
                 learning_rate: Optional[optax.ScalarOrSchedule] = None,
-                epsilon: float = 20.0,
+                epsilon: chex.Numeric = 20.0,
                 update_period: int = 32,
                 queue_size: int = 4096,
-                fit: str = DEFAULT_FIT) -> OGCWeights:
+                fit: Fit = DEFAULT_FIT,
+                axis_name: Optional[AxisName] = None) -> OGCWeights:
   """Optimized Gradient Clipping as per-example weights (the fused route).
 
   Each call of ``update(probs, state)`` pushes H = -log p of the batch into
@@ -292,8 +356,9 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
   optimizer's (OGC before ``optax.MultiSteps``, which counts micro-batches),
   or the rate is not a schedule of the step (``reduce_on_plateau``, a rate
   set by hand in an ``optax.inject_hyperparams`` state), give the rate the
-  optimizer applies now to each update instead: ``update(probs, state, lr)``,
-  which overrides the one given here. With an adaptive optimizer (Adam) the
+  optimizer applies now to each update instead:
+  ``update(probs, state, learning_rate=lr)``, which overrides the one given
+  here. With an adaptive optimizer (Adam) the
   rate is OGC's own eta; under AdamW an eta between 0.001 and 0.03 (AdamW's
   usual 1e-3 included) worked, 0.1 and above clipped too little.
 
@@ -304,6 +369,14 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
   rate never clips everything. An empty batch (``probs`` of shape ``[0]``)
   returns no weights and the state unchanged (``count`` included, so a
   schedule given here lags an optimizer that counted that update).
+
+  Inside ``jax.shard_map`` over a batch split along a mesh axis, give that
+  axis as ``axis_name``: each device passes its own examples' ``probs`` and
+  gets their weights, while the queue, the refits and the state hold the
+  whole batch, in the devices' order, the same on every device, as on one
+  device (``docs/usage.md`` shows the pattern). Without it, ``probs`` that
+  vary over a mesh axis are refused (under ``check_vma=False`` they cannot
+  be told apart, and each device would keep a queue of its own examples).
 
   Args:
     base_loss: elementwise, differentiable base loss of p, e.g.
@@ -324,20 +397,24 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
       ``"published"`` (the default), the authors' code: at most 10 EM steps
       from the two-means split of the queue; or ``"converged"``, EM to its
       fixed point, warm-started from the previous fit.
+    axis_name: inside ``jax.shard_map`` (or ``pmap``), the mesh axis or
+      axes the batch is split along; None outside.
 
   Returns:
     An `OGCWeights` of pure functions ``init(params=None)`` and
-    ``update(probs, state, learning_rate=None)``, whose ``learning_rate``,
-    a scalar >= 0 (may be traced), overrides the one given here.
+    ``update(probs, state, *, learning_rate=None)``, whose ``learning_rate``,
+    a scalar >= 0 (may be traced, keyword only), overrides the one given
+    here.
 
   Raises:
     ValueError: for an argument outside the choices above (at construction;
       for ``base_loss``, naming the first p where |l'(p)| is not finite or
       rises, and its value), and at trace time for ``probs`` that are not a
-      1-D floating array (an ``ogc_weights`` put into an ``optax.chain``
-      gets the gradients there: use `ogc`) and for a learning rate that is
-      given nowhere, not a scalar, or (when concrete) negative or not
-      finite.
+      1-D floating array or vary over a mesh axis not named in
+      ``axis_name``, for a third positional argument of ``update`` (what
+      ``optax.chain`` passes: use `ogc` in a chain), for an ``axis_name``
+      that is not bound, and for a learning rate that is given nowhere, not
+      a scalar, or (when concrete) negative or not finite.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax
@@ -367,7 +444,7 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
   _check_positive_integer("queue_size", queue_size, 2)
   if fit not in FITS:
     raise ValueError(f"`fit` must be one of {FITS}, got {fit!r}.")
-  _check_epsilon(epsilon)
+  check_epsilon(epsilon)
   _check_schedule(learning_rate)
   _check_base_loss(base_loss)
   # Optax's schedules take the step count as it is; a float is a constant.
@@ -409,44 +486,48 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
         queue_index=(state.queue_index + n_valid) % queue_size,
         queue_count=jnp.minimum(state.queue_count + n_valid, queue_size))
 
-  def refit(state: OGCState, lr):
-    # The converged fit starts warm: the last fit is one more candidate start
-    # of EM. The published one starts from the two-means split every time.
-    gmm = fit_gmm(state.queue, init=state.gmm if fit == "converged" else None,
-                  fit=fit)
-    p_threshold, tau = solve_threshold(gmm, base_loss, lr, epsilon)
-    fitted = dict(gmm=gmm, p_threshold=p_threshold, tau=tau,
-                  noise_to_clean_ratio=noise_to_clean_ratio(gmm, base_loss,
-                                                            p_threshold))
-    # A fit or solve that is not finite keeps the previous threshold; so
-    # does a traced rate or epsilon that is NaN, infinite or negative, for
-    # which the target 1 + lr * epsilon means nothing (solve_threshold would
-    # return the threshold that clips everything, tau = |l'(1 - 1e-7)|).
-    accepted = jnp.all(jnp.stack(
-        [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(fitted)]
-        + [jnp.isfinite(lr), lr >= 0, jnp.isfinite(epsilon),
-           jnp.asarray(epsilon) >= 0]))
-    previous = {k: getattr(state, k) for k in fitted}
-    kept = jax.tree_util.tree_map(
-        lambda new, old: jnp.where(accepted, new, old), fitted, previous)
-    return state._replace(
-        **kept,
-        num_threshold_updates=state.num_threshold_updates + accepted,
-        num_rejected_refits=state.num_rejected_refits + ~accepted)
-
-  maybe_refit = _cond_under_vmap(refit)
+  maybe_refit = _refit_rule(base_loss, fit)
 
   def current_rate(state: OGCState, learning_rate):
     """The update's own rate, else the construction's at OGC's step."""
     if learning_rate is not None:
-      return _learning_rate(learning_rate)
+      return check_learning_rate(learning_rate)
     if schedule is None:
       raise ValueError(_MISSING_LEARNING_RATE)
-    return _learning_rate(schedule(state.count),
-                          "`learning_rate` (the construction's, at this step)")
+    return check_learning_rate(
+        schedule(state.count),
+        "`learning_rate` (the construction's, at this step)")
 
-  def update(probs: chex.Array, state: OGCState,
+  def whole_batch(probs):
+    """The probabilities of every device's examples, or ``probs`` itself."""
+    if axis_name is None:
+      varying = _varying_axes(probs)
+      if varying:
+        raise ValueError(
+            f"OGC got `probs` that vary over the mesh axes {varying} (inside"
+            " jax.shard_map): give that axis as `axis_name`, e.g."
+            f" ogc_weights(..., axis_name={varying[0]!r}), so that the queue"
+            " holds the whole batch rather than each device's part.")
+      return probs
+    try:
+      return _gather(probs, axis_name)
+    except NameError as e:
+      raise ValueError(
+          f"OGC's `axis_name` {axis_name!r} is not an axis of the surrounding"
+          " jax.shard_map (or pmap); give the mesh axis the batch is split"
+          f" along, or None outside one ({e}).") from None
+
+  def update(probs: chex.Array, state: OGCState, *args,
              learning_rate: Optional[chex.Numeric] = None):
+    if args:
+      raise ValueError(
+          "`ogc_weights(...).update(probs, state, *, learning_rate=None)`"
+          f" got {2 + len(args)} positional arguments. The rate is given by"
+          " keyword; a third positional argument is what optax.chain passes"
+          " (params): `ogc_weights(...)` is not an optax transformation, its"
+          " `update` takes the batch's probabilities and gives weights for"
+          " the loss (`weighted_base_loss`). In an optax.chain, on"
+          " per-example gradients, use `ogc(...)`.")
     _check_probs(probs, not_an_array_hint=(
         " `ogc_weights(...)` is not an optax transformation: its `update`"
         " takes the batch's probabilities and gives weights for the loss"
@@ -458,19 +539,27 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
     probs = jax.lax.stop_gradient(probs).astype(jnp.float32)
     valid = _valid(probs)
     p = _feasible(probs, valid)
+    # The queue and the state see the whole batch (over devices).
+    all_probs = whole_batch(probs)
+    all_valid, all_p = valid, p
+    if axis_name is not None:
+      all_valid = _valid(all_probs)
+      all_p = _feasible(all_probs, all_valid)
 
-    state = push(state, -jnp.log(p), valid)
+    state = push(state, -jnp.log(all_p), all_valid)
     count = optax.safe_increment(state.count)
     due = (count % update_period == 0) & (state.queue_count == queue_size)
-    state = maybe_refit(due, state, lr)
+    state = maybe_refit(due, state, lr, jnp.asarray(epsilon, jnp.float32))
 
     g = derivative_magnitude(base_loss, p)
     weights = jnp.where(valid, jnp.minimum(1.0, state.tau / g), 0.0)
-    n_valid = jnp.sum(valid, dtype=jnp.int32)
-    clipped = jnp.sum(valid & (g > state.tau)) / jnp.maximum(n_valid, 1)
+    all_g = g if axis_name is None else derivative_magnitude(base_loss, all_p)
+    n_valid = jnp.sum(all_valid, dtype=jnp.int32)
+    clipped = (jnp.sum(all_valid & (all_g > state.tau))
+               / jnp.maximum(n_valid, 1))
     # Saturates at the int32 maximum rather than wrapping round, like
     # optax.safe_increment.
-    n_invalid = jnp.minimum(probs.shape[0] - n_valid,
+    n_invalid = jnp.minimum(all_probs.shape[0] - n_valid,
                             jnp.iinfo(jnp.int32).max - state.num_invalid)
     state = state._replace(
         count=count, clipped_fraction=clipped.astype(jnp.float32),
@@ -480,7 +569,8 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
   return OGCWeights(init=init, update=update)
 
 
-def weighted_base_loss(base_loss, probs: chex.Array, weights: chex.Array):
+def weighted_base_loss(base_loss: Callable[[chex.Array], chex.Array],
+                       probs: chex.Array, weights: chex.Array) -> chex.Array:
   """The fused OGC objective: mean over the batch of ``weight * l(p)``.
 
   Probabilities are cast to float32 and clamped to the feasible range
@@ -495,8 +585,19 @@ def weighted_base_loss(base_loss, probs: chex.Array, weights: chex.Array):
     weights: ``[batch]`` weights from `ogc_weights` (stop-gradient).
 
   Returns:
-    The float32 scalar loss whose gradient is the OGC update.
+    The float32 scalar loss whose gradient is the OGC update (inside
+    ``jax.shard_map``, the mean over this device's examples: take its
+    ``jax.lax.pmean`` over the batch axis before differentiating).
+
+  Raises:
+    ValueError: for ``probs`` that are not 1-D, or ``weights`` of another
+      shape (which would broadcast into a [batch, batch] mean).
   """
+  _check_probs(probs)
+  if jnp.shape(weights) != probs.shape:
+    raise ValueError(
+        f"weighted_base_loss expects `weights` of the shape of `probs`"
+        f" {probs.shape}, one per example, got {jnp.shape(weights)}.")
   if probs.shape[0] == 0:
     return jnp.zeros([], jnp.float32)
   probs = probs.astype(jnp.float32)
@@ -548,10 +649,12 @@ def _check_per_example(updates, params, probs):
 def ogc(base_loss: Callable[[chex.Array], chex.Array],
         *,
         learning_rate: Optional[optax.ScalarOrSchedule] = None,
-        epsilon: float = 20.0,
+        epsilon: chex.Numeric = 20.0,
         update_period: int = 32,
         queue_size: int = 4096,
-        fit: str = DEFAULT_FIT) -> optax.GradientTransformationExtraArgs:
+        fit: Fit = DEFAULT_FIT,
+        axis_name: Optional[AxisName] = None
+        ) -> optax.GradientTransformationExtraArgs:
   """Optimized Gradient Clipping of per-example gradients.
 
   .. warning::
@@ -605,6 +708,9 @@ def ogc(base_loss: Callable[[chex.Array], chex.Array],
     queue_size: queue length (q), an integer >= 2.
     fit: the mixture fit at each refit, ``"published"`` (the default) or
       ``"converged"`` (see `ogc_weights`).
+    axis_name: inside ``jax.shard_map``, the mesh axis or axes the batch is
+      split along (see `ogc_weights`); the update is then the mean over
+      every device's examples, the same on every device.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is `OGCState`
@@ -644,7 +750,7 @@ def ogc(base_loss: Callable[[chex.Array], chex.Array],
   """
   weighting = ogc_weights(base_loss, learning_rate=learning_rate,
                           epsilon=epsilon, update_period=update_period,
-                          queue_size=queue_size, fit=fit)
+                          queue_size=queue_size, fit=fit, axis_name=axis_name)
 
   def update_fn(updates, state, params=None, *, probs=None, learning_rate=None,
                 **extra_args):
@@ -653,7 +759,8 @@ def ogc(base_loss: Callable[[chex.Array], chex.Array],
       raise ValueError("OGC needs the extra argument `probs` (shape [batch]).")
     _check_probs(probs)
     _check_per_example(updates, params, probs)
-    weights, state = weighting.update(probs, state, learning_rate)
+    weights, state = weighting.update(probs, state,
+                                      learning_rate=learning_rate)
     batch = probs.shape[0]
     if batch == 0:  # weights and state as they were
       zeros = lambda g: jnp.zeros(g.shape[1:], g.dtype)
@@ -663,8 +770,11 @@ def ogc(base_loss: Callable[[chex.Array], chex.Array],
     def aggregate(g):
       # where, not multiply: an invalid example's gradient may be NaN.
       g = jnp.where(valid.reshape((-1,) + (1,) * (g.ndim - 1)), g, 0)
-      mean = jnp.tensordot(weights, g.astype(jnp.float32), axes=1) / batch
-      return mean.astype(g.dtype)
+      total = jnp.tensordot(weights, g.astype(jnp.float32), axes=1)
+      if axis_name is not None:  # the mean over every device's examples
+        total = jax.lax.psum(total, axis_name)
+        return (total / (batch * jax.lax.psum(1, axis_name))).astype(g.dtype)
+      return (total / batch).astype(g.dtype)
 
     return jax.tree_util.tree_map(aggregate, updates), state
 

@@ -343,7 +343,7 @@ class PublishedFitTest(chex.TestCase, parameterized.TestCase):
     for kwargs in ({}, {"fit": "published"}):
       weighting = ogc_jax.ogc_weights(losses.cross_entropy, update_period=1,
                                       queue_size=256, **kwargs)
-      states.append(weighting.update(probs, weighting.init(), 0.01)[1])
+      states.append(weighting.update(probs, weighting.init(), learning_rate=0.01)[1])
     self.assertEqual(int(states[0].num_threshold_updates), 1)
     chex.assert_trees_all_equal(*states)
 

@@ -101,13 +101,6 @@ class SolveThresholdTest(chex.TestCase, parameterized.TestCase):
     p, _ = solve_threshold(as_gmm(MIXTURES[2]), losses.cross_entropy, 1e4)
     np.testing.assert_allclose(p, MIN_PROB, rtol=1e-6)
 
-  def test_full_clipping_when_target_unreachable(self):
-    # Full clipping gives R = 1 exactly, so only a target below 1 is out of
-    # reach; a negative learning rate makes one.
-    p, tau = solve_threshold(as_gmm(MIXTURES[1]), losses.cross_entropy, -0.01)
-    np.testing.assert_allclose(p, MAX_PROB, rtol=1e-7)
-    np.testing.assert_allclose(tau, 1 / MAX_PROB, rtol=1e-6)
-
   def test_derivative_magnitude_closed_forms(self):
     p = jnp.array([1e-7, 0.01, 0.3, 0.99, MAX_PROB])
     np.testing.assert_allclose(derivative_magnitude(losses.cross_entropy, p),
@@ -181,3 +174,26 @@ def test_ratio_matches_float64_reference(
 
 if __name__ == "__main__":
   absltest.main()
+
+
+@pytest.mark.parametrize("learning_rate, epsilon, message", [
+    (-0.1, 20.0, "`learning_rate` must be a finite scalar >= 0"),
+    (float("nan"), 20.0, "`learning_rate` must be a finite scalar >= 0"),
+    (np.array([0.1, 0.01]), 20.0, "`learning_rate` must be a finite scalar"),
+    (0.1, -1.0, "`epsilon` must be a finite scalar >= 0"),
+    (0.1, float("inf"), "`epsilon` must be a finite scalar >= 0"),
+])
+def test_solve_threshold_checks_the_target(learning_rate, epsilon, message):
+  # These gave the clip-everything threshold before; traced, NaN (which OGC
+  # rejects as a refit), and a vector of rates is refused even when traced.
+  gmm = GMM(*(jnp.float32(v) for v in (0.1, 0.01, 3.0, 1.0, 0.4)))
+  with pytest.raises(ValueError, match=message):
+    solve_threshold(gmm, losses.cross_entropy, learning_rate, epsilon)
+  solve = jax.jit(lambda lr, eps: solve_threshold(gmm, losses.cross_entropy,
+                                                  lr, eps))
+  if np.ndim(learning_rate):
+    with pytest.raises(ValueError, match="must be a scalar"):
+      solve(jnp.asarray(learning_rate), epsilon)
+  else:
+    p_threshold, tau = solve(learning_rate, epsilon)
+    assert np.isnan(p_threshold) and np.isnan(tau)

@@ -60,7 +60,7 @@ class RingBufferTest(parameterized.TestCase):
   def test_queue_order_matches_deque(self, queue_size, batch):
     weighting = ogc_jax.ogc_weights(losses.cross_entropy,
                                     queue_size=queue_size, update_period=1000)
-    update = jax.jit(lambda p, s: weighting.update(p, s, 0.1))
+    update = jax.jit(lambda p, s: weighting.update(p, s, learning_rate=0.1))
     state = weighting.init()
     reference = collections.deque(maxlen=queue_size)
     rng = np.random.default_rng(0)
@@ -84,7 +84,7 @@ class UpdateScheduleTest(parameterized.TestCase):
     period, queue_size, batch = 4, 64, 8  # queue full after 8 steps
     weighting = ogc_jax.ogc_weights(losses.cross_entropy,
                                     update_period=period, queue_size=queue_size)
-    update = jax.jit(lambda p, s: weighting.update(p, s, 0.01))
+    update = jax.jit(lambda p, s: weighting.update(p, s, learning_rate=0.01))
     state = weighting.init()
     rng = np.random.default_rng(1)
     history = []
@@ -115,7 +115,7 @@ class UpdateScheduleTest(parameterized.TestCase):
     update = jax.jit(weighting.update)
     state = weighting.init()
     for h in testing.noise_jump_queues():
-      _, state = update(jnp.exp(-jnp.asarray(h)), state, 0.01)
+      _, state = update(jnp.exp(-jnp.asarray(h)), state, learning_rate=0.01)
     self.assertEqual(int(state.num_threshold_updates), 2)
     cold = ogc_jax.fit_gmm(state.queue, fit="converged")
     self.assertLess(float(cold.mean_noisy), 3.0)
@@ -134,7 +134,7 @@ class UpdateScheduleTest(parameterized.TestCase):
     state = weighting.init()
     for step in range(12):  # refits at steps 8 and 12
       h = testing.realistic_queue(0.4, seed=step, n=32)
-      _, state = update(jnp.exp(-jnp.asarray(h)), state, 0.01)
+      _, state = update(jnp.exp(-jnp.asarray(h)), state, learning_rate=0.01)
     self.assertEqual(int(state.num_threshold_updates), 2)
     expected = ogc_jax.fit_gmm(state.queue, fit=fit)
     chex.assert_trees_all_close(state.gmm, expected, rtol=1e-5, atol=1e-6)
@@ -155,14 +155,16 @@ class UpdateScheduleTest(parameterized.TestCase):
                            axis=-1).astype(np.float32)
     probs[0, 2, 0] = np.nan
     lrs = jnp.asarray([0.01, 0.02, 0.01])  # one learning rate per run
-    batched = jax.jit(jax.vmap(weighting.update))
+    by_rate = lambda p, s, lr: weighting.update(p, s, learning_rate=lr)
+    batched = jax.jit(jax.vmap(by_rate))
     states = jax.vmap(lambda _: weighting.init())(jnp.arange(runs))
     alone = [weighting.init() for _ in range(runs)]
     update = jax.jit(weighting.update)
     for step in range(20):
       weights, states = batched(jnp.asarray(probs[step]), states, lrs)
       for r in range(runs):
-        w, alone[r] = update(jnp.asarray(probs[step, r]), alone[r], lrs[r])
+        w, alone[r] = update(jnp.asarray(probs[step, r]), alone[r],
+                             learning_rate=lrs[r])
         np.testing.assert_allclose(weights[r], w, rtol=1e-6)
     for r in range(runs):
       run = jax.tree_util.tree_map(lambda x: x[r], states)
@@ -171,8 +173,8 @@ class UpdateScheduleTest(parameterized.TestCase):
                      [4, 4, 3])
     # The refit is under a cond in the batched program, not a select that
     # would run it at every step.
-    jaxpr = jax.make_jaxpr(jax.vmap(weighting.update))(jnp.asarray(probs[0]),
-                                                       states, lrs)
+    jaxpr = jax.make_jaxpr(jax.vmap(by_rate))(jnp.asarray(probs[0]), states,
+                                              lrs)
     self.assertTrue('cond[' in str(jaxpr),
                     'the batched refit is not under a cond')
 
@@ -185,7 +187,8 @@ class UpdateScheduleTest(parameterized.TestCase):
     rng = np.random.default_rng(2)
     for step in range(16):
       probs = np.concatenate([rng.uniform(0.6, 1.0, 4), rng.uniform(0.001, 0.3, 4)])
-      _, state = update(jnp.asarray(probs, jnp.float32), state, schedule(step))
+      _, state = update(jnp.asarray(probs, jnp.float32), state,
+                        learning_rate=schedule(step))
       if step + 1 in (8, 16):  # refits, at 0.1 and then 0.01
         np.testing.assert_allclose(state.noise_to_clean_ratio,
                                    1 + 20 * schedule(step), rtol=1e-4)
@@ -210,7 +213,7 @@ class RoutesTest(chex.TestCase, parameterized.TestCase):
     def fused_step(state, x, y, step):
       def loss_fn(params, state):
         probs = linear_probs(params, x, y)
-        weights, state = weighting.update(probs, state, lr(step))
+        weights, state = weighting.update(probs, state, learning_rate=lr(step))
         return ogc_jax.weighted_base_loss(base_loss, probs, weights), state
       grads, state = jax.grad(loss_fn, has_aux=True)(params, state)
       return grads, state
@@ -323,7 +326,7 @@ class LearningRateTest(parameterized.TestCase):
     weighting = ogc_jax.ogc_weights(losses.cross_entropy)
     message = "`learning_rate` must be a finite scalar"
     with pytest.raises(ValueError, match=message):
-      weighting.update(jnp.full((4,), 0.5), weighting.init(), lr)
+      weighting.update(jnp.full((4,), 0.5), weighting.init(), learning_rate=lr)
     for make in (ogc_jax.ogc, ogc_jax.ogc_weights):  # at construction
       with pytest.raises(ValueError, match=message):
         make(losses.cross_entropy, learning_rate=lr)
@@ -375,7 +378,7 @@ class LearningRateTest(parameterized.TestCase):
         jax.jit(lambda s, p, step: once.update(p, s)[1]), once.init())
     self._assert_follows_the_drop(ratios)
     _, reference = self._ratios(
-        jax.jit(lambda s, p, step: per_update.update(p, s, schedule(step))[1]),
+        jax.jit(lambda s, p, step: per_update.update(p, s, learning_rate=schedule(step))[1]),
         per_update.init())
     chex.assert_trees_all_equal(state, reference)
 
@@ -383,7 +386,7 @@ class LearningRateTest(parameterized.TestCase):
     weighting = ogc_jax.ogc_weights(losses.cross_entropy,
                                     learning_rate=self.SCHEDULE, **self.KWARGS)
     ratios, _ = self._ratios(
-        jax.jit(lambda s, p, step: weighting.update(p, s, 0.001)[1]),
+        jax.jit(lambda s, p, step: weighting.update(p, s, learning_rate=0.001)[1]),
         weighting.init(), steps=4)
     np.testing.assert_allclose(ratios[4], 1 + 0.001 * 20, rtol=1e-4)
 
@@ -457,12 +460,12 @@ class LearningRateTest(parameterized.TestCase):
                                     queue_size=8)
     update = jax.jit(weighting.update)
     probs = two_mode_probs(np.random.default_rng(0), 8)
-    _, good = update(probs, weighting.init(), 0.1)
+    _, good = update(probs, weighting.init(), learning_rate=0.1)
     self.assertEqual(int(good.num_threshold_updates), 1)
     expected = np.minimum(1.0, float(good.tau) * np.asarray(probs))
     self.assertLess(np.mean(expected < 1), 1.0)
     for bad in (float("nan"), float("inf"), -0.1):
-      weights, state = update(probs, good, bad)
+      weights, state = update(probs, good, learning_rate=bad)
       self.assertEqual(int(state.num_rejected_refits), 1, bad)
       self.assertEqual(int(state.num_threshold_updates), 1)
       for field in ("tau", "p_threshold", "gmm", "noise_to_clean_ratio"):
@@ -589,7 +592,8 @@ class HyperparametersAndStateTest(parameterized.TestCase):
     for epsilon in (20.0, jnp.float32(20.0), np.asarray(20.0)):
       weighting = ogc_jax.ogc_weights(losses.cross_entropy, epsilon=epsilon,
                                       update_period=1, queue_size=32)
-      out.append(jax.jit(weighting.update)(probs, weighting.init(), 0.1)[1])
+      out.append(jax.jit(weighting.update)(probs, weighting.init(),
+                                               learning_rate=0.1)[1])
     chex.assert_trees_all_equal(out[0], out[1], out[2])
     self.assertEqual(int(out[0].num_threshold_updates), 1)
 
@@ -722,7 +726,7 @@ class NoRetraceTest(absltest.TestCase):
     def fused_step(params, opt_state, ogc_state, x, y, lr):
       def loss_fn(params, ogc_state):
         probs = linear_probs(params, x, y)
-        weights, ogc_state = weighting.update(probs, ogc_state, lr)
+        weights, ogc_state = weighting.update(probs, ogc_state, learning_rate=lr)
         return ogc_jax.weighted_base_loss(base_loss, probs, weights), ogc_state
       grads, ogc_state = jax.grad(loss_fn, has_aux=True)(params, ogc_state)
       updates, opt_state = sgd.update(grads, opt_state, params)
@@ -758,7 +762,7 @@ class NoRetraceTest(absltest.TestCase):
     transform = ogc_jax.ogc(losses.cross_entropy, **kwargs)
     probs = jnp.linspace(0.01, 0.99, 8)
     grads = {"w": jnp.ones((8, 3))}
-    fused = lambda s: weighting.update(probs, s, 0.1)[1]
+    fused = lambda s: weighting.update(probs, s, learning_rate=0.1)[1]
     per_example = lambda s: transform.update(grads, s, probs=probs,
                                              learning_rate=0.1)[1]
     jax.monitoring.register_event_duration_secs_listener(on_event)
@@ -835,7 +839,7 @@ class BadInputTest(parameterized.TestCase):
     state = weighting.init()._replace(count=jnp.int32(top),
                                       num_invalid=jnp.int32(top - 1))
     _, state = jax.jit(weighting.update)(jnp.array([0.5, jnp.nan, 2.0]), state,
-                                         0.1)
+                                         learning_rate=0.1)
     self.assertEqual(int(state.count), top)
     self.assertEqual(int(state.num_invalid), top)
 
@@ -886,10 +890,11 @@ class BadInputTest(parameterized.TestCase):
   def test_empty_batch_changes_nothing(self):
     weighting = ogc_jax.ogc_weights(losses.cross_entropy, update_period=1,
                                     queue_size=8)
-    _, state = weighting.update(jnp.linspace(0.1, 0.9, 8), weighting.init(), 0.1)
+    _, state = weighting.update(jnp.linspace(0.1, 0.9, 8), weighting.init(),
+                                learning_rate=0.1)
     empty = jnp.zeros([0], jnp.float32)
     for update in (weighting.update, jax.jit(weighting.update)):
-      weights, new_state = update(empty, state, 0.1)
+      weights, new_state = update(empty, state, learning_rate=0.1)
       self.assertEqual(weights.shape, (0,))
       chex.assert_trees_all_equal(new_state, state)
     loss, grad = jax.value_and_grad(
@@ -919,7 +924,7 @@ class BadInputTest(parameterized.TestCase):
         tau=jnp.float32(4.0), p_threshold=jnp.float32(0.25), gmm=good,
         noise_to_clean_ratio=jnp.float32(3.0), num_threshold_updates=jnp.int32(1))
     probs = jnp.linspace(0.01, 0.4, 8)  # |l'| finite on the batch itself
-    update = jax.jit(lambda p, s: weighting.update(p, s, 0.1))
+    update = jax.jit(lambda p, s: weighting.update(p, s, learning_rate=0.1))
     weights, state = update(probs, state)  # count 1: no refit due
     weights, state = update(probs, state)  # count 2: the refit is rejected
     self.assertEqual(int(state.num_rejected_refits), 1)
@@ -964,7 +969,8 @@ class BadInputTest(parameterized.TestCase):
     weighting = ogc_jax.ogc_weights(losses.cross_entropy, update_period=1,
                                     queue_size=64)
     for probs in (jnp.full(64, 0.9), jnp.full(64, 1.0), jnp.full(64, 0.0)):
-      weights, state = jax.jit(weighting.update)(probs, weighting.init(), 0.1)
+      weights, state = jax.jit(weighting.update)(probs, weighting.init(),
+                                               learning_rate=0.1)
       self.assertEqual(int(state.num_threshold_updates), 1)
       for leaf in jax.tree_util.tree_leaves(state):
         self.assertTrue(np.all(np.isfinite(leaf)))
@@ -976,7 +982,8 @@ class BadInputTest(parameterized.TestCase):
     weighting = ogc_jax.ogc_weights(losses.cross_entropy, update_period=1,
                                     queue_size=32)
     probs = jnp.asarray(np.random.default_rng(0).uniform(0.01, 1, 100), jnp.float32)
-    _, state = jax.jit(weighting.update)(probs, weighting.init(), 0.1)
+    _, state = jax.jit(weighting.update)(probs, weighting.init(),
+                                               learning_rate=0.1)
     ordered = np.roll(np.asarray(state.queue), -int(state.queue_index))
     np.testing.assert_allclose(ordered, -np.log(np.asarray(probs[-32:])), rtol=1e-6)
     self.assertEqual(int(state.num_threshold_updates), 1)
@@ -1032,14 +1039,14 @@ class TransferGuardTest(absltest.TestCase):
 
   def test_state_can_be_donated(self):
     weighting = ogc_jax.ogc_weights(losses.cross_entropy, queue_size=16)
-    step = jax.jit(lambda s, p: weighting.update(p, s, 0.1)[1], donate_argnums=0)
+    step = jax.jit(lambda s, p: weighting.update(p, s, learning_rate=0.1)[1], donate_argnums=0)
     state = step(weighting.init(), jnp.full((8,), 0.5))
     self.assertEqual(int(state.count), 1)
 
   def test_jitted_step_has_no_host_transfers_or_callbacks(self):
     weighting = ogc_jax.ogc_weights(losses.cross_entropy, update_period=1,
                                     queue_size=16)
-    update = jax.jit(lambda p, s: weighting.update(p, s, 0.1))
+    update = jax.jit(lambda p, s: weighting.update(p, s, learning_rate=0.1))
     state = weighting.init()
     probs = jax.device_put(jnp.linspace(0.01, 1.0, 16))
     update(probs, state)  # compile outside the guard
@@ -1091,6 +1098,181 @@ class ShardingTest(absltest.TestCase):
     chex.assert_trees_all_close(p1, p2, rtol=1e-3, atol=1e-5)
     self.assertEqual(int(s1[0].queue_count), int(s2[0].queue_count))
     self.assertGreater(int(s2[0].num_threshold_updates), 0)
+
+
+class ShardMapTest(absltest.TestCase):
+  """OGC inside jax.shard_map: the batch split over 4 devices, one queue."""
+
+  def setUp(self):
+    super().setUp()
+    if jax.device_count() < 4:
+      self.skipTest("needs XLA_FLAGS=--xla_force_host_platform_device_count=4")
+    self.mesh = Mesh(np.array(jax.devices()[:4]), ("data",))
+
+  def _shard_map(self, f, in_specs, out_specs):
+    return jax.jit(jax.shard_map(f, mesh=self.mesh, in_specs=in_specs,
+                                 out_specs=out_specs))
+
+  def _put(self, x, spec):
+    return jax.device_put(x, NamedSharding(self.mesh, spec))
+
+  def test_per_example_route_equals_one_device(self):
+    base_loss = losses.cross_entropy
+    make = lambda **kw: optax.chain(
+        ogc_jax.ogc(base_loss, learning_rate=0.1, update_period=2,
+                    queue_size=64, **kw), optax.sgd(0.1))
+    one, many = make(), make(axis_name="data")
+
+    def step(opt, params, state, x, y, axis_name=None):
+      # Per-example gradients of this device's examples: the parameters
+      # cast to varying, else their gradient is summed over the devices.
+      local = (jax.lax.pcast(params, axis_name, to="varying") if axis_name
+               else params)
+      grads, probs = per_example_grads(local, x, y, base_loss)
+      updates, state = opt.update(grads, state, params, probs=probs)
+      return optax.apply_updates(params, updates), state
+
+    single = jax.jit(lambda *a: step(one, *a))
+    sharded = self._shard_map(lambda *a: step(many, *a, axis_name="data"),
+                              (P(), P(), P("data"), P("data")), (P(), P()))
+    p1 = p2 = init_params()
+    s1, s2 = one.init(p1), many.init(p2)
+    for i in range(8):
+      x, y = make_batch(i, 32)
+      p1, s1 = single(p1, s1, x, y)
+      p2, s2 = sharded(p2, s2, self._put(x, P("data")), self._put(y, P("data")))
+    self.assertEqual(int(s2[0].num_threshold_updates),
+                     int(s1[0].num_threshold_updates))
+    self.assertGreater(int(s2[0].num_threshold_updates), 0)
+    # The queue holds the whole batch in order, as on one device; the rest
+    # agrees to float rounding (the mean is a sum of four partial sums).
+    np.testing.assert_allclose(s1[0].queue, s2[0].queue, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(s1[0].tau, s2[0].tau, rtol=1e-5)
+    chex.assert_trees_all_close(p1, p2, rtol=1e-5, atol=1e-6)
+    self.assertEqual(float(s1[0].clipped_fraction),
+                     float(s2[0].clipped_fraction))
+
+  def test_fused_route_equals_one_device(self):
+    # The pattern of docs/usage.md: each device weighs its own examples and
+    # the loss is their mean over the batch axis (pmean), whose gradient
+    # with respect to the replicated parameters is the whole batch's.
+    base_loss = losses.cross_entropy
+    make = lambda **kw: ogc_jax.ogc_weights(
+        base_loss, learning_rate=0.1, update_period=2, queue_size=64, **kw)
+    one, many = make(), make(axis_name="data")
+    opt = optax.sgd(0.1)
+
+    def step(weighting, params, opt_state, state, x, y, axis_name=None):
+      def loss_fn(params, state):
+        probs = linear_probs(params, x, y)
+        weights, state = weighting.update(probs, state)
+        loss = ogc_jax.weighted_base_loss(base_loss, probs, weights)
+        if axis_name:
+          loss = jax.lax.pmean(loss, axis_name)
+        return loss, state
+      grads, state = jax.grad(loss_fn, has_aux=True)(params, state)
+      updates, opt_state = opt.update(grads, opt_state)
+      return optax.apply_updates(params, updates), opt_state, state
+
+    single = jax.jit(lambda *a: step(one, *a))
+    sharded = self._shard_map(lambda *a: step(many, *a, axis_name="data"),
+                              (P(), P(), P(), P("data"), P("data")),
+                              (P(), P(), P()))
+    p1 = p2 = init_params()
+    o1 = o2 = opt.init(p1)
+    s1, s2 = one.init(), many.init()
+    for i in range(8):
+      x, y = make_batch(i, 32)
+      p1, o1, s1 = single(p1, o1, s1, x, y)
+      p2, o2, s2 = sharded(p2, o2, s2, self._put(x, P("data")),
+                           self._put(y, P("data")))
+    self.assertEqual(int(s2.num_threshold_updates),
+                     int(s1.num_threshold_updates))
+    self.assertGreater(int(s2.num_threshold_updates), 0)
+    np.testing.assert_allclose(s1.queue, s2.queue, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(s1.tau, s2.tau, rtol=1e-5)
+    chex.assert_trees_all_close(p1, p2, rtol=1e-5, atol=1e-6)
+
+  def test_a_queue_per_device_is_refused(self):
+    weighting = ogc_jax.ogc_weights(losses.cross_entropy, learning_rate=0.1,
+                                    queue_size=64)
+    probs = self._put(jnp.linspace(0.1, 0.9, 32), P("data"))
+    update = lambda p, s: weighting.update(p, s)
+    with pytest.raises(ValueError, match=r"vary over the mesh axes \['data'\]"
+                       r".*axis_name='data'"):
+      self._shard_map(update, (P("data"), P()), (P("data"), P()))(
+          probs, weighting.init())
+    wrong_axis = ogc_jax.ogc_weights(losses.cross_entropy, learning_rate=0.1,
+                                     queue_size=64, axis_name="batch")
+    with pytest.raises(ValueError, match="`axis_name` 'batch' is not an axis"):
+      self._shard_map(lambda p, s: wrong_axis.update(p, s),
+                      (P("data"), P()), (P("data"), P()))(
+                          probs, wrong_axis.init())
+
+
+class OptaxConventionsTest(absltest.TestCase):
+
+  def test_ogc_weights_in_a_chain_fails_at_the_first_update(self):
+    # OGCWeights has init and update; optax.chain takes it, and with one
+    # array of parameters returned the weights as the updates.
+    weighting = ogc_jax.ogc_weights(losses.cross_entropy, learning_rate=0.1)
+    opt = optax.chain(weighting, optax.sgd(0.1))
+    params = jnp.zeros([8])
+    state = opt.init(params)
+    for args in ((jnp.full([8], 0.5), state), (jnp.full([8], 0.5), state,
+                                               params)):
+      with pytest.raises(ValueError, match=r"optax.chain passes.*use `ogc"):
+        opt.update(*args)
+
+  def test_inject_hyperparams_compiles_the_refit_once(self):
+    make = optax.inject_hyperparams(
+        ogc_jax.ogc, static_args=("base_loss", "update_period", "queue_size"))
+    transform = make(base_loss=losses.cross_entropy, epsilon=20.0,
+                     update_period=1, queue_size=8, learning_rate=0.1)
+    state = transform.init(None)
+    grads = {"w": jnp.ones((8, 3))}
+    probs = two_mode_probs(np.random.default_rng(0), 8)
+    fits = []
+    real_fit = transform_lib.fit_gmm
+    with mock.patch.object(transform_lib, "fit_gmm",
+                           lambda *a, **k: fits.append(1) or real_fit(*a, **k)):
+      for _ in range(3):  # eager: a refit is due at each
+        _, state = transform.update(grads, state, probs=probs)
+    self.assertEqual(int(state.inner_state.num_threshold_updates), 3)
+    self.assertLessEqual(len(fits), 1)  # traced once at most, not per update
+
+  def test_inject_hyperparams_without_static_args_names_them(self):
+    make = optax.inject_hyperparams(ogc_jax.ogc, static_args=("base_loss",))
+    with pytest.raises(ValueError, match=r"`update_period` must be a Python"
+                       r" integer.*static_args=\('base_loss', 'update_period',"
+                       r" 'queue_size'\)"):
+      make(base_loss=losses.cross_entropy, update_period=4,
+           queue_size=32).init(None)
+
+  def test_counters_saturate(self):
+    top = np.iinfo(np.int32).max
+    weighting = ogc_jax.ogc_weights(losses.cross_entropy, update_period=1,
+                                    queue_size=8, learning_rate=0.1)
+    probs = two_mode_probs(np.random.default_rng(0), 8)
+    state = weighting.init()._replace(num_threshold_updates=jnp.int32(top))
+    _, state = jax.jit(weighting.update)(probs, state)
+    self.assertEqual(int(state.num_threshold_updates), top)
+    rejecting = ogc_jax.ogc_weights(losses.cross_entropy, update_period=1,
+                                    queue_size=8)
+    state = rejecting.init()._replace(num_rejected_refits=jnp.int32(top))
+    _, state = jax.jit(rejecting.update)(probs, state,
+                                         learning_rate=jnp.float32(jnp.nan))
+    self.assertEqual(int(state.num_rejected_refits), top)
+
+  def test_weighted_base_loss_checks_the_weights_shape(self):
+    probs = jnp.linspace(0.1, 0.9, 32)
+    with pytest.raises(ValueError, match=r"`weights` of the shape of `probs`"
+                       r" \(32,\).*got \(32, 1\)"):
+      ogc_jax.weighted_base_loss(losses.cross_entropy, probs,
+                                 jnp.ones((32, 1)))
+    with pytest.raises(ValueError, match="1-D"):
+      ogc_jax.weighted_base_loss(losses.cross_entropy, probs[:, None],
+                                 jnp.ones((32, 1)))
 
 
 if __name__ == "__main__":
