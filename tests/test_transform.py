@@ -847,7 +847,7 @@ class BadInputTest(parameterized.TestCase):
     opt = optax.chain(ogc_jax.ogc_weights(losses.cross_entropy,
                                           learning_rate=0.1),
                       optax.sgd(0.1))
-    with pytest.raises(ValueError, match=r"got <class 'dict'>\."
+    with pytest.raises(ValueError, match=r"optax.chain passes \(params\):"
                        r" `ogc_weights\(\.\.\.\)` is not an optax"
                        r" transformation.* use `ogc\(\.\.\.\)`"):
       opt.update(self.grads, opt.init(self.params), self.params)
