@@ -111,6 +111,12 @@ LABEL_ISSUES_COLUMNS = {
 METRICS_FIELDS = {
     'epoch': 'the epoch, from 1',
     'test_accuracy': 'accuracy on the test set',
+    'test_accuracy_per_class': 'accuracy on the test examples of each true '
+                               'class, a list by class (null for a class '
+                               'without test examples)',
+    'test_predictions_per_class': 'test examples predicted as each class, a '
+                                  'list by class: 0 where the network never '
+                                  'predicts the class',
     'loss': 'mean training loss over the epoch',
     'learning_rate': "the optimizer's learning rate at the epoch's last step",
     'train_accuracy_clean': 'training accuracy on examples with a correct '

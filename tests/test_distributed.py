@@ -91,6 +91,10 @@ def assert_same_run(a, b):
     for key in set(x) - TIMING_KEYS:
       if isinstance(x[key], float):
         assert x[key] == pytest.approx(y[key], rel=1e-4, abs=1e-6), key
+    assert sum(x['test_predictions_per_class']) == 360
+    assert x['test_predictions_per_class'] == y['test_predictions_per_class']
+    assert x['test_accuracy_per_class'] == pytest.approx(
+        y['test_accuracy_per_class'], abs=1e-6)
   np.testing.assert_allclose(
       np.load(os.path.join(a, 'queues', 'epoch_0002.npy')),
       np.load(os.path.join(b, 'queues', 'epoch_0002.npy')), rtol=1e-5)
