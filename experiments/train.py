@@ -21,8 +21,9 @@ to ``workdir`` (its layout is `experiments.workdir`'s):
   the held-out fold's predicted probabilities;
 * ``result.json``, written last: ``final_test_accuracy`` (mean of the last
   ``config.final_epochs`` epochs' test accuracy, as the paper reports),
-  ``best_test_accuracy``, wall time, the config and how well the list finds
-  the wrong labels (`experiments.workdir.RESULT_FIELDS`).
+  ``best_test_accuracy``, the classes the final network never predicts on
+  the test set, wall time, the config and how well the list finds the wrong
+  labels (`experiments.workdir.RESULT_FIELDS`).
 
 What differs between OGC and a baseline loss is the run's method
 (`experiments.methods`): its state, its gradients and its fields of a
@@ -45,7 +46,7 @@ import functools
 import json
 import os
 import time
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import flax
 import jax
@@ -317,6 +318,25 @@ def epoch_row(epoch, evaluation, lr, sums, noise, method_fields,
           for k, v in row.items()}
 
 
+def classes_never_predicted(row: dict) -> Optional[list[int]]:
+  """The classes an epoch's network predicts for no test example.
+
+  Read from the epoch's metrics row; None for a row written before the rows
+  counted predictions (a run resumed after its last epoch from the records
+  of an earlier version).
+
+  Example:
+    >>> classes_never_predicted({'test_predictions_per_class': [5, 0, 3, 0]})
+    [1, 3]
+    >>> print(classes_never_predicted({'epoch': 1, 'test_accuracy': 0.5}))
+    None
+  """
+  counts = row.get('test_predictions_per_class')
+  if counts is None:
+    return None
+  return [c for c, n in enumerate(counts) if n == 0]
+
+
 def _config_dict(config):
   return json.loads(config.to_json_best_effort())
 
@@ -545,6 +565,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       'devices': len(devices),
       'config': _config_dict(config),
       'label_issues': None,
+      'classes_never_predicted': classes_never_predicted(history[-1]),
       **run_fields,
   }
   if is_main:

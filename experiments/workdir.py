@@ -85,11 +85,14 @@ RESULT_FIELDS = {
     'label_issues': 'how well label_issues.csv finds the wrong labels '
                     '(`experiments.label_issues.evaluate`; null without the '
                     'list)',
+    'classes_never_predicted': 'the classes the final network predicts for '
+                               'no test example, a list (a collapse: [2, 4], '
+                               'bird and deer on CIFAR-10)',
 }
 RESULT_KEYS = tuple(RESULT_FIELDS)
 # Fields that records made before them lack; such a record reads as null
 # there.
-RESULT_FIELDS_ADDED = ('label_issues',)
+RESULT_FIELDS_ADDED = ('label_issues', 'classes_never_predicted')
 
 # The columns of label_issues.csv, one row per training example, the most
 # likely wrongly labelled first (`experiments.label_issues`).

@@ -85,6 +85,8 @@ def assert_same_run(a, b):
               'last_test_accuracy', 'true_noise_rate'):
     assert ra[key] == pytest.approx(rb[key], abs=1e-6), key
   assert ra['devices'] == rb['devices'] == 4
+  # The test set's counts per class, summed over every process's devices.
+  assert ra['classes_never_predicted'] == rb['classes_never_predicted']
   ma, mb = (workdir_lib.read_metrics(str(w)) for w in (a, b))
   assert [r['epoch'] for r in ma] == [r['epoch'] for r in mb] == [1, 2]
   for x, y in zip(ma, mb):

@@ -105,6 +105,8 @@ def test_trains_ogc_on_digits_and_writes_everything(tmp_path, tiny_config):
       rows[-1]['test_accuracy_per_class'],
       [np.mean(predictions[test.test_labels == c] == c) for c in range(10)],
       atol=1e-12)
+  assert result['classes_never_predicted'] == np.flatnonzero(
+      np.bincount(predictions, minlength=10) == 0).tolist()
   assert len(end.data.labels) == 1437
   # A finished workdir returns its result without training again.
   assert train.train_and_evaluate(config, workdir) == result
@@ -183,6 +185,7 @@ def test_evaluation_counts_each_class_over_eight_devices(tiny_config):
   assert row['test_accuracy'] == 6 / 11
   assert row['test_accuracy_per_class'] == [0.5, 0.8, 0.0, None]
   assert row['test_predictions_per_class'] == [4, 6, 0, 1]
+  assert train.classes_never_predicted(row) == [2]
   json.dumps(row, allow_nan=False)  # a metrics.jsonl line
 
 
