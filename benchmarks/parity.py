@@ -363,12 +363,8 @@ class OurSide:
     return {k: float(v) for k, v in s.gmm._asdict().items()}
 
   def test_accuracy(self, images, labels):
-    mask = np.ones(len(labels), bool)
-    correct = 0.0
-    for i in range(0, len(labels), 1000):
-      correct += float(self._eval(self.state, images[i:i + 1000],
-                                  labels[i:i + 1000], mask[i:i + 1000]))
-    return correct / len(labels)
+    return train_lib.evaluate(self._eval, self.state, images, labels, 1000,
+                              jnp.asarray).accuracy()
 
 
 def _normalised(images, mean, std):

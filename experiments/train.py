@@ -7,7 +7,8 @@ to ``workdir`` (its layout is `experiments.workdir`'s):
 
 * ``config.json``: the configuration;
 * ``metrics.jsonl``: one JSON object per epoch, the same fields for every
-  method (`experiments.workdir.METRICS_FIELDS`: accuracies, loss, tau, the
+  method (`experiments.workdir.METRICS_FIELDS`: accuracies (the test
+  set's also per class, with the predictions per class), loss, tau, the
   mixture, the estimated and true noise rate, mean |dl/dp| of clean and noisy
   samples before and after clipping, step time; null where a method has no
   value, as a baseline has no tau);
@@ -20,8 +21,9 @@ to ``workdir`` (its layout is `experiments.workdir`'s):
   the held-out fold's predicted probabilities;
 * ``result.json``, written last: ``final_test_accuracy`` (mean of the last
   ``config.final_epochs`` epochs' test accuracy, as the paper reports),
-  ``best_test_accuracy``, wall time, the config and how well the list finds
-  the wrong labels (`experiments.workdir.RESULT_FIELDS`).
+  ``best_test_accuracy``, the classes the final network never predicts on
+  the test set, wall time, the config and how well the list finds the wrong
+  labels (`experiments.workdir.RESULT_FIELDS`).
 
 What differs between OGC and a baseline loss is the run's method
 (`experiments.methods`): its state, its gradients and its fields of a
@@ -44,7 +46,7 @@ import functools
 import json
 import os
 import time
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import flax
 import jax
@@ -96,6 +98,30 @@ class EpochSums(NamedTuple):
                method=method.zero_sums())
 
 
+class Evaluation(NamedTuple):
+  """Counts of one pass over the test set (`evaluate`), each ``[classes]``.
+
+  Attributes:
+    correct: the test examples of each true class predicted as that class.
+    total: the test examples of each true class.
+    predicted: the test examples predicted as each class: 0 for a class the
+      network never predicts (under asymmetric noise OGC-CE's network can
+      stop predicting bird and deer on CIFAR-10).
+  """
+  correct: Any
+  total: Any
+  predicted: Any
+
+  def accuracy(self) -> float:
+    """The test accuracy: the correct predictions of all classes over all."""
+    return float(np.sum(self.correct) / np.sum(self.total))
+
+  def accuracy_per_class(self) -> list:
+    """Each true class's accuracy; None for a class without test examples."""
+    return [float(c / t) if t else None
+            for c, t in zip(self.correct, self.total)]
+
+
 def learning_rate_schedule(config, steps_per_epoch):
   """Piecewise constant: x lr_decay_factor at the given fractions of training."""
   boundaries = {
@@ -138,7 +164,8 @@ class Steps(NamedTuple):
   Attributes:
     train: ``train(state, sums, data, perm, rng) -> (state, sums)``, one SGD
       step on the batch ``perm[step % steps_per_epoch]``.
-    evaluate: ``evaluate(state, images, labels, mask)``, correct predictions.
+    evaluate: ``evaluate(state, images, labels, mask)``, the batch's
+      `Evaluation` counts (the examples where ``mask`` is set).
     logits: ``logits(state, images)``, the network in evaluation mode.
   """
   train: Any
@@ -205,8 +232,15 @@ def make_steps(config, model, method, tx, mean, std, data_sharding,
                         'batch_stats': state.batch_stats}, x, train=False)
 
   def eval_step(state, images, labels, mask):
-    correct = (jnp.argmax(logits_step(state, images), -1) == labels) & mask
-    return jnp.sum(correct, dtype=jnp.float32)
+    logits = logits_step(state, images)
+    pred = jnp.argmax(logits, -1)
+    # Sums of one-hot rows over the (sharded) batch: per-class counts.
+    per_class = lambda classes, where: jnp.sum(
+        jax.nn.one_hot(classes, logits.shape[-1], dtype=jnp.int32)
+        * where[:, None], 0)
+    return Evaluation(correct=per_class(labels, mask & (pred == labels)),
+                      total=per_class(labels, mask),
+                      predicted=per_class(pred, mask))
 
   return Steps(train_step, eval_step, logits_step)
 
@@ -231,13 +265,18 @@ def _padded_batches(images, batch_size, *more):
 
 
 def evaluate(eval_step, state, test_images, test_labels, batch_size, put
-             ) -> float:
-  """Test accuracy; the last batch is padded to keep one compiled shape."""
-  correct = 0.0
-  for x, y, mask in _padded_batches(test_images, batch_size, test_labels):
-    correct += np.asarray(eval_step(state, put(x), put(y), put(mask)),
-                          np.float64)
-  return float(correct / len(test_labels))
+             ) -> Evaluation:
+  """The test set's `Evaluation`, a batch at a time.
+
+  The last batch is padded to keep one compiled shape, its padding masked
+  out. ``eval_step`` is `Steps.evaluate` jitted with a replicated output,
+  which every process of a multi-process run can read.
+  """
+  batches = [jax.device_get(eval_step(state, put(x), put(y), put(mask)))
+             for x, y, mask in _padded_batches(test_images, batch_size,
+                                               test_labels)]
+  return Evaluation(*(np.sum(counts, 0, dtype=np.int64)
+                      for counts in zip(*batches)))
 
 
 def predict(logits_step, state, images, batch_size, put) -> np.ndarray:
@@ -247,18 +286,21 @@ def predict(logits_step, state, images, batch_size, put) -> np.ndarray:
   return np.concatenate(out)
 
 
-def epoch_row(epoch, test_accuracy, lr, sums, noise, method_fields,
+def epoch_row(epoch, evaluation, lr, sums, noise, method_fields,
               train_time, steps_per_epoch, batch_size) -> dict:
   """One epoch's row of metrics.jsonl: every key of `workdir.METRICS_KEYS`.
 
-  ``method_fields`` are the method's (`Method.metrics`); the fields no one
-  fills are null, and ``epoch_time_s`` is the caller's.
+  ``evaluation`` is the epoch's test `Evaluation`; ``method_fields`` are the
+  method's (`Method.metrics`); the fields no one fills are null, and
+  ``epoch_time_s`` is the caller's.
   """
   s = sums
   noisy = lambda total: total / s.n_noisy if s.n_noisy else None
   row = dict.fromkeys(workdir_lib.METRICS_KEYS)
   row.update({
-      'epoch': epoch, 'test_accuracy': test_accuracy,
+      'epoch': epoch, 'test_accuracy': evaluation.accuracy(),
+      'test_accuracy_per_class': evaluation.accuracy_per_class(),
+      'test_predictions_per_class': [int(n) for n in evaluation.predicted],
       'loss': s.loss / s.count, 'learning_rate': lr,
       'train_accuracy_clean': s.correct_clean / max(s.n_clean, 1),
       'train_accuracy_noisy': noisy(s.correct_noisy),
@@ -274,6 +316,25 @@ def epoch_row(epoch, test_accuracy, lr, sums, noise, method_fields,
   row.update(method_fields)
   return {k: (float(v) if isinstance(v, (np.floating, np.integer)) else v)
           for k, v in row.items()}
+
+
+def classes_never_predicted(row: dict) -> Optional[list[int]]:
+  """The classes an epoch's network predicts for no test example.
+
+  Read from the epoch's metrics row; None for a row written before the rows
+  counted predictions (a run resumed after its last epoch from the records
+  of an earlier version).
+
+  Example:
+    >>> classes_never_predicted({'test_predictions_per_class': [5, 0, 3, 0]})
+    [1, 3]
+    >>> print(classes_never_predicted({'epoch': 1, 'test_accuracy': 0.5}))
+    None
+  """
+  counts = row.get('test_predictions_per_class')
+  if counts is None:
+    return None
+  return [c for c, n in enumerate(counts) if n == 0]
 
 
 def _config_dict(config):
@@ -438,7 +499,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   run_steps = functools.cache(lambda num_steps: jax.jit(
       functools.partial(train_steps, steps.train, num_steps),
       donate_argnums=(0, 1), out_shardings=(replicated, replicated)))
-  jit_eval = jax.jit(steps.evaluate)
+  jit_eval = jax.jit(steps.evaluate, out_shardings=replicated)
 
   manager = _checkpoints(workdir)
   start_epoch = manager.latest_step() or 0
@@ -465,12 +526,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
         bar.update(num_steps)
     sums = jax.device_get(sums)
     train_time = time.time() - epoch_start
-    test_accuracy = evaluate(
+    evaluation = evaluate(
         jit_eval, state, dataset.test_images, dataset.test_labels, eval_bs,
         functools.partial(put, sharding=parts.data_sharding))
     lr = float(schedule(int(jax.device_get(state.step)) - 1))
     method_state = jax.device_get(state.method_state)
-    row = epoch_row(epoch, test_accuracy, lr, sums, data.noise,
+    row = epoch_row(epoch, evaluation, lr, sums, data.noise,
                     method.metrics(method_state, sums), train_time,
                     epoch_steps, config.batch_size)
     row['epoch_time_s'] = time.time() - epoch_start
@@ -504,6 +565,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       'devices': len(devices),
       'config': _config_dict(config),
       'label_issues': None,
+      'classes_never_predicted': classes_never_predicted(history[-1]),
       **run_fields,
   }
   if is_main:

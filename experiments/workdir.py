@@ -85,11 +85,14 @@ RESULT_FIELDS = {
     'label_issues': 'how well label_issues.csv finds the wrong labels '
                     '(`experiments.label_issues.evaluate`; null without the '
                     'list)',
+    'classes_never_predicted': 'the classes the final network predicts for '
+                               'no test example, a list (a collapse: [2, 4], '
+                               'bird and deer on CIFAR-10)',
 }
 RESULT_KEYS = tuple(RESULT_FIELDS)
 # Fields that records made before them lack; such a record reads as null
 # there.
-RESULT_FIELDS_ADDED = ('label_issues',)
+RESULT_FIELDS_ADDED = ('label_issues', 'classes_never_predicted')
 
 # The columns of label_issues.csv, one row per training example, the most
 # likely wrongly labelled first (`experiments.label_issues`).
@@ -117,6 +120,12 @@ LABEL_ISSUES_COLUMNS_ADDED = ('margin',)
 METRICS_FIELDS = {
     'epoch': 'the epoch, from 1',
     'test_accuracy': 'accuracy on the test set',
+    'test_accuracy_per_class': 'accuracy on the test examples of each true '
+                               'class, a list by class (null for a class '
+                               'without test examples)',
+    'test_predictions_per_class': 'test examples predicted as each class, a '
+                                  'list by class: 0 where the network never '
+                                  'predicts the class',
     'loss': 'mean training loss over the epoch',
     'learning_rate': "the optimizer's learning rate at the epoch's last step",
     'train_accuracy_clean': 'training accuracy on examples with a correct '

@@ -157,4 +157,5 @@ def full_result(final_test_accuracy, **fields):
           'last_test_accuracy': final_test_accuracy, 'num_epochs': 1,
           'true_noise_rate': 0.2,
           'transition_matrix': [[0.8, 0.2], [0.2, 0.8]], 'wall_time_s': 1.0,
-          'devices': 1, 'config': {}, 'label_issues': None, **fields}
+          'devices': 1, 'config': {}, 'label_issues': None,
+          'classes_never_predicted': [], **fields}

@@ -85,12 +85,18 @@ def assert_same_run(a, b):
               'last_test_accuracy', 'true_noise_rate'):
     assert ra[key] == pytest.approx(rb[key], abs=1e-6), key
   assert ra['devices'] == rb['devices'] == 4
+  # The test set's counts per class, summed over every process's devices.
+  assert ra['classes_never_predicted'] == rb['classes_never_predicted']
   ma, mb = (workdir_lib.read_metrics(str(w)) for w in (a, b))
   assert [r['epoch'] for r in ma] == [r['epoch'] for r in mb] == [1, 2]
   for x, y in zip(ma, mb):
     for key in set(x) - TIMING_KEYS:
       if isinstance(x[key], float):
         assert x[key] == pytest.approx(y[key], rel=1e-4, abs=1e-6), key
+    assert sum(x['test_predictions_per_class']) == 360
+    assert x['test_predictions_per_class'] == y['test_predictions_per_class']
+    assert x['test_accuracy_per_class'] == pytest.approx(
+        y['test_accuracy_per_class'], abs=1e-6)
   np.testing.assert_allclose(
       np.load(os.path.join(a, 'queues', 'epoch_0002.npy')),
       np.load(os.path.join(b, 'queues', 'epoch_0002.npy')), rtol=1e-5)

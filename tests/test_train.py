@@ -10,6 +10,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import orbax.checkpoint as ocp
 import pytest
 
@@ -87,8 +88,25 @@ def test_trains_ogc_on_digits_and_writes_everything(tmp_path, tiny_config):
   test = data.load_digits()
   logits = end.logits(test.test_images)
   assert logits.shape == (360, 10)
-  assert np.mean(np.argmax(logits, -1) == test.test_labels) == pytest.approx(
+  predictions = np.argmax(logits, -1)
+  assert np.mean(predictions == test.test_labels) == pytest.approx(
       rows[-1]['test_accuracy'], abs=1e-9)
+  # Per class, from the same pass: the accuracies weighted by the classes'
+  # test examples give back the accuracy, the predictions count every test
+  # example; the last epoch's are the trained network's.
+  totals = np.bincount(test.test_labels, minlength=10)
+  for row in rows:
+    assert np.dot(row['test_accuracy_per_class'], totals) == pytest.approx(
+        row['test_accuracy'] * 360, abs=1e-9)
+    assert sum(row['test_predictions_per_class']) == 360
+  assert rows[-1]['test_predictions_per_class'] == np.bincount(
+      predictions, minlength=10).tolist()
+  np.testing.assert_allclose(
+      rows[-1]['test_accuracy_per_class'],
+      [np.mean(predictions[test.test_labels == c] == c) for c in range(10)],
+      atol=1e-12)
+  assert result['classes_never_predicted'] == np.flatnonzero(
+      np.bincount(predictions, minlength=10) == 0).tolist()
   assert len(end.data.labels) == 1437
   # A finished workdir returns its result without training again.
   assert train.train_and_evaluate(config, workdir) == result
@@ -117,11 +135,58 @@ def test_a_baseline_is_its_loss_and_fills_no_ogc_field(tiny_config):
   # Its metrics rows have every field, OGC's null.
   sums = train.EpochSums.zeros(method)._replace(count=128.0, loss=12.8,
                                                 n_clean=77.0, n_noisy=51.0)
-  row = train.epoch_row(1, 0.5, 0.1, sums, noise_lib.NoisyLabels(
+  evaluation = train.Evaluation(correct=np.array([1, 1]),
+                                total=np.array([2, 2]),
+                                predicted=np.array([2, 2]))
+  row = train.epoch_row(1, evaluation, 0.1, sums, noise_lib.NoisyLabels(
       np.zeros(1), np.eye(2), 0.4), method.metrics({}, sums), 1.0, 11, 128)
   assert set(row) == set(workdir_lib.METRICS_KEYS)
   assert row['loss'] == pytest.approx(0.1) and row['tau'] is None
   assert row['gmm'] is None and row['num_threshold_updates'] is None
+
+
+class PixelLogits:
+  """A network whose logits are its images' pixels, ``[n, 1, 1, classes]``."""
+
+  def apply(self, variables, x, train):
+    del variables, train
+    return x.reshape(len(x), -1)
+
+
+def test_evaluation_counts_each_class_over_eight_devices(tiny_config):
+  # 11 test examples of 4 classes, in batches of 8 sharded over 8 devices
+  # as a run evaluates them: the second batch is 3 examples and 5 of
+  # padding, whose label and prediction (class 0) must not count.
+  labels = np.int32([0, 0, 0, 1, 1, 1, 1, 2, 2, 0, 1])
+  predicted = np.int32([0, 1, 0, 1, 1, 0, 1, 0, 1, 3, 1])
+  images = (200 * np.eye(4, dtype=np.uint8)[predicted])[:, None, None, :]
+  devices = jax.devices()
+  assert len(devices) == 8
+  mesh = Mesh(np.array(devices), ('data',))
+  config = tiny_config(method='ce')
+  method = methods.from_config(config, lambda step: 0.1)
+  steps = train.make_steps(config, PixelLogits(), method, None,
+                           np.zeros(4, np.float32), np.ones(4, np.float32),
+                           NamedSharding(mesh, P('data')), 11)
+  eval_step = jax.jit(steps.evaluate,
+                      out_shardings=NamedSharding(mesh, P()))
+  put = lambda x: jax.device_put(x, NamedSharding(mesh, P('data')))
+  state = train.TrainState(step=jnp.zeros([], jnp.int32), params={},
+                           batch_stats={}, opt_state={}, method_state={})
+  evaluation = train.evaluate(eval_step, state, images, labels, 8, put)
+  # By hand: class 0 has 2 of its 4 right, class 1 4 of 5, class 2 none of
+  # 2, class 3 no test example; class 2 is never predicted.
+  np.testing.assert_array_equal(evaluation.correct, [2, 4, 0, 0])
+  np.testing.assert_array_equal(evaluation.total, [4, 5, 2, 0])
+  np.testing.assert_array_equal(evaluation.predicted, [4, 6, 0, 1])
+  sums = train.EpochSums.zeros(method)._replace(count=1.0)
+  row = train.epoch_row(1, evaluation, 0.1, sums, noise_lib.NoisyLabels(
+      np.zeros(1), np.eye(2), 0.0), {}, 1.0, 1, 8)
+  assert row['test_accuracy'] == 6 / 11
+  assert row['test_accuracy_per_class'] == [0.5, 0.8, 0.0, None]
+  assert row['test_predictions_per_class'] == [4, 6, 0, 1]
+  assert train.classes_never_predicted(row) == [2]
+  json.dumps(row, allow_nan=False)  # a metrics.jsonl line
 
 
 @pytest.mark.slow
@@ -133,7 +198,6 @@ def test_per_example_route_gives_the_fused_update(tiny_config):
   # target, 1, is met by every tau that clips all examples, so bisection
   # ends anywhere on that flat stretch, on the last bits of the losses.)
   import optax  # pylint: disable=g-import-not-at-top
-  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
   from experiments import models  # pylint: disable=g-import-not-at-top
   config = tiny_config(batch_size=32, **{'ogc.queue_size': 64, 'ogc.epsilon': 1.0})
   rng = np.random.default_rng(0)

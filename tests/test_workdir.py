@@ -175,6 +175,16 @@ def test_records_made_before_the_label_issues_read_as_before(tmp_path):
   # A run writes it, null or not.
   with pytest.raises(ValueError, match=r"the result lacks \['label_issues'\]"):
     workdir_lib.write_result(tmp_path, old)
+  # Without the classes never predicted (records before the runs counted
+  # predictions per class): read, the list null; a run writes it.
+  older = {k: v for k, v in old.items() if k != 'classes_never_predicted'}
+  workdir_lib.write_json(workdir_lib.result_path(tmp_path), older)
+  assert workdir_lib.read_result(tmp_path) == dict(
+      older, label_issues=None, classes_never_predicted=None)
+  workdir_lib.check_result(older, 'an archived record')
+  with pytest.raises(ValueError, match=(
+      r"the result lacks \['classes_never_predicted'\]")):
+    workdir_lib.write_result(tmp_path, dict(older, label_issues=None))
   # config.json without the keys added since: the same run as one with
   # them at their defaults (it resumes, or is reused); not with others.
   recorded = {'method': 'ogc_ce', 'seed': 0}
