@@ -370,7 +370,7 @@ def restore_run_end(config, workdir) -> tuple[methods.Method, methods.RunEnd]:
   Raises:
     ConfigError: the workdir holds no finished run of ``config``.
   """
-  workdir = os.path.abspath(workdir)
+  workdir = workdir_lib.absolute(workdir)
   workdir_lib.check_can_hold(workdir, _config_dict(config))
   if workdir_lib.read_result(workdir) is None:
     raise ConfigError(f'{workdir} holds no finished run.')
@@ -407,7 +407,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   """
   distributed.initialize(config)  # before any JAX computation
   validate_config(config)
-  workdir = os.path.abspath(workdir)
+  workdir = workdir_lib.absolute(workdir)
   workdir_lib.check_can_hold(workdir, _config_dict(config))
   result = workdir_lib.read_result(workdir)
   if result is not None:

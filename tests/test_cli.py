@@ -263,3 +263,20 @@ def test_progress_bar_shows_no_eta_until_the_compiled_steps_are_timed(
   # From the second epoch on, the ETA is timed on compiled epochs alone.
   assert any(re.search(r' 22/33 \[\d\d:\d\d<\d\d:\d\d, [\d.]+step/s', b)
              for b in bars), bars
+
+
+def test_an_empty_workdir_is_one_line(tmp_path, fresh_flags, monkeypatch):
+  del fresh_flags
+  monkeypatch.chdir(tmp_path)  # an empty --workdir would be this folder
+  message = cli_error('--workdir=')
+  assert message.startswith('error: --workdir is empty'), message
+  assert not list(tmp_path.iterdir())
+
+
+def test_a_foreign_result_is_one_line(tmp_path, fresh_flags):
+  del fresh_flags
+  (tmp_path / 'result.json').write_text('{"accuracy": 0.9}')
+  message = cli_error(f'--workdir={tmp_path}')
+  assert f'{tmp_path}/result.json lacks' in message
+  assert 'not the result of a run' in message
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['result.json']
