@@ -121,7 +121,8 @@ def describe(report: dict) -> list[str]:
 def main(argv):
   cli.check_no_arguments(argv)
   logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO
-  with config_lib.one_line_errors(ConfigError):
+  with cli.interrupted(flags.FLAGS.config, flags.FLAGS.workdir), \
+      config_lib.one_line_errors(ConfigError):
     report = audit(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.top)
   print('\n'.join(describe(report)))
 

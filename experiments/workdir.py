@@ -573,6 +573,37 @@ def saved_queues(workdir) -> dict[int, pathlib.Path]:
 
 
 # ----------------------------------------------------------------------------
+# Checkpoints
+
+
+def saved_checkpoints(workdir) -> list[int]:
+  """The epochs of the finished checkpoints, in order.
+
+  Orbax names a checkpoint by its epoch; one being written has another
+  name until it is complete.
+  """
+  checkpoints = checkpoints_dir(workdir)
+  if not checkpoints.is_dir():
+    return []
+  return sorted(int(path.name) for path in checkpoints.iterdir()
+                if path.name.isdigit())
+
+
+def remove_unfinished_checkpoints(workdir) -> None:
+  """Removes the checkpoints an interrupted save left unfinished.
+
+  Orbax writes a checkpoint under a temporary name (``50.orbax-checkpoint-
+  tmp...``) and renames it when complete; the next run would remove it
+  with a warning.
+  """
+  checkpoints = checkpoints_dir(workdir)
+  if checkpoints.is_dir():
+    for path in checkpoints.iterdir():
+      if not path.name.isdigit() and '.orbax-checkpoint-tmp' in path.name:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------
 # Label issues
 
 

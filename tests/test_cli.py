@@ -10,14 +10,17 @@ or written (no workdir).
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from experiments import cli
 from experiments import config_lib
 from experiments import train
+from experiments import workdir as workdir_lib
 from experiments.configs import cifar10
 from experiments.configs import cifar100
 from experiments.configs import cifar10_cpu
@@ -280,3 +283,55 @@ def test_a_foreign_result_is_one_line(tmp_path, fresh_flags):
   assert f'{tmp_path}/result.json lacks' in message
   assert 'not the result of a run' in message
   assert sorted(p.name for p in tmp_path.iterdir()) == ['result.json']
+
+
+def _interrupt(args, ready):
+  """Starts the training, sends Ctrl-C (SIGINT) once ``ready()``."""
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'experiments.train', *args], cwd=REPO, env=ENV,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 240
+  while not ready() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGINT)
+  out, err = proc.communicate(timeout=120)
+  return proc.returncode, out, err
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_one_line_and_the_same_command_continues(tmp_path,
+                                                           tiny_args):
+  workdir = tmp_path / 'run'
+  metrics = workdir / 'metrics.jsonl'
+  # While the first steps compile: the workdir is claimed, no epoch done.
+  rc, _, err = _interrupt([f'--workdir={workdir}', *tiny_args()],
+                          (workdir / 'config.json').exists)
+  assert rc == 130, err
+  assert err == ('interrupted at epoch 1; run the same command to continue '
+                 'from the start (no epoch was checkpointed yet).\n')
+  # Nothing trained: a corrected command takes the workdir.
+  args = [f'--workdir={workdir}', *tiny_args(num_epochs=12)]
+  rc, _, err = _interrupt(
+      args, lambda: metrics.exists() and metrics.read_text().strip())
+  assert rc == 130, err
+  lines = err.splitlines()
+  assert len(lines) == 1, err
+  match = re.fullmatch(r'interrupted at epoch (\d+); run the same command to '
+                       r'continue from (the last checkpoint \(epoch (\d+)\)|'
+                       r'the start .*)\.', lines[0])
+  assert match and 1 <= int(match[1]) <= 12, err
+  # The same command continues; quietly, though Ctrl-C may have stopped
+  # a checkpoint's save.
+  proc = run_train(*args)
+  assert proc.returncode == 0 and not proc.stderr, proc.stderr
+  assert [r['epoch'] for r in workdir_lib.read_metrics(workdir)] == list(
+      range(1, 13))
+  assert workdir_lib.read_result(workdir)['num_epochs'] == 12
+
+
+def test_help_says_how_often_a_checkpoint_is_written_and_what_ctrl_c_does():
+  text = normalized(cli.usage_text(train.__doc__, ['experiments.train']))
+  assert ('an Orbax checkpoint every ``config.checkpoint_every`` epochs and at '
+          'the last') in text
+  assert 'checkpoint per epoch' not in text
+  assert 'Ctrl-C, while compiling or training, is one line' in text
