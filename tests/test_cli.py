@@ -151,12 +151,46 @@ def test_batch_larger_than_data_leaves_the_workdir_to_the_corrected_run(
     ({'train_subset': 100}, r'batch_size=128 exceeds config\.train_subset=100'),
     ({'ogc.update_period': 0}, r'config\.ogc.*update_period'),
     ({'loss_hparams.tau': 2.0}, r"\['tau'\].*'ogc_ce'"),
+    # A loss hyperparameter out of its range (it would train as another).
+    ({'method': 'phuber_ce', 'loss_hparams.tau': -5.0},
+     r"loss_hparams\.tau=-5\.0 is out of range for method 'phuber_ce'; "
+     r'expected tau > 1\.$'),
+    ({'method': 'phuber_ce', 'loss_hparams.tau': 1.0}, r'tau > 1'),
+    ({'method': 'gce', 'loss_hparams.q': 0.0}, r'q=0\.0 .*q in \(0, 1\]'),
+    ({'method': 'ogc_gce', 'loss_hparams.q': 1.5}, r"'ogc_gce'.*\(0, 1\]"),
+    ({'method': 'phuber_gce', 'loss_hparams.q': 1.0}, r'q in \(0, 1\)'),
+    ({'method': 'nce_agce', 'loss_hparams.q': -1.0}, r'q > 0'),
+    ({'method': 'focal', 'loss_hparams.gamma': -1.0}, r'gamma >= 0'),
+    ({'method': 'ogc_focal', 'loss_hparams.gamma': float('nan')},
+     r'gamma=nan'),
+    ({'method': 'sce', 'loss_hparams.alpha': -0.1}, r'alpha >= 0'),
+    ({'method': 'nce_rce', 'loss_hparams.log_zero': 1.0}, r'log_zero < 0'),
+    ({'method': 'nce_agce', 'loss_hparams.a': 0.0}, r'a > 0'),
+    ({'method': 'js', 'loss_hparams.pi1': 1.0}, r'pi1 in \(0, 1\)'),
+    ({'method': 'logit_clip_ce', 'loss_hparams.norm_bound': 0.0},
+     r'norm_bound > 0'),
+    ({'method': 'anl_ce', 'loss_hparams.min_prob': 0.0}, r'min_prob in'),
+    ({'method': 'taylor_ce', 'loss_hparams.order': 0}, r'order an integer'),
 ])
 def test_validate_config_names_key_value_and_choices(config, match):
   c = digits.get_config()
   c.update_from_flattened_dict(config)
   with pytest.raises(ConfigError, match=match):
     train.validate_config(c)
+
+
+def test_every_loss_default_hyperparameter_is_in_its_range():
+  from experiments import methods  # pylint: disable=g-import-not-at-top
+  from ogc_jax import baselines, losses  # pylint: disable=g-import-not-at-top
+  names = [(n, f) for n, f in baselines.LOSSES.items()] + [
+      (f'ogc_{n}', f) for n, f in losses.BASE_LOSSES.items()]
+  checked = set()
+  for name, fn in names:
+    hparams = {k: v for k, v in losses.hyperparameters(fn).items()
+               if k in default.get_config().loss_hparams}
+    methods.check_hyperparameters(name, hparams)  # raises if out of range
+    checked |= set(hparams)
+  assert checked == set(default.get_config().loss_hparams)
 
 
 def test_a_key_the_library_call_adds_is_refused_with_a_hint(tmp_path):
