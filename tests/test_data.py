@@ -365,6 +365,17 @@ def test_image_folder_errors_name_the_layout_and_the_builder(tmp_path):
     data.load_image_folder(tmp_path / 'bad')
 
 
+def test_image_folder_ignores_files_that_are_not_images(tmp_path):
+  # As docs/bad_input.md says: a README or .DS_Store beside the images is
+  # not an error, and not an example.
+  written = _write_folder(tmp_path, _LAYOUT)
+  (tmp_path / 'train' / 'ant' / 'README.txt').write_text('notes')
+  (tmp_path / 'train' / '.DS_Store').write_bytes(b'\0')
+  (tmp_path / 'test' / 'cat' / 'labels.csv').write_text('x')
+  ds = data.load_image_folder(tmp_path)
+  assert len(ds.train_labels) + len(ds.test_labels) == len(written)
+
+
 @pytest.mark.parametrize('contents,message', [
     (None, 'labels CSV .* does not exist; expected a file of "path,label"'),
     ('directory', 'labels CSV .* is not a file; expected'),
