@@ -175,9 +175,9 @@ def test_tfds_missing_data_names_the_build_command(tmp_path):
   assert '\n' not in str(error.value)
   # And offline from the image-folder archive, where it is looked for.
   assert ('or, offline, train on the image-folder copy with '
-          '--config.dataset=cifar10_jpeg, which extracts '
-          f'{cifar10_folder.default_archive_dir()}/cifar10-jpeg.tar.gz'
-          in str(error.value))
+          '--config.dataset=cifar10_jpeg, which extracts the archive '
+          'cifar10-jpeg.tar.gz from $OGC_SHARED_DATA (by default '
+          '../shared/data beside the repository' in str(error.value))
   assert issubclass(data.DataError, ConfigError)
 
 

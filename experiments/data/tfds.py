@@ -118,13 +118,12 @@ def _not_readable(name, builder, base_name, given_data_dir) -> str:
   else:
     message += f' (then --config.data_dir={data_dir})'
   if base_name == 'cifar10':
-    # pylint: disable-next=g-import-not-at-top (it imports this module)
-    from experiments.data import cifar10_folder
     message += (
         '; or, offline, train on the image-folder copy with '
-        '--config.dataset=cifar10_jpeg, which extracts '
-        f'{cifar10_folder.where_archive_is_looked_for()}; or, without '
-        'TensorFlow, build an image folder from the python '
+        '--config.dataset=cifar10_jpeg, which extracts the archive '
+        'cifar10-jpeg.tar.gz from $OGC_SHARED_DATA (by default ../shared/data '
+        'beside the repository); or, '
+        'without TensorFlow, build an image folder from the python '
         f'batches ({CIFAR10_PYTHON_URL}): python -m '
         'experiments.data.make_image_folder --source python-batches --input '
         'cifar-10-python.tar.gz --out DIR, then --config.dataset=folder:DIR')
