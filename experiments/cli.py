@@ -160,13 +160,14 @@ def interrupted(config, workdir):
   way.
   """
   previous = signal.getsignal(signal.SIGINT)
+  timers = []
 
   def on_interrupt(signum, frame):
     del signum, frame
-    timer = threading.Timer(_INTERRUPT_GRACE_S, _exit_interrupted,
-                            (config, workdir))
-    timer.daemon = True
-    timer.start()
+    timers.append(threading.Timer(_INTERRUPT_GRACE_S, _exit_interrupted,
+                                  (config, workdir)))
+    timers[-1].daemon = True
+    timers[-1].start()
     raise KeyboardInterrupt
 
   signal.signal(signal.SIGINT, on_interrupt)
@@ -174,7 +175,9 @@ def interrupted(config, workdir):
     yield
   except KeyboardInterrupt:
     _exit_interrupted(config, workdir)
-  finally:
+  finally:  # the body ended, its result written: nothing left to stop
+    for timer in timers:
+      timer.cancel()
     signal.signal(signal.SIGINT, previous)
 
 

@@ -369,3 +369,29 @@ def test_help_says_how_often_a_checkpoint_is_written_and_what_ctrl_c_does():
           'the last') in text
   assert 'checkpoint per epoch' not in text
   assert 'Ctrl-C, while compiling or training, is one line' in text
+
+
+def test_the_interruption_names_the_epoch_and_where_the_rerun_starts(
+    tmp_path):
+  config = digits.get_config()  # checkpoint_every 1, 100 epochs
+  message = lambda: cli.interruption_message(config, tmp_path)
+  assert message() == ('interrupted at epoch 1; run the same command to '
+                       'continue from the start (no epoch was checkpointed '
+                       'yet).')
+  workdir_lib.write_metrics(tmp_path, [{'epoch': e} for e in (1, 2, 3)])
+  for epoch in (1, 2):
+    (tmp_path / 'checkpoints' / str(epoch)).mkdir(parents=True)
+  # Epoch 3 logged, its checkpoint unfinished: stopped while saving it.
+  (tmp_path / 'checkpoints' / '3.orbax-checkpoint-tmp').mkdir()
+  assert message().startswith('interrupted at epoch 3; ')
+  assert message().endswith('from the last checkpoint (epoch 2).')
+  workdir_lib.remove_unfinished_checkpoints(tmp_path)
+  assert workdir_lib.saved_checkpoints(tmp_path) == [1, 2]
+  (tmp_path / 'checkpoints' / '3').mkdir()
+  assert message() == ('interrupted at epoch 4; run the same command to '
+                       'continue from the last checkpoint (epoch 3).')
+  # Checkpoints every 10 epochs: epoch 3's is not due, epoch 4 was training.
+  config.checkpoint_every = 10
+  (tmp_path / 'checkpoints' / '3').rmdir()
+  assert message().startswith('interrupted at epoch 4; ')
+  assert message().endswith('(epoch 2).')
