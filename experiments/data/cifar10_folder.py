@@ -38,11 +38,12 @@ def default_archive_dir() -> str:
 def where_archive_is_looked_for(archive_dir=None) -> str:
   """Where `prepare_cifar10_jpeg` looks for the archive, and why there.
 
+  Without ``archive_dir``, `default_archive_dir` with the reason: with
+``OGC_SHARED_DATA=/data``, ``'/data/cifar10-jpeg.tar.gz ($OGC_SHARED_DATA)'``.
+
   Example:
-    >>> os.environ['OGC_SHARED_DATA'] = '/data'
-    >>> where_archive_is_looked_for()
-    '/data/cifar10-jpeg.tar.gz ($OGC_SHARED_DATA)'
-    >>> del os.environ['OGC_SHARED_DATA']
+    >>> where_archive_is_looked_for('/data')
+    '/data/cifar10-jpeg.tar.gz'
   """
   if archive_dir is not None:
     return os.path.join(archive_dir, ARCHIVE)
