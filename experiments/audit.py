@@ -15,8 +15,9 @@ Trains the run, or reuses the finished run in the workdir, and writes there:
   (by default OGC's) writes it as it ends; for another finished run the
   audit restores its last checkpoint and writes it
   (`experiments.label_issues`).
-* ``label_issues.png``: the ``--top`` suspects' images, each with its given
-  and predicted label, score and loss, to check them by eye.
+* ``label_issues.png``: the ``--top`` suspects' images, to check them by
+  eye, each with its rank, path (or index), given and predicted label and
+  score, as in the list.
 
 It prints where they are and, where the true labels are known (synthetic
 noise), how well the list finds the wrong ones. A bad flag, key or value is
@@ -69,19 +70,37 @@ def audit(config, workdir: str, top: int = 64) -> dict:
     measures = label_issues.end_of_run(run, method.queue_mixture(run.state))
     data = run.data
   table = workdir_lib.read_label_issues(workdir)
-  position = {int(index): i for i, index in enumerate(data.indices)}
-  shown = {name: column[:top] for name, column in table.items()}
-  figure = plot.plot_label_issues(
-      data.images[[position[int(i)] for i in shown['index']]],
-      shown['given_label'], shown['predicted_label'], shown['score'],
-      shown['loss'], data.dataset.class_names)
+  figure = contact_sheet(table, data.images, data.indices,
+                         data.dataset.class_names, top)
   png = workdir_lib.label_issues_sheet_path(workdir)
   workdir_lib.write_atomic(png, lambda f: figure.savefig(f, format='png',
                                                          dpi=150))
   plot.plt.close(figure)
   return {'csv': workdir_lib.label_issues_path(workdir), 'png': png,
           'measures': measures, 'flagged': int(np.sum(table['flagged'])),
-          'examples': len(table['index']), 'shown': len(shown['index'])}
+          'examples': len(table['index']),
+          'shown': min(top, len(table['index']))}
+
+
+def contact_sheet(table: dict, images, indices, class_names, top: int):
+  """The figure of the ``top`` first rows of ``label_issues.csv``.
+
+  Args:
+    table: the list, `experiments.workdir.read_label_issues`.
+    images: the training images, ``[n, H, W, C]``.
+    indices: each image's index in the training split (the list's
+      ``index``).
+    class_names: the name of each label.
+    top: rows shown.
+  """
+  position = {int(index): i for i, index in enumerate(indices)}
+  shown = {name: column[:top] for name, column in table.items()}
+  names = [path or str(index)
+           for path, index in zip(shown['path'], shown['index'])]
+  return plot.plot_label_issues(
+      images[[position[int(i)] for i in shown['index']]], shown['rank'],
+      names, shown['given_label'], shown['predicted_label'], shown['score'],
+      class_names)
 
 
 def describe(report: dict) -> list[str]:
@@ -102,7 +121,8 @@ def describe(report: dict) -> list[str]:
 def main(argv):
   cli.check_no_arguments(argv)
   logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO
-  with config_lib.one_line_errors(ConfigError):
+  with cli.interrupted(flags.FLAGS.config, flags.FLAGS.workdir), \
+      config_lib.one_line_errors(ConfigError):
     report = audit(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.top)
   print('\n'.join(describe(report)))
 

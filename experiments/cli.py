@@ -4,19 +4,24 @@ Flags only, as the Flax examples' ``main.py``: ``--config`` (a config file,
 with ``--config.KEY=VALUE`` overrides; `experiments.config_lib`) and
 ``--workdir``. A bad flag, key or value, data that cannot be loaded or a
 workdir that cannot hold the run is one line, ``error: ...``, and exit
-status 1; ``--help`` lists every key of the config with its value and
-meaning, and exits 0.
+status 1; Ctrl-C is one line, the epoch it stopped and that the same command
+continues, and exit status 130 (`interrupted`); ``--help`` lists every key
+of the config with its value and meaning, and exits 0.
 
 `experiments.train` calls `run` with its ``train_and_evaluate`` and its
 docstring; this module does not import it. `experiments.audit` takes the
 same flags and one of its own (`parse_flags`'s ``define_flags``).
 """
 
+import contextlib
 import functools
 import json
+import os
 import re
+import signal
 import sys
 import textwrap
+import threading
 
 from absl import app
 from absl import flags
@@ -24,6 +29,7 @@ from absl import logging
 import jax
 
 from experiments import config_lib
+from experiments import workdir as workdir_lib
 from experiments.errors import ConfigError
 
 _HELP_FLAGS = re.compile(r'--?(\?|help|helpshort|helpfull)(=.*)?')
@@ -93,7 +99,86 @@ def check_no_arguments(argv) -> None:
 def main(argv, train_and_evaluate):
   check_no_arguments(argv)
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
-  train_or_exit(train_and_evaluate, flags.FLAGS.config, flags.FLAGS.workdir)
+  with interrupted(flags.FLAGS.config, flags.FLAGS.workdir):
+    train_or_exit(train_and_evaluate, flags.FLAGS.config, flags.FLAGS.workdir)
+
+
+def interruption_message(config, workdir) -> str:
+  """What Ctrl-C prints: the epoch it stopped and where the rerun starts.
+
+  The epoch is the one after the last in ``metrics.jsonl``, or that one if
+  its checkpoint was due and is missing (Ctrl-C while saving it); the rerun
+  starts after the last checkpoint (`experiments.workdir.saved_checkpoints`).
+  """
+  logged = workdir_lib.read_metrics(workdir)
+  checkpoints = workdir_lib.saved_checkpoints(workdir)
+  last = logged[-1]['epoch'] if logged else 0
+  saving = last and last not in checkpoints and (
+      last % config.checkpoint_every == 0 or last == config.num_epochs)
+  epoch = last if saving else min(last + 1, config.num_epochs)
+  where = (f'the last checkpoint (epoch {checkpoints[-1]})' if checkpoints
+           else 'the start (no epoch was checkpointed yet)')
+  return (f'interrupted at epoch {epoch}; run the same command to continue '
+          f'from {where}.')
+
+
+# Seconds from Ctrl-C to the exit when the KeyboardInterrupt does not reach
+# `interrupted` (Python drops one raised in a garbage-collector callback,
+# which jax installs; a compilation may not return to Python for long).
+_INTERRUPT_GRACE_S = 3.0
+_exiting = threading.Lock()
+
+
+def _exit_interrupted(config, workdir) -> None:
+  """Prints `interruption_message` and ends the process, with status 130."""
+  _exiting.acquire()  # once: a second caller waits for the exit
+  signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C
+  try:
+    message = interruption_message(config, workdir)
+    workdir_lib.remove_unfinished_checkpoints(workdir)
+  except Exception:  # pylint: disable=broad-except
+    message = ('interrupted; run the same command to continue from the '
+               'last checkpoint.')
+  sys.stdout.flush()
+  if getattr(config, 'progress', False):
+    message = '\n' + message  # below the progress bar
+  sys.stderr.write(message + '\n')
+  sys.stderr.flush()
+  os._exit(130)  # pylint: disable=protected-access
+
+
+@contextlib.contextmanager
+def interrupted(config, workdir):
+  """Ctrl-C in the body is one line on stderr and exit status 130.
+
+  Nothing is half-written: every file of the workdir is replaced atomically,
+  an unfinished checkpoint is removed, and the rerun resumes from the last
+  checkpoint. The process ends at once (``os._exit``): jax's and Orbax's
+  threads are not waited for, which at the interpreter's shutdown could
+  print more or crash. Where the KeyboardInterrupt does not reach this
+  function within `_INTERRUPT_GRACE_S`, a timer ends the process the same
+  way.
+  """
+  previous = signal.getsignal(signal.SIGINT)
+  timers = []
+
+  def on_interrupt(signum, frame):
+    del signum, frame
+    timers.append(threading.Timer(_INTERRUPT_GRACE_S, _exit_interrupted,
+                                  (config, workdir)))
+    timers[-1].daemon = True
+    timers[-1].start()
+    raise KeyboardInterrupt
+
+  signal.signal(signal.SIGINT, on_interrupt)
+  try:
+    yield
+  except KeyboardInterrupt:
+    _exit_interrupted(config, workdir)
+  finally:  # the body ended, its result written: nothing left to stop
+    for timer in timers:
+      timer.cancel()
+    signal.signal(signal.SIGINT, previous)
 
 
 def train_or_exit(train_and_evaluate, config, workdir) -> None:

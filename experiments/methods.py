@@ -32,6 +32,7 @@ A method owns:
 """
 
 import functools
+import math
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -86,6 +87,54 @@ class RunEnd(NamedTuple):
   logits: Callable[[np.ndarray], np.ndarray]
 
 
+# The range of each hyperparameter of config.loss_hparams, as the losses'
+# docstrings give it (`ogc_jax.losses`, `ogc_jax.baselines`): what it must
+# be, and the test. Outside it a loss trains as another (PHuber-CE with
+# tau <= 1 clips every example's gradient to a constant; focal with gamma < 0
+# weights the easy examples up) or yields NaN.
+_RANGES = {
+    'gamma': ('>= 0', lambda v: v >= 0),
+    'q': ('in (0, 1]', lambda v: 0 < v <= 1),
+    'tau': ('> 1', lambda v: v > 1),
+    'alpha': ('>= 0', lambda v: v >= 0),
+    'beta': ('>= 0', lambda v: v >= 0),
+    'a': ('> 0', lambda v: v > 0),
+    'log_zero': ('< 0 (the log of a probability below 1)', lambda v: v < 0),
+    'pi1': ('in (0, 1)', lambda v: 0 < v < 1),
+    'norm_bound': ('> 0', lambda v: v > 0),
+    'min_prob': ('in (0, 1 / classes)', lambda v: 0 < v < 1),
+    'order': ('an integer >= 1', lambda v: v >= 1 and int(v) == v),
+}
+# Where a method's range of a hyperparameter differs.
+_METHOD_RANGES = {
+    'phuber_gce': {'q': ('in (0, 1)', lambda v: 0 < v < 1)},
+    'nce_agce': {'q': ('> 0', lambda v: v > 0)},
+}
+
+
+def check_hyperparameters(method: str, hparams: dict) -> None:
+  """Refuses a hyperparameter of ``method`` outside its range (`_RANGES`).
+
+  Raises:
+    ConfigError: one line naming the key, its value and its range.
+
+  Example:
+    >>> check_hyperparameters('phuber_ce', {'tau': -5.0})
+    Traceback (most recent call last):
+    ...
+    experiments.errors.ConfigError: config.loss_hparams.tau=-5.0 is out of range for method 'phuber_ce'; expected tau > 1.
+  """
+  ranges = {**_RANGES, **_METHOD_RANGES.get(method, {})}
+  for name, value in sorted(hparams.items()):
+    if name not in ranges:
+      continue
+    text, valid = ranges[name]
+    if not (math.isfinite(value) and valid(value)):
+      raise ConfigError(
+          f'config.loss_hparams.{name}={value!r} is out of range for method '
+          f'{method!r}; expected {name} {text}.')
+
+
 def loss_function(config) -> Callable:
   """The loss ``config.method`` names, with ``config.loss_hparams`` bound.
 
@@ -93,8 +142,8 @@ def loss_function(config) -> Callable:
   gives the base loss of p, `ogc_jax.losses.BASE_LOSSES[base]`.
 
   Raises:
-    ConfigError: an unknown method or base loss, or a hyperparameter the
-      loss does not take.
+    ConfigError: an unknown method or base loss, a hyperparameter the
+      loss does not take, or one out of its range (`check_hyperparameters`).
   """
   name = config.method
   hparams = {k: v for k, v in config.loss_hparams.items() if v is not None}
@@ -118,6 +167,7 @@ def loss_function(config) -> Callable:
     raise ConfigError(
         f'config.loss_hparams sets {sorted(unknown)}, which method {name!r} '
         f'does not take (it takes {sorted(accepted) or "none"}).')
+  check_hyperparameters(name, hparams)
   return functools.partial(fn, **hparams)
 
 

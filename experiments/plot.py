@@ -298,18 +298,40 @@ def plot_h_histogram(run: RunData, epochs: Sequence[int],
   return fig
 
 
-def plot_label_issues(images, given, predicted, scores, losses,
+def distinct_numbers(values, digits: int = 4) -> list[str]:
+  """Each value in ``%g`` form with the fewest significant digits (at least
+  ``digits``, at most 9, a float32's) that keep distinct values distinct.
+
+  Example:
+    >>> distinct_numbers([0.99991, 0.99992, 16.5])
+    ['0.99991', '0.99992', '16.5']
+  """
+  values = [float(v) for v in values]
+  distinct = len(set(values))
+  for d in range(digits, 10):
+    text = [f'{v:.{d}g}' for v in values]
+    if len(set(text)) == distinct:
+      break
+  return text
+
+
+def plot_label_issues(images, ranks, names, given, predicted, scores,
                       class_names: Sequence[str],
                       columns: int = 8) -> plt.Figure:
   """A contact sheet of suspect examples, the most suspect first.
 
-  Each image is titled with its given and predicted labels' names, its
-  score (the posterior that the given label is wrong) and its loss H.
+  Each image is titled with what matches it to ``label_issues.csv``: its
+  rank, its name (path or index), its given and predicted labels' names and
+  its score, written with as many digits as distinct scores need to differ
+  (`distinct_numbers`; the score need not lie in [0, 1]).
 
   Args:
     images: uint8 ``[n, H, W, C]``, C 1 (grey) or 3.
+    ranks: ``[n]``, each example's row of the list, from 1.
+    names: ``[n]`` strings, each example's path, or its index where it has
+      none.
     given, predicted: ``[n]`` label indices.
-    scores, losses: ``[n]``.
+    scores: ``[n]``, the list's score column.
     class_names: the name of each label.
     columns: images a row.
   """
@@ -317,16 +339,17 @@ def plot_label_issues(images, given, predicted, scores, losses,
   columns = min(columns, count)
   rows = math.ceil(count / columns)
   fig, axes = plt.subplots(rows, columns, squeeze=False,
-                           figsize=(1.7 * columns, 2.1 * rows))
+                           figsize=(1.9 * columns, 2.4 * rows))
   for ax in axes.flat:
     ax.axis('off')
-  for ax, image, g, p, score, loss in zip(axes.flat, images, given, predicted,
-                                          scores, losses):
+  for ax, image, rank, name, g, p, score in zip(
+      axes.flat, images, ranks, names, given, predicted,
+      distinct_numbers(scores)):
     grey = image.shape[-1] == 1
     ax.imshow(image[..., 0] if grey else image, cmap='gray' if grey else None,
               vmin=0, vmax=255, interpolation='nearest')
-    ax.set_title(f'given {class_names[g]}\npredicted {class_names[p]}\n'
-                 f'score {score:.3f}, H {loss:.2f}', fontsize=7)
+    ax.set_title(f'#{rank} {name}\ngiven {class_names[g]}\n'
+                 f'predicted {class_names[p]}\nscore {score}', fontsize=6)
   fig.tight_layout()
   return fig
 

@@ -13,8 +13,9 @@ to ``workdir`` (its layout is `experiments.workdir`'s):
   samples before and after clipping, step time; null where a method has no
   value, as a baseline has no tau);
 * ``queues/epoch_NNNN.npy``: the OGC queue of H = -log p at each epoch end;
-* ``checkpoints/``: an Orbax checkpoint per epoch; the same command resumes
-  from the last one and ends with the same results as an uninterrupted run;
+* ``checkpoints/``: an Orbax checkpoint every ``config.checkpoint_every``
+  epochs and at the last; the same command resumes from the last one and
+  ends with the same results as an uninterrupted run;
 * ``label_issues.csv`` (``config.label_issues``, by default for OGC): the
   training examples ranked by how likely their label is wrong
   (`experiments.label_issues`); ``heldout_probs.npz`` (``config.holdout``):
@@ -39,7 +40,9 @@ noise (`experiments/configs/digits.py`) into ``runs/digits_default``.
 ``--help`` lists every key of the config with its value and meaning. A bad
 key or value, or a workdir that cannot hold the run, is reported in one line,
 before any file is written and, but for a batch larger than the data, before
-any data is loaded (`validate_config`).
+any data is loaded (`validate_config`). Ctrl-C, while compiling or training, is
+one line, the epoch it stopped at, and exit status 130: the same command
+continues from the last checkpoint.
 """
 
 import functools
@@ -70,7 +73,7 @@ from experiments.validate import validate_config
 
 @flax.struct.dataclass
 class TrainState:
-  """Everything a step changes; checkpointed each epoch."""
+  """Everything a step changes; what a checkpoint holds."""
   step: jax.Array
   params: Any
   batch_stats: Any
@@ -431,7 +434,7 @@ def restore_run_end(config, workdir) -> tuple[methods.Method, methods.RunEnd]:
   Raises:
     ConfigError: the workdir holds no finished run of ``config``.
   """
-  workdir = os.path.abspath(workdir)
+  workdir = workdir_lib.absolute(workdir)
   workdir_lib.check_can_hold(workdir, _config_dict(config))
   if workdir_lib.read_result(workdir) is None:
     raise ConfigError(f'{workdir} holds no finished run.')
@@ -468,7 +471,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   """
   distributed.initialize(config)  # before any JAX computation
   validate_config(config)
-  workdir = os.path.abspath(workdir)
+  workdir = workdir_lib.absolute(workdir)
   workdir_lib.check_can_hold(workdir, _config_dict(config))
   result = workdir_lib.read_result(workdir)
   if result is not None:
@@ -501,6 +504,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       donate_argnums=(0, 1), out_shardings=(replicated, replicated)))
   jit_eval = jax.jit(steps.evaluate, out_shardings=replicated)
 
+  if is_main:  # a save that Ctrl-C stopped (Orbax would warn of it)
+    workdir_lib.remove_unfinished_checkpoints(workdir)
   manager = _checkpoints(workdir)
   start_epoch = manager.latest_step() or 0
   if start_epoch:

@@ -351,31 +351,59 @@ def with_added_keys(recorded: dict, config: dict) -> dict:
   return recorded
 
 
-def check_config(workdir, config: dict) -> None:
+def absolute(workdir) -> str:
+  """The workdir as an absolute path; an empty one is refused.
+
+  Raises:
+    ConfigError: ``workdir`` is empty (it would be the current folder).
+  """
+  if not os.fspath(workdir).strip():
+    raise ConfigError('--workdir is empty: name the folder the run goes to '
+                      '(the default is runs/digits_default).')
+  return os.path.abspath(workdir)
+
+
+def holds_an_epoch(workdir) -> bool:
+  """Whether the workdir holds anything of a trained epoch or a result.
+
+  A workdir with only its ``config.json`` (a run stopped before its first
+  epoch ended) holds nothing to lose, so another configuration may take it.
+  """
+  checkpoints = checkpoints_dir(workdir)
+  return (result_path(workdir).exists() or bool(read_metrics(workdir))
+          or bool(saved_queues(workdir))
+          or (checkpoints.is_dir() and any(checkpoints.iterdir())))
+
+
+def check_config(workdir, config: dict, write: bool = True) -> None:
   """Claims a workdir for one configuration: a workdir holds one run.
 
-  Writes ``config.json`` if the workdir has none, else compares it with
-  ``config``, ignoring `RESULT_NEUTRAL_KEYS`; a key of `CONFIG_KEYS_ADDED`
-  that ``config.json`` lacks has the value given there.
+  Writes ``config.json`` if the workdir has none, or one that no trained
+  epoch followed (`holds_an_epoch`), else compares it with ``config``,
+  ignoring `RESULT_NEUTRAL_KEYS`; a key of `CONFIG_KEYS_ADDED` that
+  ``config.json`` lacks has the value given there.
 
   Args:
     workdir: the run's directory (exists).
     config: the configuration as a JSON-able dict.
+    write: False checks only, writing nothing.
 
   Raises:
     ValueError: the workdir holds a run of another configuration; the
       message names the keys that differ.
   """
   path = config_path(workdir)
-  if not path.exists():
+  if path.exists():
+    diff = differing_keys(with_added_keys(read_json(path), config), config,
+                          ignore=RESULT_NEUTRAL_KEYS)
+    if not diff:
+      return
+    if holds_an_epoch(workdir):
+      raise ValueError(
+          f'{workdir} holds a run with a different configuration (differs '
+          f'in {diff}); use another --workdir or delete that one.')
+  if write:
     write_json(path, config)
-    return
-  diff = differing_keys(with_added_keys(read_json(path), config), config,
-                        ignore=RESULT_NEUTRAL_KEYS)
-  if diff:
-    raise ValueError(
-        f'{workdir} holds a run with a different configuration (differs in '
-        f'{diff}); use another --workdir or delete that one.')
 
 
 def check_can_hold(workdir, config: dict) -> None:
@@ -384,15 +412,22 @@ def check_can_hold(workdir, config: dict) -> None:
   Creates and writes nothing, so it can come before the data is loaded.
 
   Raises:
-    ConfigError: the workdir cannot hold a run of ``config``.
+    ConfigError: the workdir cannot hold a run of ``config``: it is a file,
+      holds a run of another configuration, or a ``result.json`` that is
+      not a run's.
   """
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ConfigError(f'workdir {workdir} is a file, not a folder.')
   if config_path(workdir).exists():
     try:
-      check_config(workdir, config)
+      check_config(workdir, config, write=False)
     except ValueError as e:
       raise ConfigError(str(e)) from None
+  try:
+    read_result(workdir)
+  except ValueError as e:
+    raise ConfigError(f'{e}: it is not the result of a run; use another '
+                      '--workdir or move the file away.') from None
 
 
 def claim(workdir, config: dict) -> None:
@@ -550,6 +585,37 @@ def saved_queues(workdir) -> dict[int, pathlib.Path]:
     if match:
       queues[int(match.group(1))] = path
   return dict(sorted(queues.items()))
+
+
+# ----------------------------------------------------------------------------
+# Checkpoints
+
+
+def saved_checkpoints(workdir) -> list[int]:
+  """The epochs of the finished checkpoints, in order.
+
+  Orbax names a checkpoint by its epoch; one being written has another
+  name until it is complete.
+  """
+  checkpoints = checkpoints_dir(workdir)
+  if not checkpoints.is_dir():
+    return []
+  return sorted(int(path.name) for path in checkpoints.iterdir()
+                if path.name.isdigit())
+
+
+def remove_unfinished_checkpoints(workdir) -> None:
+  """Removes the checkpoints an interrupted save left unfinished.
+
+  Orbax writes a checkpoint under a temporary name (``50.orbax-checkpoint-
+  tmp...``) and renames it when complete; the next run would remove it
+  with a warning.
+  """
+  checkpoints = checkpoints_dir(workdir)
+  if checkpoints.is_dir():
+    for path in checkpoints.iterdir():
+      if not path.name.isdigit() and '.orbax-checkpoint-tmp' in path.name:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------

@@ -251,9 +251,20 @@ def check_sweep_config(sweep: Sweep) -> None:
 
 
 def write_tables(sweep: Sweep) -> list[tables.RunResult]:
-  """Writes the sweep's markdown table and CSV from its finished runs."""
+  """Writes the sweep's markdown table and CSV from its finished runs.
+
+  Raises:
+    ValueError: no run is finished and the table exists (the committed
+      one, with ``--results``): it is left as it is, not replaced by an
+      empty one.
+  """
   results = tables.collect_results(sweep.root, sweep.methods, sweep.noises,
                                    sweep.seeds)
+  if not results and sweep.table.exists():
+    raise ValueError(
+        f'no run of the sweep is finished under '
+        f'{runner.repo_relative(sweep.root)}, so there is no table to write; '
+        f'{runner.repo_relative(sweep.table)} is left as it is.')
   sweep.table.parent.mkdir(parents=True, exist_ok=True)
   workdir_lib.write_atomic(sweep.table, tables.render_table(
       results, sweep.methods, sweep.noises, sweep.seeds, title=sweep.title,
@@ -418,7 +429,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if failed is None:
       return 130
 
-  results = write_tables(sweep)
+  with config_lib.one_line_errors():
+    results = write_tables(sweep)
   print(f'{len(results)}/{len(runs)} runs finished; wrote {sweep.table} and '
         f'{sweep.table.with_suffix(".csv")}', flush=True)
   if elsewhere:

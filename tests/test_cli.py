@@ -10,14 +10,17 @@ or written (no workdir).
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from experiments import cli
 from experiments import config_lib
 from experiments import train
+from experiments import workdir as workdir_lib
 from experiments.configs import cifar10
 from experiments.configs import cifar100
 from experiments.configs import cifar10_cpu
@@ -148,12 +151,46 @@ def test_batch_larger_than_data_leaves_the_workdir_to_the_corrected_run(
     ({'train_subset': 100}, r'batch_size=128 exceeds config\.train_subset=100'),
     ({'ogc.update_period': 0}, r'config\.ogc.*update_period'),
     ({'loss_hparams.tau': 2.0}, r"\['tau'\].*'ogc_ce'"),
+    # A loss hyperparameter out of its range (it would train as another).
+    ({'method': 'phuber_ce', 'loss_hparams.tau': -5.0},
+     r"loss_hparams\.tau=-5\.0 is out of range for method 'phuber_ce'; "
+     r'expected tau > 1\.$'),
+    ({'method': 'phuber_ce', 'loss_hparams.tau': 1.0}, r'tau > 1'),
+    ({'method': 'gce', 'loss_hparams.q': 0.0}, r'q=0\.0 .*q in \(0, 1\]'),
+    ({'method': 'ogc_gce', 'loss_hparams.q': 1.5}, r"'ogc_gce'.*\(0, 1\]"),
+    ({'method': 'phuber_gce', 'loss_hparams.q': 1.0}, r'q in \(0, 1\)'),
+    ({'method': 'nce_agce', 'loss_hparams.q': -1.0}, r'q > 0'),
+    ({'method': 'focal', 'loss_hparams.gamma': -1.0}, r'gamma >= 0'),
+    ({'method': 'ogc_focal', 'loss_hparams.gamma': float('nan')},
+     r'gamma=nan'),
+    ({'method': 'sce', 'loss_hparams.alpha': -0.1}, r'alpha >= 0'),
+    ({'method': 'nce_rce', 'loss_hparams.log_zero': 1.0}, r'log_zero < 0'),
+    ({'method': 'nce_agce', 'loss_hparams.a': 0.0}, r'a > 0'),
+    ({'method': 'js', 'loss_hparams.pi1': 1.0}, r'pi1 in \(0, 1\)'),
+    ({'method': 'logit_clip_ce', 'loss_hparams.norm_bound': 0.0},
+     r'norm_bound > 0'),
+    ({'method': 'anl_ce', 'loss_hparams.min_prob': 0.0}, r'min_prob in'),
+    ({'method': 'taylor_ce', 'loss_hparams.order': 0}, r'order an integer'),
 ])
 def test_validate_config_names_key_value_and_choices(config, match):
   c = digits.get_config()
   c.update_from_flattened_dict(config)
   with pytest.raises(ConfigError, match=match):
     train.validate_config(c)
+
+
+def test_every_loss_default_hyperparameter_is_in_its_range():
+  from experiments import methods  # pylint: disable=g-import-not-at-top
+  from ogc_jax import baselines, losses  # pylint: disable=g-import-not-at-top
+  names = [(n, f) for n, f in baselines.LOSSES.items()] + [
+      (f'ogc_{n}', f) for n, f in losses.BASE_LOSSES.items()]
+  checked = set()
+  for name, fn in names:
+    hparams = {k: v for k, v in losses.hyperparameters(fn).items()
+               if k in default.get_config().loss_hparams}
+    methods.check_hyperparameters(name, hparams)  # raises if out of range
+    checked |= set(hparams)
+  assert checked == set(default.get_config().loss_hparams)
 
 
 def test_a_key_the_library_call_adds_is_refused_with_a_hint(tmp_path):
@@ -263,3 +300,98 @@ def test_progress_bar_shows_no_eta_until_the_compiled_steps_are_timed(
   # From the second epoch on, the ETA is timed on compiled epochs alone.
   assert any(re.search(r' 22/33 \[\d\d:\d\d<\d\d:\d\d, [\d.]+step/s', b)
              for b in bars), bars
+
+
+def test_an_empty_workdir_is_one_line(tmp_path, fresh_flags, monkeypatch):
+  del fresh_flags
+  monkeypatch.chdir(tmp_path)  # an empty --workdir would be this folder
+  message = cli_error('--workdir=')
+  assert message.startswith('error: --workdir is empty'), message
+  assert not list(tmp_path.iterdir())
+
+
+def test_a_foreign_result_is_one_line(tmp_path, fresh_flags):
+  del fresh_flags
+  (tmp_path / 'result.json').write_text('{"accuracy": 0.9}')
+  message = cli_error(f'--workdir={tmp_path}')
+  assert f'{tmp_path}/result.json lacks' in message
+  assert 'not the result of a run' in message
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['result.json']
+
+
+def _interrupt(args, ready):
+  """Starts the training, sends Ctrl-C (SIGINT) once ``ready()``."""
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'experiments.train', *args], cwd=REPO, env=ENV,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 240
+  while not ready() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGINT)
+  out, err = proc.communicate(timeout=120)
+  return proc.returncode, out, err
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_one_line_and_the_same_command_continues(tmp_path,
+                                                           tiny_args):
+  workdir = tmp_path / 'run'
+  metrics = workdir / 'metrics.jsonl'
+  # While the first steps compile: the workdir is claimed, no epoch done.
+  rc, _, err = _interrupt([f'--workdir={workdir}', *tiny_args()],
+                          (workdir / 'config.json').exists)
+  assert rc == 130, err
+  assert err == ('interrupted at epoch 1; run the same command to continue '
+                 'from the start (no epoch was checkpointed yet).\n')
+  # Nothing trained: a corrected command takes the workdir.
+  args = [f'--workdir={workdir}', *tiny_args(num_epochs=12)]
+  rc, _, err = _interrupt(
+      args, lambda: metrics.exists() and metrics.read_text().strip())
+  assert rc == 130, err
+  lines = err.splitlines()
+  assert len(lines) == 1, err
+  match = re.fullmatch(r'interrupted at epoch (\d+); run the same command to '
+                       r'continue from (the last checkpoint \(epoch (\d+)\)|'
+                       r'the start .*)\.', lines[0])
+  assert match and 1 <= int(match[1]) <= 12, err
+  # The same command continues; quietly, though Ctrl-C may have stopped
+  # a checkpoint's save.
+  proc = run_train(*args)
+  assert proc.returncode == 0 and not proc.stderr, proc.stderr
+  assert [r['epoch'] for r in workdir_lib.read_metrics(workdir)] == list(
+      range(1, 13))
+  assert workdir_lib.read_result(workdir)['num_epochs'] == 12
+
+
+def test_help_says_how_often_a_checkpoint_is_written_and_what_ctrl_c_does():
+  text = normalized(cli.usage_text(train.__doc__, ['experiments.train']))
+  assert ('an Orbax checkpoint every ``config.checkpoint_every`` epochs and at '
+          'the last') in text
+  assert 'checkpoint per epoch' not in text
+  assert 'Ctrl-C, while compiling or training, is one line' in text
+
+
+def test_the_interruption_names_the_epoch_and_where_the_rerun_starts(
+    tmp_path):
+  config = digits.get_config()  # checkpoint_every 1, 100 epochs
+  message = lambda: cli.interruption_message(config, tmp_path)
+  assert message() == ('interrupted at epoch 1; run the same command to '
+                       'continue from the start (no epoch was checkpointed '
+                       'yet).')
+  workdir_lib.write_metrics(tmp_path, [{'epoch': e} for e in (1, 2, 3)])
+  for epoch in (1, 2):
+    (tmp_path / 'checkpoints' / str(epoch)).mkdir(parents=True)
+  # Epoch 3 logged, its checkpoint unfinished: stopped while saving it.
+  (tmp_path / 'checkpoints' / '3.orbax-checkpoint-tmp').mkdir()
+  assert message().startswith('interrupted at epoch 3; ')
+  assert message().endswith('from the last checkpoint (epoch 2).')
+  workdir_lib.remove_unfinished_checkpoints(tmp_path)
+  assert workdir_lib.saved_checkpoints(tmp_path) == [1, 2]
+  (tmp_path / 'checkpoints' / '3').mkdir()
+  assert message() == ('interrupted at epoch 4; run the same command to '
+                       'continue from the last checkpoint (epoch 3).')
+  # Checkpoints every 10 epochs: epoch 3's is not due, epoch 4 was training.
+  config.checkpoint_every = 10
+  (tmp_path / 'checkpoints' / '3').rmdir()
+  assert message().startswith('interrupted at epoch 4; ')
+  assert message().endswith('(epoch 2).')

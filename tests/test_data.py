@@ -173,6 +173,11 @@ def test_tfds_missing_data_names_the_build_command(tmp_path):
       'make_image_folder --source python-batches')) as error:
     data.load_tfds('cifar10', data_dir=str(tmp_path))
   assert '\n' not in str(error.value)
+  # And offline from the image-folder archive, where it is looked for.
+  assert ('or, offline, train on the image-folder copy with '
+          '--config.dataset=cifar10_jpeg, which extracts the archive '
+          'cifar10-jpeg.tar.gz from $OGC_SHARED_DATA (by default '
+          '../shared/data beside the repository' in str(error.value))
   assert issubclass(data.DataError, ConfigError)
 
 
@@ -360,6 +365,17 @@ def test_image_folder_errors_name_the_layout_and_the_builder(tmp_path):
     data.load_image_folder(tmp_path / 'bad')
 
 
+def test_image_folder_ignores_files_that_are_not_images(tmp_path):
+  # As docs/bad_input.md says: a README or .DS_Store beside the images is
+  # not an error, and not an example.
+  written = _write_folder(tmp_path, _LAYOUT)
+  (tmp_path / 'train' / 'ant' / 'README.txt').write_text('notes')
+  (tmp_path / 'train' / '.DS_Store').write_bytes(b'\0')
+  (tmp_path / 'test' / 'cat' / 'labels.csv').write_text('x')
+  ds = data.load_image_folder(tmp_path)
+  assert len(ds.train_labels) + len(ds.test_labels) == len(written)
+
+
 @pytest.mark.parametrize('contents,message', [
     (None, 'labels CSV .* does not exist; expected a file of "path,label"'),
     ('directory', 'labels CSV .* is not a file; expected'),
@@ -408,13 +424,14 @@ def test_cifar10_jpeg_from_the_archive_checks_layout_and_counts(
   # No folder and no archive: the message says how to make either.
   monkeypatch.setenv('OGC_SHARED_DATA', str(shared))
   with pytest.raises(data.DataError, match=(
-      r'cifar10_jpeg: no image folder at .*cifar10-jpeg; build it from the '
+      r'cifar10_jpeg: no image folder at .*cifar10-jpeg and no archive at '
+      r'.*cifar10-jpeg.tar.gz .*; build it from the '
       r'CIFAR-10 python batches .*make_image_folder --source python-batches '
       r'--input cifar-10-python.tar.gz --out .*cifar10-jpeg')) as error:
     data.load_dataset('cifar10_jpeg', data_dir=data_dir)
-  # What a user outside this repository does, without its own folders.
-  assert 'OGC_SHARED_DATA' not in str(error.value)
-  assert 'shared' not in str(error.value) and '.tar.gz;' not in str(error.value)
+  # Where it looked for the archive, and why there.
+  assert (f'no archive at {shared}/cifar10-jpeg.tar.gz ($OGC_SHARED_DATA)'
+          in str(error.value))
 
   # An archive with a class short of images is refused, and leaves nothing.
   short = tmp_path / 'short'
@@ -451,8 +468,13 @@ def test_archive_dir_defaults_to_shared_data_beside_the_repository(
   monkeypatch.delenv('OGC_SHARED_DATA', raising=False)
   assert os.path.normpath(cifar10_folder.default_archive_dir()) == (
       os.path.normpath(os.path.join(REPO, '..', 'shared', 'data')))
+  assert cifar10_folder.where_archive_is_looked_for() == (
+      os.path.join(cifar10_folder.default_archive_dir(), 'cifar10-jpeg.tar.gz')
+      + ' (the default; set $OGC_SHARED_DATA for another folder)')
   monkeypatch.setenv('OGC_SHARED_DATA', '/elsewhere')
   assert cifar10_folder.default_archive_dir() == '/elsewhere'
+  assert cifar10_folder.where_archive_is_looked_for() == (
+      '/elsewhere/cifar10-jpeg.tar.gz ($OGC_SHARED_DATA)')
 
 
 def _python_batches(folder, per_batch=3, seed=0):

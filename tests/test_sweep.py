@@ -439,3 +439,22 @@ def test_sweep_configs_are_the_training_command_s(tmp_path):
                     set=['num_epochs=many'])
   with pytest.raises(ValueError, match='--set: flag --config.num_epochs=many'):
     sweep.check_sweep_config(sweep.load_spec(bad))
+
+
+def test_aggregate_only_with_no_finished_run_leaves_the_committed_table(
+    tmp_path):
+  # The ResNet-18 spec before its records are merged: no run under its root.
+  table = tmp_path / 'results' / 'resnet.md'
+  table.parent.mkdir()
+  table.write_text('committed\n')
+  table.with_suffix('.csv').write_text('committed\n')
+  (tmp_path / 'runs').mkdir()
+  spec = _write_spec(
+      tmp_path / 'spec.json', config='experiments/configs/none.py',
+      methods=['ce'], noise=['symmetric:0.2'], seeds=[0],
+      root=str(tmp_path / 'runs'), table=str(table))
+  message = _error(['--spec', str(spec), '--results', '--aggregate-only'])
+  assert 'no run of the sweep is finished under' in message
+  assert f'{table} is left as it is' in message
+  assert table.read_text() == table.with_suffix('.csv').read_text() == (
+      'committed\n')

@@ -33,7 +33,9 @@ def test_check_config_claims_the_workdir_for_one_configuration(tmp_path):
   # The same run again, and with another progress setting: accepted.
   workdir_lib.check_config(tmp_path, config)
   workdir_lib.check_config(tmp_path, dict(config, progress=False))
-  # Another seed, a nested change, a key added: refused, naming the keys.
+  # Once an epoch is trained, another seed, a nested change, a key added:
+  # refused, naming the keys.
+  workdir_lib.write_metrics(tmp_path, [{'epoch': 1}])
   other = dict(config, seed=1, ogc={'epsilon': 5.0}, dtype='bfloat16')
   with pytest.raises(ValueError, match=(
       r"different configuration \(differs in \['dtype', 'ogc', 'seed'\]\)")):
@@ -160,6 +162,7 @@ def test_check_can_hold_and_claim_write_only_when_claiming(tmp_path):
   workdir_lib.claim(str(run), config)
   assert workdir_lib.read_config(run) == config
   # Another run's workdir; progress does not change results.
+  workdir_lib.write_metrics(run, [{'epoch': 1}])
   workdir_lib.check_can_hold(str(run), dict(config, progress=False))
   with pytest.raises(ConfigError, match=r"differs in \['method'\]"):
     workdir_lib.check_can_hold(str(run), dict(config, method='gce'))
@@ -200,6 +203,7 @@ def test_records_made_before_the_label_issues_read_as_before(tmp_path):
   nested.mkdir()
   recorded = {'method': 'ogc_ce', 'ogc': {'epsilon': 20.0}}
   workdir_lib.write_json(workdir_lib.config_path(nested), recorded)
+  workdir_lib.write_metrics(nested, [{'epoch': 1}])
   now = {'method': 'ogc_ce', 'ogc': {'epsilon': 20.0, 'fit': 'converged'}}
   workdir_lib.check_can_hold(str(nested), now)
   with pytest.raises(ConfigError, match=r"differs in \['ogc'\]"):
@@ -241,3 +245,48 @@ def test_label_issues_csv_round_trip(tmp_path):
   table = workdir_lib.read_label_issues(tmp_path)
   assert np.isnan(table['margin']).all()
   np.testing.assert_array_equal(np.float32(table['score']), columns['score'])
+
+
+def test_a_workdir_without_a_trained_epoch_takes_a_corrected_config(tmp_path):
+  # A run stopped before its first epoch ended (Ctrl-C while compiling):
+  # its config.json, an empty metrics.jsonl and checkpoints/ folder.
+  config = {'method': 'ogc_ce', 'seed': 0}
+  corrected = dict(config, seed=1)
+  workdir_lib.claim(str(tmp_path), config)
+  workdir_lib.write_metrics(tmp_path, [])
+  workdir_lib.checkpoints_dir(tmp_path).mkdir()
+  workdir_lib.check_can_hold(str(tmp_path), corrected)  # writes nothing
+  assert workdir_lib.read_config(tmp_path) == config
+  workdir_lib.claim(str(tmp_path), corrected)
+  assert workdir_lib.read_config(tmp_path) == corrected
+  # Anything of a trained epoch keeps the workdir to its configuration.
+  for trained in (
+      lambda w: workdir_lib.write_metrics(w, [{'epoch': 1}]),
+      lambda w: workdir_lib.save_queue(w, 1, np.zeros(4, np.float32)),
+      lambda w: (workdir_lib.checkpoints_dir(w) / '1').mkdir(parents=True),
+      lambda w: workdir_lib.write_json(workdir_lib.result_path(w),
+                                       full_result(0.5))):
+    workdir = tmp_path / f'run{len(list(tmp_path.iterdir()))}'
+    workdir_lib.claim(str(workdir), config)
+    trained(workdir)
+    with pytest.raises(ConfigError, match=r"differs in \['seed'\]"):
+      workdir_lib.claim(str(workdir), corrected)
+    assert workdir_lib.read_config(workdir) == config
+
+
+def test_an_empty_workdir_and_a_foreign_result_are_one_line(tmp_path):
+  with pytest.raises(ConfigError, match='--workdir is empty'):
+    workdir_lib.absolute('')
+  with pytest.raises(ConfigError, match='--workdir is empty'):
+    workdir_lib.absolute('  ')
+  assert workdir_lib.absolute('runs/x') == os.path.abspath('runs/x')
+  (tmp_path / 'result.json').write_text('{"accuracy": 0.9}')
+  with pytest.raises(ConfigError, match=(
+      r"result.json lacks \['final_test_accuracy'.*: it is not the result "
+      'of a run; use another --workdir')) as error:
+    workdir_lib.check_can_hold(str(tmp_path), {'method': 'ce'})
+  assert '\n' not in str(error.value)
+  (tmp_path / 'result.json').write_text('accuracy 0.9')
+  with pytest.raises(ConfigError, match='is not valid JSON.*not the result'):
+    workdir_lib.check_can_hold(str(tmp_path), {'method': 'ce'})
+  assert (tmp_path / 'result.json').read_text() == 'accuracy 0.9'

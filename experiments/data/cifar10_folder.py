@@ -35,6 +35,23 @@ def default_archive_dir() -> str:
       'OGC_SHARED_DATA', os.path.join(repo, '..', 'shared', 'data'))
 
 
+def where_archive_is_looked_for(archive_dir=None) -> str:
+  """Where `prepare_cifar10_jpeg` looks for the archive, and why there.
+
+  Without ``archive_dir``, `default_archive_dir` with the reason: with
+``OGC_SHARED_DATA=/data``, ``'/data/cifar10-jpeg.tar.gz ($OGC_SHARED_DATA)'``.
+
+  Example:
+    >>> where_archive_is_looked_for('/data')
+    '/data/cifar10-jpeg.tar.gz'
+  """
+  if archive_dir is not None:
+    return os.path.join(archive_dir, ARCHIVE)
+  why = ('$OGC_SHARED_DATA' if 'OGC_SHARED_DATA' in os.environ
+         else 'the default; set $OGC_SHARED_DATA for another folder')
+  return f'{os.path.join(default_archive_dir(), ARCHIVE)} ({why})'
+
+
 def _how_to_build(dest) -> str:
   return (f'build it from the CIFAR-10 python batches ({CIFAR10_PYTHON_URL}) '
           'with: python -m experiments.data.make_image_folder --source '
@@ -95,12 +112,14 @@ def prepare_cifar10_jpeg(dest, archive_dir=None) -> str:
       raise DataError(f'cifar10_jpeg: {dest} is not the CIFAR-10 image folder '
                       f'({problem}); remove it and {_how_to_build(dest)}.')
     return dest
+  looked_at = where_archive_is_looked_for(archive_dir)
   archive_dir = archive_dir or default_archive_dir()
   archive = os.path.join(archive_dir, ARCHIVE)
   if not os.path.isfile(archive):
     raise DataError(
-        f'cifar10_jpeg: no image folder at {dest}; {_how_to_build(dest)}, '
-        f'or give --config.data_dir=DIR where DIR/cifar10-jpeg is one.')
+        f'cifar10_jpeg: no image folder at {dest} and no archive at '
+        f'{looked_at}; {_how_to_build(dest)}, or give '
+        '--config.data_dir=DIR where DIR/cifar10-jpeg is one.')
   with workdir.staged_folder(dest) as staging:  # dest is empty or absent
     try:
       with tarfile.open(archive) as tar:

@@ -119,7 +119,11 @@ def _not_readable(name, builder, base_name, given_data_dir) -> str:
     message += f' (then --config.data_dir={data_dir})'
   if base_name == 'cifar10':
     message += (
-        '; or, without TensorFlow, build an image folder from the python '
+        '; or, offline, train on the image-folder copy with '
+        '--config.dataset=cifar10_jpeg, which extracts the archive '
+        'cifar10-jpeg.tar.gz from $OGC_SHARED_DATA (by default ../shared/data '
+        'beside the repository); or, '
+        'without TensorFlow, build an image folder from the python '
         f'batches ({CIFAR10_PYTHON_URL}): python -m '
         'experiments.data.make_image_folder --source python-batches --input '
         'cifar-10-python.tar.gz --out DIR, then --config.dataset=folder:DIR')
