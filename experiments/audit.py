@@ -9,9 +9,9 @@ Trains the run, or reuses the finished run in the workdir, and writes there:
 
 * ``label_issues.csv``: every training example, the most likely wrongly
   labelled first: its index (and path in an image folder), given and
-  predicted label, score (the posterior that the given label is wrong, under
-  a two-component mixture of the losses of all training examples), loss and
-  whether it is flagged (score > 0.5). A run with ``config.label_issues``
+  predicted label, score (the log-odds that the given label is wrong, under
+  a two-component mixture of the losses of all training examples), margin,
+  loss and whether it is flagged (score > 0, a posterior above 0.5). A run with ``config.label_issues``
   (by default OGC's) writes it as it ends; for another finished run the
   audit restores its last checkpoint and writes it
   (`experiments.label_issues`).

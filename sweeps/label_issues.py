@@ -11,7 +11,7 @@ On the same data, noise and model, for each noise setting and seed::
 compares four lists of suspect labels:
 
 * ``ogc``: the list one OGC-CE training writes (``method=ogc_ce``,
-  `experiments.label_issues`: the posterior under a mixture of the final
+  `experiments.label_issues`: the log-odds under a mixture of the final
   losses of all training examples);
 * ``ogc_queue``: the same run's final losses under OGC's own last mixture,
   the one fitted to its queue (no extra training);

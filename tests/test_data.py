@@ -4,6 +4,7 @@ import os
 import pickle
 import subprocess
 import sys
+import shutil
 import tarfile
 import tempfile
 
@@ -461,6 +462,31 @@ def test_cifar10_jpeg_from_the_archive_checks_layout_and_counts(
       r'is not the CIFAR-10 image folder \(test/cat holds 0 images, not 1\); '
       r'remove it and build it')):
     data.load_dataset('cifar10_jpeg', data_dir=data_dir)
+
+
+def test_cifar10_jpeg_extracted_by_two_runs_at_once(tmp_path, monkeypatch):
+  # A sweep's first two runs both extract; the second to finish found dest
+  # full and failed ("Directory not empty"). It now uses the first's copy.
+  monkeypatch.setattr(cifar10_folder, 'IMAGES_PER_CLASS', _SMALL)
+  tree, shared, dest = tmp_path / 'tree', tmp_path / 'shared', tmp_path / 'd'
+  _cifar10_tree(tree)
+  _archive(tree, shared)
+  real_open = tarfile.open
+
+  def open_while_another_run_finishes(*args, **kwargs):
+    if not dest.exists():  # the other run's extraction lands meanwhile
+      shutil.copytree(tree, dest)
+    return real_open(*args, **kwargs)
+
+  monkeypatch.setattr(tarfile, 'open', open_while_another_run_finishes)
+  assert data.prepare_cifar10_jpeg(dest, archive_dir=shared) == str(dest)
+  assert not [n for n in os.listdir(tmp_path) if n.startswith('.')]  # staging
+  # A full dest that is not the CIFAR-10 folder is still an error.
+  shutil.rmtree(dest)
+  monkeypatch.setattr(tarfile, 'open', lambda *a, **k: (
+      dest.mkdir(), (dest / 'x').write_text('x'), real_open(*a, **k))[-1])
+  with pytest.raises(OSError):
+    data.prepare_cifar10_jpeg(dest, archive_dir=shared)
 
 
 def test_archive_dir_defaults_to_shared_data_beside_the_repository(

@@ -120,15 +120,23 @@ def prepare_cifar10_jpeg(dest, archive_dir=None) -> str:
         f'cifar10_jpeg: no image folder at {dest} and no archive at '
         f'{looked_at}; {_how_to_build(dest)}, or give '
         '--config.data_dir=DIR where DIR/cifar10-jpeg is one.')
-  with workdir.staged_folder(dest) as staging:  # dest is empty or absent
-    try:
-      with tarfile.open(archive) as tar:
-        tar.extractall(staging, filter='data')
-    except (OSError, tarfile.TarError) as e:
-      raise DataError(f'{archive} cannot be extracted ({e}); '
-                      f'{_how_to_build(dest)}.') from None
-    problem = layout_problem(staging)
-    if problem:
-      raise DataError(f'cifar10_jpeg: {archive} does not hold the CIFAR-10 '
-                      f'image folder ({problem}); {_how_to_build(dest)}.')
+  try:
+    with workdir.staged_folder(dest) as staging:  # dest is empty or absent
+      try:
+        with tarfile.open(archive) as tar:
+          tar.extractall(staging, filter='data')
+      except (OSError, tarfile.TarError) as e:
+        raise DataError(f'{archive} cannot be extracted ({e}); '
+                        f'{_how_to_build(dest)}.') from None
+      problem = layout_problem(staging)
+      if problem:
+        raise DataError(f'cifar10_jpeg: {archive} does not hold the CIFAR-10 '
+                        f'image folder ({problem}); {_how_to_build(dest)}.')
+  except OSError:
+    # Two runs started together (a sweep's first two) both extract; the
+    # one that moves its copy second finds dest full. Its copy is dropped
+    # and the first one's used, once checked.
+    if not (os.path.isdir(dest) and os.listdir(dest)
+            and layout_problem(dest) is None):
+      raise
   return dest
