@@ -16,8 +16,8 @@ Trains the run, or reuses the finished run in the workdir, and writes there:
   audit restores its last checkpoint and writes it
   (`experiments.label_issues`).
 * ``label_issues.png``: the ``--top`` suspects' images, to check them by
-  eye, each with its rank, path (or index), given and predicted label and
-  score, as in the list.
+  eye, each with its rank, path (or index), given and predicted label,
+  score and margin, as in the list.
 
 It prints where they are and, where the true labels are known (synthetic
 noise), how well the list finds the wrong ones. A bad flag, key or value is
@@ -100,7 +100,7 @@ def contact_sheet(table: dict, images, indices, class_names, top: int):
   return plot.plot_label_issues(
       images[[position[int(i)] for i in shown['index']]], shown['rank'],
       names, shown['given_label'], shown['predicted_label'], shown['score'],
-      class_names)
+      class_names, margins=shown['margin'])
 
 
 def describe(report: dict) -> list[str]:

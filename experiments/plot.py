@@ -316,14 +316,15 @@ def distinct_numbers(values, digits: int = 4) -> list[str]:
 
 
 def plot_label_issues(images, ranks, names, given, predicted, scores,
-                      class_names: Sequence[str],
+                      class_names: Sequence[str], margins=None,
                       columns: int = 8) -> plt.Figure:
   """A contact sheet of suspect examples, the most suspect first.
 
   Each image is titled with what matches it to ``label_issues.csv``: its
-  rank, its name (path or index), its given and predicted labels' names and
-  its score, written with as many digits as distinct scores need to differ
-  (`distinct_numbers`; the score need not lie in [0, 1]).
+  rank, its name (path or index), its given and predicted labels' names,
+  its score and its margin (the list's order: examples of equal score go
+  by margin), each written with as many digits as distinct values need to
+  differ (`distinct_numbers`; the score need not lie in [0, 1]).
 
   Args:
     images: uint8 ``[n, H, W, C]``, C 1 (grey) or 3.
@@ -333,6 +334,8 @@ def plot_label_issues(images, ranks, names, given, predicted, scores,
     given, predicted: ``[n]`` label indices.
     scores: ``[n]``, the list's score column.
     class_names: the name of each label.
+    margins: ``[n]``, the list's margin column; None or NaN (a list
+      written without it) leaves it out.
     columns: images a row.
   """
   count = max(len(images), 1)
@@ -342,14 +345,19 @@ def plot_label_issues(images, ranks, names, given, predicted, scores,
                            figsize=(1.9 * columns, 2.4 * rows))
   for ax in axes.flat:
     ax.axis('off')
-  for ax, image, rank, name, g, p, score in zip(
+  has_margins = margins is not None and not np.isnan(
+      np.asarray(margins, float)).all()
+  margin_text = ([f', margin {m}' for m in distinct_numbers(margins)]
+                 if has_margins else [''] * len(images))
+  for ax, image, rank, name, g, p, score, margin in zip(
       axes.flat, images, ranks, names, given, predicted,
-      distinct_numbers(scores)):
+      distinct_numbers(scores), margin_text):
     grey = image.shape[-1] == 1
     ax.imshow(image[..., 0] if grey else image, cmap='gray' if grey else None,
               vmin=0, vmax=255, interpolation='nearest')
     ax.set_title(f'#{rank} {name}\ngiven {class_names[g]}\n'
-                 f'predicted {class_names[p]}\nscore {score}', fontsize=6)
+                 f'predicted {class_names[p]}\nscore {score}{margin}',
+                 fontsize=6)
   fig.tight_layout()
   return fig
 

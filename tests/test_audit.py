@@ -15,6 +15,7 @@ def _list(workdir, paths):
   columns = {
       'index': [4, 0, 5, 2, 1, 3], 'given_label': [0, 0, 1, 2, 1, 2],
       'predicted_label': [1, 2, 0, 0, 1, 2], 'score': scores,
+      'margin': [-3.5, -3.25, -1.0, -0.5, 0.25, 2.0],
       'loss': [16.12] * 6, 'flagged': [1, 1, 1, 1, 1, 0],
       'path': [paths[i] for i in (4, 0, 5, 2, 1, 3)] if paths else [''] * 6}
   workdir_lib.write_label_issues(workdir, columns)
@@ -37,13 +38,15 @@ def test_each_tile_names_its_rank_path_labels_and_a_distinct_score(tmp_path):
   titles = _titles(figure)
   assert titles == [
       '#1 train/airplane/2.png\ngiven airplane\npredicted bird\n'
-      'score 16.123457',
+      'score 16.123457, margin -3.5',
       '#2 train/airplane/0.png\ngiven airplane\npredicted cat\n'
-      'score 16.123456',
-      '#3 train/bird/1.png\ngiven bird\npredicted airplane\nscore 16.12',
-      '#4 train/bird/0.png\ngiven cat\npredicted airplane\nscore 0.999912',
+      'score 16.123456, margin -3.25',
+      '#3 train/bird/1.png\ngiven bird\npredicted airplane\n'
+      'score 16.12, margin -1',
+      '#4 train/bird/0.png\ngiven cat\npredicted airplane\n'
+      'score 0.999912, margin -0.5',
       '#5 train/airplane/1.png\ngiven bird\npredicted bird\n'
-      'score 0.999911']
+      'score 0.999911, margin 0.25']
   # Each tile shows its own example's image (pixel value = split index).
   shown = [ax.get_images()[0].get_array()[0, 0, 0]
            for ax in figure.axes if ax.get_images()]
@@ -57,7 +60,7 @@ def test_a_list_without_paths_names_each_tile_by_its_index(tmp_path):
   figure = audit.contact_sheet(table, images, np.arange(6), CLASSES, top=64)
   names = [title.split('\n')[0] for title in _titles(figure)]
   assert names == ['#1 4', '#2 0', '#3 5', '#4 2', '#5 1', '#6 3']
-  assert _titles(figure)[-1].endswith('score -2.5')
+  assert _titles(figure)[-1].endswith('score -2.5, margin 2')
   plot.plt.close(figure)
 
 
