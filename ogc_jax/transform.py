@@ -140,16 +140,30 @@ _CHECK_GRID = np.unique(np.concatenate([
 _CHECK_RTOL = 1e-4
 
 
+def _per_construction_cache(fn):
+  """``fn`` remembered per arguments, where they are hashable.
+
+  ``optax.inject_hyperparams`` builds the transformation anew at every
+  update: what a construction derives from its base loss (the check of it,
+  the refit's cond branches) is derived once. A call that raises is not
+  remembered; unhashable arguments (a callable object without ``__hash__``)
+  are derived at every construction.
+  """
+  cached = functools.lru_cache(maxsize=64)(fn)
+
+  @functools.wraps(fn)
+  def remembered(*args):
+    try:
+      hash(args)
+    except TypeError:
+      return fn(*args)
+    return cached(*args)
+
+  return remembered
+
+
+@_per_construction_cache
 def _check_base_loss(base_loss):
-  """`_check_base_loss_once`, remembered for a base loss that passed."""
-  try:
-    hash(base_loss)
-  except TypeError:
-    return _check_base_loss_once(base_loss)
-  return _check_base_loss_cached(base_loss)
-
-
-def _check_base_loss_once(base_loss):
   """|l'(p)| must be finite and non-increasing over [MIN_PROB, MAX_PROB].
 
   OGC clips |l'(p)| at tau = |l'(p_threshold)| and solves for p_threshold
@@ -200,10 +214,6 @@ def _check_schedule(learning_rate):
   if learning_rate is not None and not callable(learning_rate):
     check_learning_rate(learning_rate)
 
-
-# optax.inject_hyperparams builds the transformation anew at every update:
-# the check of the same base loss is not repeated (a failed one is not kept).
-_check_base_loss_cached = functools.lru_cache(maxsize=64)(_check_base_loss_once)
 
 
 def _valid(probs):
@@ -257,23 +267,15 @@ def _cond_under_vmap(refit):
   return maybe_refit
 
 
+@_per_construction_cache
 def _refit_rule(base_loss, fit):
-  """`_make_refit_rule`, one per base loss and fit where they are hashable.
+  """``maybe_refit(due, state, lr, epsilon)``: refits under ``lax.cond``.
 
-  ``lax.cond`` caches its compilation by the identity of its branches, and
-  ``optax.inject_hyperparams`` builds the transformation anew at every
-  update: with new branches each time, an eager update compiled the refit
-  again (seconds). The rate and epsilon are operands, not constants.
+  One per base loss and fit: ``lax.cond`` caches its compilation by the
+  identity of its branches, so new branches at every construction compiled
+  the refit again at every eager update under ``inject_hyperparams``
+  (seconds). The rate and epsilon are operands, not constants.
   """
-  try:
-    hash(base_loss)
-  except TypeError:
-    return _make_refit_rule(base_loss, fit)
-  return _cached_refit_rule(base_loss, fit)
-
-
-def _make_refit_rule(base_loss, fit):
-  """``maybe_refit(due, state, lr, epsilon)``: refits under ``lax.cond``."""
 
   def refit(state: OGCState, lr, epsilon):
     # The converged fit starts warm: the last fit is one more candidate start
@@ -302,9 +304,6 @@ def _make_refit_rule(base_loss, fit):
             optax.safe_increment(state.num_rejected_refits)))
 
   return _cond_under_vmap(refit)
-
-
-_cached_refit_rule = functools.lru_cache(maxsize=64)(_make_refit_rule)
 
 
 def _gather(x, axis_name):
