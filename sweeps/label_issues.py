@@ -289,8 +289,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   status (1 if a run failed). A bad flag or config is one line."""
   args = build_parser().parse_args(argv)
   with config_lib.one_line_errors():
-    if args.jobs < 1:
-      raise ValueError('--jobs must be at least 1')
     parts = [p.strip() for p in args.parts.split(',') if p.strip()]
     unknown = sorted(set(parts) - set(PARTS))
     if unknown or not parts:
@@ -307,6 +305,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.title or f'Label issues: {args.config}',
         regenerate_command(args))
     grid.check_grid(sweep.methods, sweep.noises, sweep.seeds)
+    options = sweep_lib.ray_options(sweep, args)
     runs = sweep.runs()
     sweep_lib.check_recorded_settings(runs, sweep.config)
     if not args.aggregate_only:
@@ -314,7 +313,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
   failed = []
   if not args.aggregate_only:
-    failed = sweep_lib.run_unfinished(sweep, runs, args.jobs)
+    with config_lib.one_line_errors():
+      failed = sweep_lib.run_unfinished(sweep, runs, args.jobs, options)
     if failed is None:
       return 130
   rows = collect(sweep.root, sweep.noises, sweep.seeds)

@@ -31,9 +31,11 @@ queues) goes into ``OUT/records.tar.gz`` as soon as the run ends, with a
 summary in ``OUT/lease.json`` and ``OUT/lease.md``, so what finished is in
 OUT even if the slot is cut short.
 
-The runs are started, watched and stopped by `sweeps.runner` under a
-deadline policy (`Deadline`); the archive and its merge are
-`sweeps.records`'.
+The runs are started, watched and stopped as processes of this machine by
+`sweeps.processes` under a deadline policy (`Deadline`), not on Ray: a
+machine held for a time without network may lack Ray and cannot fetch it,
+and one machine with a deadline needs no cluster. The archive and its merge
+are `sweeps.records`'.
 
 ``merge`` unpacks the records into the spec's root, the committed records
 (``results/records/...``): that is what it is for. A run already finished
@@ -59,6 +61,7 @@ from experiments import input_pipeline
 from experiments import workdir as workdir_lib
 import sweeps
 from sweeps import grid
+from sweeps import processes
 from sweeps import records
 from sweeps import runner
 from sweeps import sweep as sweep_lib
@@ -207,8 +210,8 @@ def projected_seconds_left(workdir, min_epochs: int = 3) -> Optional[float]:
   return (num_epochs - rows[-1]['epoch']) * times[len(times) // 2]
 
 
-class Deadline(runner.Policy):
-  """The lease's `runner.Policy`: runs start only if they fit before it.
+class Deadline(processes.Policy):
+  """The lease's `processes.Policy`: runs start only if they fit before it.
 
   A run starts only if `estimate` seconds from now fall before the
   deadline; every ``check_every_s`` the runs going are projected to their
@@ -403,7 +406,7 @@ def run_lease(sweep: sweep_lib.Sweep, spec_path, *, work_root,
         print('lease: preparing the data failed; no run started', file=out,
               flush=True)
         return 1
-    outcome = runner.execute(
+    outcome = processes.execute(
         runs, sweep.config, jobs=jobs, env=env, out=out,
         status_every_s=status_every_s,
         policy=Deadline(deadline, estimate, stop_late_every_s, on_done,

@@ -94,7 +94,9 @@ def check_recorded_settings(runs: Sequence[grid.Run], config_path: str
 # The sweep: from flags or a specification file.
 
 SPEC_KEYS = ('config', 'methods', 'noise', 'seeds', 'set', 'root', 'table',
-             'title')
+             'title', 'resources')
+# What a run may ask Ray for, in a spec's ``resources`` (Ray's names).
+RESOURCE_KEYS = {'num_cpus': 'cpus_per_run', 'num_gpus': 'gpus_per_run'}
 _REQUIRED_SPEC_KEYS = ('config', 'methods', 'noise', 'root')
 
 
@@ -111,6 +113,8 @@ class Sweep(NamedTuple):
     command: the command that regenerates the table.
     committed_table: a spec's committed table (its ``table``), with which a
       sweep elsewhere compares its own; None for a sweep of flags.
+    resources: what each run asks Ray for, as `runner.RayOptions` fields
+      (``cpus_per_run``, ``gpus_per_run``); a spec's ``resources``.
   """
   config: str
   methods: tuple
@@ -122,6 +126,7 @@ class Sweep(NamedTuple):
   title: str
   command: str
   committed_table: Optional[pathlib.Path] = None
+  resources: dict = {}
 
   def runs(self) -> list[grid.Run]:
     """The planned runs, in the order of the grid (`grid.plan_runs`)."""
@@ -222,6 +227,14 @@ def load_spec(path) -> Sweep:
   seeds = expect('seeds', 'ints', [0])
   set_overrides = expect('set', 'texts', [])
   table, title = expect('table', 'text'), expect('title', 'text')
+  resources = spec.get('resources', {})
+  if not isinstance(resources, dict) or any(
+      k not in RESOURCE_KEYS or isinstance(v, bool)
+      or not isinstance(v, (int, float)) for k, v in resources.items()):
+    raise ValueError(
+        f'spec {path}: \'resources\' must be an object of numbers with the '
+        f'keys {", ".join(RESOURCE_KEYS)} (what one run asks Ray for), not '
+        f'{json.dumps(resources)}')
   if len(set(seeds)) != len(seeds):
     raise ValueError(f'spec {path}: seeds {seeds} repeat a seed')
   try:
@@ -233,7 +246,14 @@ def load_spec(path) -> Sweep:
                     runner.repo_relative(path)]))
   except ValueError as e:
     raise ValueError(f'spec {path}: {e}') from None
-  return sweep._replace(committed_table=sweep.table)
+  sweep = sweep._replace(
+      committed_table=sweep.table,
+      resources={RESOURCE_KEYS[k]: float(v) for k, v in resources.items()})
+  try:
+    ray_options(sweep, None)
+  except ValueError as e:
+    raise ValueError(f'spec {path}: resources: {e}') from None
+  return sweep
 
 
 def check_sweep_config(sweep: Sweep) -> None:
@@ -315,16 +335,51 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_run_flags(parser) -> None:
-  """``--title``, ``--set``, ``--jobs`` and ``--aggregate-only``, which
-  every command that runs a grid and tabulates it takes."""
+  """``--title``, ``--set``, ``--aggregate-only`` and the flags of where the
+  runs go (``--jobs``, ``--address``, ...), which every command that runs a
+  grid and tabulates it takes."""
   parser.add_argument('--title', default=None, help='heading of the table')
   parser.add_argument('--set', dest='set_overrides', action='append',
                       default=None, metavar='KEY=VALUE',
                       help='config override for every run (repeatable)')
-  parser.add_argument('--jobs', type=int, default=1,
-                      help='runs at a time (default 1)')
   parser.add_argument('--aggregate-only', action='store_true',
                       help='only rebuild the table and CSV from the workdirs')
+  ray = parser.add_argument_group(
+      'where the runs go (each run is a Ray task)')
+  ray.add_argument('--jobs', type=int, default=None,
+                   help='runs at a time (default: 1 on this machine; on a '
+                   'cluster as many as its resources hold)')
+  ray.add_argument('--address', default=None,
+                   help='a Ray cluster to run on, HOST:PORT (default '
+                   '$RAY_ADDRESS; neither: a local Ray instance)')
+  ray.add_argument('--cpus-per-run', type=float, default=None,
+                   help="CPUs a run asks for (default the spec's "
+                   'resources.num_cpus, else 1)')
+  ray.add_argument('--gpus-per-run', type=float, default=None,
+                   help="GPUs a run asks for, a fraction packs runs on a GPU "
+                   "(default the spec's resources.num_gpus, else 0)")
+  ray.add_argument('--workdirs', choices=runner.WORKDIRS, default='shared',
+                   help='shared: every node sees the root (a shared '
+                   "filesystem); node: runs write to their node's disk and "
+                   'their records come back through Ray (default shared)')
+
+
+def ray_options(sweep: Sweep, args) -> runner.RayOptions:
+  """The `runner.RayOptions` of a sweep: its spec's resources, then the
+  flags (`add_run_flags`; ``args`` None: none given).
+
+  Raises:
+    ValueError: `runner.RayOptions.check`'s, or ``--jobs`` below 1.
+  """
+  fields = dict(sweep.resources)
+  if args is not None:
+    if args.jobs is not None and args.jobs < 1:
+      raise ValueError('--jobs must be at least 1')
+    for name in ('cpus_per_run', 'gpus_per_run'):
+      if getattr(args, name) is not None:
+        fields[name] = getattr(args, name)
+    fields.update(address=args.address, workdirs=args.workdirs)
+  return runner.RayOptions(**fields).check()
 
 
 def command_line(module: str, named: Sequence[str], args) -> str:
@@ -383,12 +438,18 @@ def sweep_from_args(args) -> Sweep:
       args.title, regenerate_command(args))
 
 
-def run_unfinished(sweep: Sweep, runs: Sequence[grid.Run], jobs: int
+def run_unfinished(sweep: Sweep, runs: Sequence[grid.Run],
+                   jobs: Optional[int],
+                   options: Optional[runner.RayOptions] = None
                    ) -> Optional[list[grid.Run]]:
-  """Runs the unfinished ``runs`` of ``sweep``, ``jobs`` at a time, and
-  says how they went; returns the failed runs, or None if interrupted."""
-  outcome = runner.execute(runs, sweep.config, jobs=jobs,
-                           env=runner.child_env(sweep.root, jobs))
+  """Runs the unfinished ``runs`` of ``sweep`` as Ray tasks, ``jobs`` at a
+  time (`runner.execute`), and says how they went; returns the failed runs,
+  or None if interrupted."""
+  options = options or runner.RayOptions()
+  outcome = runner.execute(
+      runs, sweep.config, jobs=jobs,
+      env=runner.child_env(sweep.root, jobs or 1, options.gpus_per_run),
+      options=options, root=sweep.root)
   if outcome.interrupted:
     print('interrupted; run the same command again to continue', flush=True)
     return None
@@ -408,9 +469,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   """
   args = build_parser().parse_args(argv)
   with config_lib.one_line_errors():
-    if args.jobs < 1:
-      raise ValueError('--jobs must be at least 1')
     sweep = sweep_from_args(args)
+    options = ray_options(sweep, args)
     runs = sweep.runs()
     check_recorded_settings(runs, sweep.config)
     if not args.aggregate_only:
@@ -425,7 +485,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           'are not touched (--results runs there)', flush=True)
   failed = []
   if not args.aggregate_only:
-    failed = run_unfinished(sweep, runs, args.jobs)
+    with config_lib.one_line_errors():
+      failed = run_unfinished(sweep, runs, args.jobs, options)
     if failed is None:
       return 130
 

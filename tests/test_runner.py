@@ -1,13 +1,16 @@
-"""Tests for sweeps/runner.py: starting, watching and stopping runs.
+"""Tests for sweeps/runner.py: runs as Ray tasks on a local Ray instance.
 
-The runs are conftest.FAKE_TRAIN; when a run must be stopped is a `Policy`
-whose deadline or lateness follows what the runs have written, so that no
-assertion depends on how fast the machine is.
+The runs are conftest.FAKE_TRAIN. A cluster of two nodes, with one lost
+mid-sweep, is tests/test_ray_cluster.py.
 """
 
+import _thread
 import io
 import pathlib
+import threading
 import time
+
+import pytest
 
 from sweeps import grid
 from sweeps import runner
@@ -38,6 +41,16 @@ def test_child_env(tmp_path, monkeypatch):
   assert env['XLA_PYTHON_CLIENT_PREALLOCATE'] == 'false'
 
 
+def test_a_gpu_share_takes_that_share_of_the_memory(tmp_path, monkeypatch):
+  for name in ('XLA_PYTHON_CLIENT_MEM_FRACTION',
+               'XLA_PYTHON_CLIENT_PREALLOCATE'):
+    monkeypatch.delenv(name, raising=False)
+  env = runner.child_env(tmp_path, jobs=1, gpu_share=0.5)
+  assert env['XLA_PYTHON_CLIENT_MEM_FRACTION'] == '0.450'
+  assert 'XLA_PYTHON_CLIENT_MEM_FRACTION' not in runner.child_env(
+      tmp_path, jobs=1, gpu_share=1.0)
+
+
 def _plan(root, methods):
   return grid.plan_runs(root, [grid.parse_method(m) for m in methods],
                         [NOISE], [0], {})
@@ -52,90 +65,91 @@ def _alive(pid):
   return state.split()[0] != 'Z'
 
 
-class _Scripted(runner.Policy):
-  """A deadline and a lateness that come once a condition holds."""
-  check_every_s = 0.05
-
-  def __init__(self, deadline_when, late_when=lambda: False):
-    self._deadline_when = deadline_when
-    self._late_when = late_when
-
-  @property
-  def deadline(self):
-    return 0.0 if self._deadline_when() else None
-
-  def late(self, runs):
-    return ['slow by 1 s'] if self._late_when() else []
-
-
-def test_the_deadline_stops_the_runs_going_with_their_processes(
-    tmp_path, fake_train):
-  del fake_train
-  runs = _plan(tmp_path, ['slow', 'fast'])
-  out = io.StringIO()
-  slow = runs[0].workdir
-
-  def deadline_when():  # fast has finished, and slow is going and reported
-    text = out.getvalue()
-    return ('fast symmetric:0.4 seed 0: done' in text
-            and (slow / 'child.pid').exists()
-            and 'slow symmetric:0.4 seed 0: epoch 1/2, test 25.0%, ' in text)
-
-  outcome = runner.execute(runs, 'config.py', jobs=2, env=runner.child_env(
-      tmp_path, 2), out=out, status_every_s=0.05,
-                           policy=_Scripted(deadline_when))
-  assert (outcome.done, outcome.stopped, outcome.failed) == (
-      [runs[1]], [runs[0]], [])
-  text = out.getvalue()
-  assert '[1/2] slow symmetric:0.4 seed 0: started\n' in text
-  assert '[2/2] fast symmetric:0.4 seed 0: done in' in text
-  assert 'final 50.0%' in text
-  assert ('[1/2] slow symmetric:0.4 seed 0: stopped unfinished at the '
-          'deadline after' in text)
-  # The stopped run's process group is gone, the process it started too.
-  child = int((slow / 'child.pid').read_text())
-  for _ in range(100):
-    if not _alive(child):
-      break
-    time.sleep(0.1)
-  assert not _alive(child)
-  # Its workdir stays, for a later resume: the log holds its command line.
-  assert '--config.method=slow' in (slow / 'log.txt').read_text()
-  assert not (slow / 'result.json').exists()
-
-
-def test_late_runs_give_way_and_no_other_run_starts(tmp_path, fake_train):
-  del fake_train
-  runs = _plan(tmp_path, ['slow', 'slow2', 'fast'])
-  out = io.StringIO()
-  policy = _Scripted(
-      deadline_when=lambda: 'stopped early' in out.getvalue(),
-      late_when=lambda: (runs[1].workdir / 'child.pid').exists())
-  outcome = runner.execute(runs, 'config.py', jobs=2, env=runner.child_env(
-      tmp_path, 2), out=out, policy=policy)
-  text = out.getvalue()
-  # The last run in order is stopped; the first one ends at the deadline.
-  assert outcome.stopped == [runs[1], runs[0]], text
-  assert outcome.not_started == [runs[2]]
-  assert ('[2/3] slow2 symmetric:0.4 seed 0: stopped early after' in text
-          and 'projected past the deadline: slow by 1 s; dropped' in text)
-  assert '[3/3] fast symmetric:0.4 seed 0: not started' in text
-  assert set(outcome.seconds) == {1, 2}
-
-
 def test_a_finished_run_is_skipped_and_a_failed_one_reported(tmp_path,
                                                              fake_train):
   del fake_train
-  runs = _plan(tmp_path, ['fast', 'fails'])
+  runs = _plan(tmp_path, ['fast', 'fails', 'fast2'])
   runs[0].workdir.mkdir(parents=True)
   (runs[0].workdir / 'result.json').write_text('{}')
   out = io.StringIO()
   outcome = runner.execute(runs, 'config.py', jobs=1,
                            env=runner.child_env(tmp_path, 1), out=out)
-  assert outcome.failed == [runs[1]]
+  assert (outcome.skipped, outcome.failed, outcome.done) == (
+      [runs[0]], [runs[1]], [runs[2]])
   text = out.getvalue()
-  assert '[1/2] fast symmetric:0.4 seed 0: skipped (finished)' in text
+  assert text.startswith('Ray: 1 node, ')
+  assert '[1/3] fast symmetric:0.4 seed 0: skipped (finished)' in text
   log = runs[1].workdir / 'log.txt'
-  assert (f'[2/2] fails symmetric:0.4 seed 0: FAILED (exit code 3) after'
+  assert (f'[2/3] fails symmetric:0.4 seed 0: FAILED (exit code 3) after'
           in text and f'log: {log}\n    Traceback: boom' in text)
   assert runner.last_line(log) == 'Traceback: boom'
+  assert '  0 done, 0 running, 1 failed, 1 waiting\n' in text
+  assert '  1 done, 0 running, 1 failed, 0 waiting\n' in text
+  # The log: the command as the sweep shows it, then the Ray node.
+  lines = (runs[2].workdir / 'log.txt').read_text().splitlines()
+  assert lines[0].startswith('$ python -m experiments.train --config ')
+  assert lines[1].startswith('# on Ray node ')
+
+
+def test_records_come_back_from_a_node_disk(tmp_path, fake_train):
+  del fake_train
+  runs = _plan(tmp_path / 'root', ['fast'])
+  out = io.StringIO()
+  outcome = runner.execute(
+      runs, 'config.py', jobs=1, env=runner.child_env(tmp_path, 1), out=out,
+      options=runner.RayOptions(workdirs='node'), root=tmp_path / 'root')
+  assert outcome.done == runs, out.getvalue()
+  # The run wrote to the node's disk; its records, not its other files,
+  # are under the root.
+  on_node = runner.node_root(tmp_path / 'root') / runs[0].workdir.relative_to(
+      tmp_path / 'root')
+  assert (on_node / 'env.json').exists() and (on_node / 'launches').exists()
+  assert sorted(p.name for p in runs[0].workdir.iterdir()) == [
+      'config.json', 'log.txt', 'metrics.jsonl', 'result.json',
+      'sweep_args.json']
+
+
+def test_ctrl_c_cancels_the_runs_and_kills_their_processes(tmp_path,
+                                                           fake_train):
+  del fake_train
+  runs = _plan(tmp_path, ['slow', 'fast'])
+  child_pid = runs[0].workdir / 'child.pid'
+
+  def interrupt_once_started():
+    deadline = time.monotonic() + 120
+    while not child_pid.exists() and time.monotonic() < deadline:
+      time.sleep(0.05)
+    _thread.interrupt_main()  # Ctrl-C
+
+  threading.Thread(target=interrupt_once_started, daemon=True).start()
+  out = io.StringIO()
+  outcome = runner.execute(runs, 'config.py', jobs=1,
+                           env=runner.child_env(tmp_path, 1), out=out)
+  assert outcome.interrupted and outcome.stopped == [runs[0]]
+  assert outcome.not_started == [runs[1]]
+  assert ('[1/2] slow symmetric:0.4 seed 0: stopped unfinished by an '
+          'interruption after') in out.getvalue()
+  child = int(child_pid.read_text())
+  for _ in range(100):
+    if not _alive(child):
+      break
+    time.sleep(0.1)
+  assert not _alive(child)
+  assert not (runs[0].workdir / 'result.json').exists()
+
+
+def test_bad_ray_options_are_one_line_errors():
+  with pytest.raises(ValueError, match='GPUs per run must be >= 0'):
+    runner.RayOptions(gpus_per_run=-1).check()
+  with pytest.raises(ValueError, match='whole number, not 1.5'):
+    runner.RayOptions(gpus_per_run=1.5).check()
+  with pytest.raises(ValueError, match="workdirs must be one of shared, node"):
+    runner.RayOptions(workdirs='nfs').check()
+
+
+def test_a_run_asking_for_more_than_ray_has_is_refused(tmp_path, fake_train):
+  del fake_train
+  with pytest.raises(ValueError, match='a run asks for 1 GPUs, and the Ray '
+                     'instance here has 0'):
+    runner.execute(_plan(tmp_path, ['fast']), 'config.py', jobs=1,
+                   env={}, options=runner.RayOptions(gpus_per_run=1))

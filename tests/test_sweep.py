@@ -13,6 +13,7 @@ from experiments import workdir as workdir_lib
 from sweeps import grid
 from sweeps import runner
 from sweeps import sweep
+from tests.conftest import write_spec
 from tests.test_tables import _table_rows
 from tests.test_tables import _write_grid
 from tests.test_tables import METHODS
@@ -458,3 +459,38 @@ def test_aggregate_only_with_no_finished_run_leaves_the_committed_table(
   assert f'{table} is left as it is' in message
   assert table.read_text() == table.with_suffix('.csv').read_text() == (
       'committed\n')
+
+
+# ----------------------------------------------------------------------------
+# Where the runs go: a spec's resources and the Ray flags.
+
+
+def test_a_spec_says_what_each_run_asks_ray_for(tmp_path, fake_config):
+  spec = write_spec(tmp_path / 'spec.json', tmp_path / 'runs', ['ce'],
+                    fake_config, resources={'num_cpus': 2, 'num_gpus': 0.5})
+  loaded = sweep.load_spec(spec)
+  assert loaded.resources == {'cpus_per_run': 2.0, 'gpus_per_run': 0.5}
+  options = sweep.ray_options(loaded, sweep.build_parser().parse_args(
+      ['--spec', str(spec), '--gpus-per-run', '0.25']))
+  assert (options.cpus_per_run, options.gpus_per_run) == (2.0, 0.25)
+  for bad, words in (({'gpus': 1}, "'resources' must be an object"),
+                     ({'num_gpus': True}, "'resources' must be an object"),
+                     ({'num_gpus': 1.5}, 'whole number, not 1.5'),
+                     ({'num_cpus': 0}, 'CPUs per run must be > 0')):
+    write_spec(spec, tmp_path / 'runs', ['ce'], fake_config, resources=bad)
+    with pytest.raises(ValueError, match=re.escape(words)):
+      sweep.load_spec(spec)
+
+
+def test_ray_flags_are_checked_before_any_run(tmp_path, fake_config,
+                                              fake_train):
+  del fake_train
+  base = ['--config', str(fake_config), '--methods', 'ce', '--noise',
+          'symmetric:0.2', '--root', str(tmp_path / 'r')]
+  assert '--jobs must be at least 1' in _error(base + ['--jobs', '0'])
+  assert 'GPUs per run must be >= 0' in _error(base + ['--gpus-per-run',
+                                                       '-1'])
+  # This machine's Ray instance has no GPU: refused before any run starts.
+  assert ('a run asks for 1 GPUs, and the Ray instance here has 0'
+          in _error(base + ['--gpus-per-run', '1']))
+  assert not list((tmp_path / 'r').rglob('log.txt'))
