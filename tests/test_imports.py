@@ -113,3 +113,16 @@ def test_import_ogc_jax_loads_only_its_dependencies():
   for heavy in ('scipy', 'sklearn', 'flax', 'tensorflow', 'matplotlib',
                 'experiments', 'benchmarks', 'tests'):
     assert heavy not in loaded, heavy
+
+
+def test_only_the_sweeps_use_ray_and_only_when_they_run():
+  for path in _modules():
+    imported = set(_imported(ast.parse(path.read_text(), str(path))))
+    assert 'ray' not in imported or path.parent.name == 'sweeps', path
+  # Planning, tables and records work without Ray: it is imported when runs
+  # start (`sweeps.runner.connect`), not with the modules.
+  code = ('import sys; import sweeps.sweep, sweeps.lease, sweeps.label_issues; '
+          "print('ray' in sys.modules)")
+  out = subprocess.run([sys.executable, '-c', code], cwd=REPO, check=True,
+                       capture_output=True, text=True).stdout
+  assert out.strip() == 'False'
