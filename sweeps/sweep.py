@@ -9,7 +9,10 @@ A sweep is the product of method entries, noise settings and seeds::
     --table results/digits.md --set num_epochs=50
 
 Each run is ``python -m experiments.train`` in its own workdir,
-``ROOT/<method entry>/<kind>_<rate>/seed_<seed>`` (`sweeps.runner`). A run is finished when its
+``ROOT/<method entry>/<kind>_<rate>/seed_<seed>``, started as a Ray task
+(`sweeps.runner`): ``--jobs`` at a time on a local Ray instance, or over a
+cluster with ``--address HOST:PORT`` (or ``RAY_ADDRESS``), each run asking for
+``--cpus-per-run`` and ``--gpus-per-run``. A run is finished when its
 ``result.json`` exists; finished runs are not redone, and an unfinished one is
 started again with the same command, which resumes from its last checkpoint,
 so an interrupted sweep continues where it stopped. The sweep then writes a
@@ -32,11 +35,13 @@ It is a JSON object with the keys of the flags: ``config``, ``methods`` (a
 list of method entries, in the table's order), ``noise`` (a list of
 ``KIND:RATE``), ``seeds`` (a list of integers; default ``[0]``), ``set`` (a
 list of ``KEY=VALUE``), ``root`` and ``table``, the committed records and
-table under ``results/``, and ``title`` (optional); relative paths in it are
-relative to the repository root. With ``--spec`` only ``--jobs``,
-``--aggregate-only``, ``--out`` and ``--results`` may be given: a flag that
-names the sweep (``--config``, ``--methods``, ...) is an error, so that the
-file alone says what its table holds.
+table under ``results/``, ``title`` (optional) and ``resources`` (optional,
+what each run asks Ray for: ``{"num_cpus": 8, "num_gpus": 0.5}``); relative
+paths in it are relative to the repository root. With ``--spec`` only
+``--aggregate-only``, ``--out``, ``--results`` and the flags of where the runs
+go (``--jobs``, ``--address``, ...) may be given: a flag that names the sweep
+(``--config``, ``--methods``, ...) is an error, so that the file alone says
+what its table holds.
 
 A spec's sweep runs in a fresh folder, ``--out`` (default
 ``runs/sweeps/<spec name>``), writes its table there, and then prints how
