@@ -310,6 +310,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sweep_lib.check_recorded_settings(runs, sweep.config)
     if not args.aggregate_only:
       sweep_lib.check_sweep_config(sweep)
+      sweep_lib.validate_runs(sweep)
 
   failed = []
   if not args.aggregate_only:

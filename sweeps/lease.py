@@ -507,6 +507,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == 'run':
       sweep_lib.check_recorded_settings(work.runs(), sweep.config)
       sweep_lib.check_sweep_config(sweep)
+      sweep_lib.validate_runs(sweep)
       RunTimeEstimate([r.wall_time_s for r in _finished_results(sweep, work)],
                       run_seconds=args.run_seconds, startup_s=args.startup_s)
 

@@ -60,6 +60,7 @@ import sys
 from typing import NamedTuple, Optional, Sequence
 
 from experiments import config_lib
+from experiments import validate
 from experiments import workdir as workdir_lib
 import sweeps
 from sweeps import grid
@@ -275,6 +276,29 @@ def check_sweep_config(sweep: Sweep) -> None:
                     f'method entry {method.entry!r}')
 
 
+def validate_runs(sweep: Sweep) -> None:
+  """Checks every planned run's config as training checks it, before any
+  run starts (`experiments.validate.validate_config`: the method, the noise,
+  the dataset, the model, numbers out of range); runs that differ only in
+  their seed are checked once.
+
+  Raises:
+    ValueError: the first invalid run's, naming the run.
+  """
+  checked = set()
+  for run in sweep.runs():
+    key = tuple(sorted((k, v) for k, v in run.overrides.items()
+                       if k != 'seed'))
+    if key in checked:
+      continue
+    checked.add(key)
+    config = config_lib.load(sweep.config, run.overrides, f'run {run.name}')
+    try:
+      validate.validate_config(config)
+    except ValueError as e:
+      raise ValueError(f'run {run.name}: {e}') from None
+
+
 def write_tables(sweep: Sweep) -> list[tables.RunResult]:
   """Writes the sweep's markdown table and CSV from its finished runs.
 
@@ -480,6 +504,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     check_recorded_settings(runs, sweep.config)
     if not args.aggregate_only:
       check_sweep_config(sweep)
+      validate_runs(sweep)
 
   elsewhere = (sweep.committed_table is not None
                and sweep.table != sweep.committed_table)

@@ -18,6 +18,7 @@ import pytest
 
 from experiments.configs import digits
 from sweeps import runner
+from sweeps import sweep as sweep_lib
 
 # The digits config cut to seconds: a few epochs, a small queue refitted
 # often, 40% symmetric noise, no progress bar.
@@ -121,8 +122,11 @@ def fake_train_command(run, config_path):
 
 @pytest.fixture
 def fake_train(monkeypatch):
-  """Runs start `FAKE_TRAIN` instead of experiments.train."""
+  """Runs start `FAKE_TRAIN` instead of experiments.train; its methods
+  (``fails``, ``slow``, ...) are its own, so the training's validation of a
+  sweep's configs (`sweeps.sweep.validate_runs`) is left out."""
   monkeypatch.setattr(runner, 'train_command', fake_train_command)
+  monkeypatch.setattr(sweep_lib, 'validate_runs', lambda sweep: None)
 
 
 @pytest.fixture

@@ -494,3 +494,14 @@ def test_ray_flags_are_checked_before_any_run(tmp_path, fake_config,
   assert ('a run asks for 1 GPUs, and the Ray instance here has 0'
           in _error(base + ['--gpus-per-run', '1']))
   assert not list((tmp_path / 'r').rglob('log.txt'))
+
+
+def test_a_misspelt_method_or_a_bad_value_fails_before_any_run(tmp_path):
+  base = ['--config', str(DIGITS_CONFIG), '--noise', 'symmetric:0.2',
+          '--seeds', '0,1', '--root', str(tmp_path / 'r')]
+  assert ("error: run ogc_cee symmetric:0.2 seed 0: Unknown OGC base loss "
+          "'cee' in config.method='ogc_cee'" in _error(
+              base + ['--methods', 'ce,ogc_cee']))
+  assert '`epsilon` must be a finite scalar >= 0' in _error(
+      base + ['--methods', 'ce,ogc_ce@ogc.epsilon=-1'])
+  assert not (tmp_path / 'r').exists()
