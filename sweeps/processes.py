@@ -132,27 +132,11 @@ def execute(runs: Sequence[grid.Run], config_path: str, *, jobs: int, env,
     going.remove(g)
     run, elapsed = g.run, time.monotonic() - g.started
     outcome.seconds[run.index] = elapsed
-    result = None
-    if g.proc.returncode == 0:
-      try:
-        result = workdir_lib.read_result(run.workdir)
-      except ValueError as e:
-        outcome.failed.append(run)
-        say(run, f'FAILED: {e}')
-        return
-    if result is not None:
-      outcome.done.append(run)
-      say(run, f'done in {elapsed:.1f} s, final '
-          f'{100 * result["final_test_accuracy"]:.1f}%')
+    done, line = runner.judge_ended(run, g.proc.returncode, elapsed)
+    (outcome.done if done else outcome.failed).append(run)
+    say(run, line)
+    if done:
       policy.on_done(run, elapsed)
-      return
-    outcome.failed.append(run)
-    why = (f'exit code {g.proc.returncode}' if g.proc.returncode
-           else f'exited without writing {workdir_lib.RESULT_FILE}')
-    log_path = workdir_lib.log_path(run.workdir)
-    last = runner.last_line(log_path)
-    say(run, f'FAILED ({why}) after {elapsed:.1f} s; log: {log_path}'
-        + (f'\n    {last}' if last else ''))
 
   def stop(g) -> float:
     going.remove(g)

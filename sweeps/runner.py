@@ -140,6 +140,27 @@ def last_line(path: pathlib.Path) -> str:
   return lines[-1].strip()[:200] if lines else ''
 
 
+def judge_ended(run: grid.Run, returncode: int, elapsed: float
+                ) -> tuple[bool, str]:
+  """Whether a run whose training command ended with ``returncode`` is done
+  (it wrote a valid ``result.json``), and its line in the progress: its
+  final accuracy, or why it failed with the last line of its log."""
+  if returncode == 0:
+    try:
+      result = workdir_lib.read_result(run.workdir)
+    except ValueError as e:
+      return False, f'FAILED: {e}'
+    if result is not None:
+      return True, (f'done in {elapsed:.1f} s, final '
+                    f'{100 * result["final_test_accuracy"]:.1f}%')
+  why = (f'exit code {returncode}' if returncode
+         else f'exited without writing {workdir_lib.RESULT_FILE}')
+  log_path = workdir_lib.log_path(run.workdir)
+  last = last_line(log_path)
+  return False, (f'FAILED ({why}) after {elapsed:.1f} s; log: {log_path}'
+                 + (f'\n    {last}' if last else ''))
+
+
 class Outcome(NamedTuple):
   """What a runner (`execute`, `sweeps.processes.execute`) did with each run.
 
@@ -424,26 +445,9 @@ def execute(runs: Sequence[grid.Run], config_path: str, *,
       run.workdir.mkdir(parents=True, exist_ok=True)
       for name, content in value['files'].items():
         workdir_lib.write_atomic(run.workdir / name, content)
-    result = None
-    if value['returncode'] == 0:
-      try:
-        result = workdir_lib.read_result(run.workdir)
-      except ValueError as e:
-        outcome.failed.append(run)
-        say(run, f'FAILED: {e}')
-        return
-    if result is not None:
-      outcome.done.append(run)
-      say(run, f'done in {elapsed:.1f} s, final '
-          f'{100 * result["final_test_accuracy"]:.1f}%')
-      return
-    outcome.failed.append(run)
-    why = (f'exit code {value["returncode"]}' if value['returncode']
-           else f'exited without writing {workdir_lib.RESULT_FILE}')
-    log_path = workdir_lib.log_path(run.workdir)
-    last = last_line(log_path)
-    say(run, f'FAILED ({why}) after {elapsed:.1f} s; log: {log_path}'
-        + (f'\n    {last}' if last else ''))
+    done, line = judge_ended(run, value['returncode'], elapsed)
+    (outcome.done if done else outcome.failed).append(run)
+    say(run, line)
 
   def collect(g):
     """Reads a finished task: its value, or why it failed."""

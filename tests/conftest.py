@@ -2,13 +2,15 @@
 
 * `tiny_config` and `tiny_args`: the digits config cut to seconds, as a
   ConfigDict and as ``--config.KEY=VALUE`` flags;
-* `fake_train`, `fake_config` and `write_spec`: a stand-in for the training
-  command, for the tests of the sweep, the runner and the lease;
+* `fake_train`, `fake_config`, `write_spec`, `fake_runs` and `alive`: a
+  stand-in for the training command and its runs, for the tests of the
+  sweep, the runners and the lease;
 * `fresh_flags`: absl's global flags as a new process has them, for the
   commands' flag parsing in-process.
 """
 
 import json
+import pathlib
 import sys
 import textwrap
 
@@ -17,6 +19,7 @@ from absl import flags
 import pytest
 
 from experiments.configs import digits
+from sweeps import grid
 from sweeps import runner
 from sweeps import sweep as sweep_lib
 
@@ -127,6 +130,21 @@ def fake_train(monkeypatch):
   sweep's configs (`sweeps.sweep.validate_runs`) is left out."""
   monkeypatch.setattr(runner, 'train_command', fake_train_command)
   monkeypatch.setattr(sweep_lib, 'validate_runs', lambda sweep: None)
+
+
+def fake_runs(root, methods):
+  """The runs of `FAKE_TRAIN`'s ``methods`` at symmetric 40%, seed 0."""
+  return grid.plan_runs(root, [grid.parse_method(m) for m in methods],
+                        [grid.parse_noise('symmetric:0.4')], [0], {})
+
+
+def alive(pid):
+  """Whether a process runs (a zombie waiting for its reaper does not)."""
+  try:
+    state = pathlib.Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1]
+  except FileNotFoundError:
+    return False
+  return state.split()[0] != 'Z'
 
 
 @pytest.fixture

@@ -6,29 +6,12 @@ assertion depends on how fast the machine is.
 """
 
 import io
-import pathlib
 import time
 
-from sweeps import grid
 from sweeps import processes
 from sweeps import runner
-
-NOISE = grid.parse_noise('symmetric:0.4')
-
-
-def _plan(root, methods):
-  return grid.plan_runs(root, [grid.parse_method(m) for m in methods],
-                        [NOISE], [0], {})
-
-
-def _alive(pid):
-  """Whether a process runs (a zombie waiting for its reaper does not)."""
-  try:
-    state = pathlib.Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1]
-  except FileNotFoundError:
-    return False
-  return state.split()[0] != 'Z'
-
+from tests.conftest import alive
+from tests.conftest import fake_runs
 
 class _Scripted(processes.Policy):
   """A deadline and a lateness that come once a condition holds."""
@@ -49,7 +32,7 @@ class _Scripted(processes.Policy):
 def test_the_deadline_stops_the_runs_going_with_their_processes(
     tmp_path, fake_train):
   del fake_train
-  runs = _plan(tmp_path, ['slow', 'fast'])
+  runs = fake_runs(tmp_path, ['slow', 'fast'])
   out = io.StringIO()
   slow = runs[0].workdir
 
@@ -73,10 +56,10 @@ def test_the_deadline_stops_the_runs_going_with_their_processes(
   # The stopped run's process group is gone, the process it started too.
   child = int((slow / 'child.pid').read_text())
   for _ in range(100):
-    if not _alive(child):
+    if not alive(child):
       break
     time.sleep(0.1)
-  assert not _alive(child)
+  assert not alive(child)
   # Its workdir stays, for a later resume: the log holds its command line.
   assert '--config.method=slow' in (slow / 'log.txt').read_text()
   assert not (slow / 'result.json').exists()
@@ -84,7 +67,7 @@ def test_the_deadline_stops_the_runs_going_with_their_processes(
 
 def test_late_runs_give_way_and_no_other_run_starts(tmp_path, fake_train):
   del fake_train
-  runs = _plan(tmp_path, ['slow', 'slow2', 'fast'])
+  runs = fake_runs(tmp_path, ['slow', 'slow2', 'fast'])
   out = io.StringIO()
   policy = _Scripted(
       deadline_when=lambda: 'stopped early' in out.getvalue(),
@@ -104,7 +87,7 @@ def test_late_runs_give_way_and_no_other_run_starts(tmp_path, fake_train):
 def test_a_finished_run_is_skipped_and_a_failed_one_reported(tmp_path,
                                                              fake_train):
   del fake_train
-  runs = _plan(tmp_path, ['fast', 'fails'])
+  runs = fake_runs(tmp_path, ['fast', 'fails'])
   runs[0].workdir.mkdir(parents=True)
   (runs[0].workdir / 'result.json').write_text('{}')
   out = io.StringIO()

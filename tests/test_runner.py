@@ -6,17 +6,14 @@ mid-sweep, is tests/test_ray_cluster.py.
 
 import _thread
 import io
-import pathlib
 import threading
 import time
 
 import pytest
 
-from sweeps import grid
 from sweeps import runner
-
-NOISE = grid.parse_noise('symmetric:0.4')
-
+from tests.conftest import alive
+from tests.conftest import fake_runs
 
 def test_child_env(tmp_path, monkeypatch):
   monkeypatch.setenv('XLA_FLAGS', '--foo')
@@ -51,24 +48,10 @@ def test_a_gpu_share_takes_that_share_of_the_memory(tmp_path, monkeypatch):
       tmp_path, jobs=1, gpu_share=1.0)
 
 
-def _plan(root, methods):
-  return grid.plan_runs(root, [grid.parse_method(m) for m in methods],
-                        [NOISE], [0], {})
-
-
-def _alive(pid):
-  """Whether a process runs (a zombie waiting for its reaper does not)."""
-  try:
-    state = pathlib.Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1]
-  except FileNotFoundError:
-    return False
-  return state.split()[0] != 'Z'
-
-
 def test_a_finished_run_is_skipped_and_a_failed_one_reported(tmp_path,
                                                              fake_train):
   del fake_train
-  runs = _plan(tmp_path, ['fast', 'fails', 'fast2'])
+  runs = fake_runs(tmp_path, ['fast', 'fails', 'fast2'])
   runs[0].workdir.mkdir(parents=True)
   (runs[0].workdir / 'result.json').write_text('{}')
   out = io.StringIO()
@@ -93,7 +76,7 @@ def test_a_finished_run_is_skipped_and_a_failed_one_reported(tmp_path,
 
 def test_records_come_back_from_a_node_disk(tmp_path, fake_train):
   del fake_train
-  runs = _plan(tmp_path / 'root', ['fast'])
+  runs = fake_runs(tmp_path / 'root', ['fast'])
   out = io.StringIO()
   outcome = runner.execute(
       runs, 'config.py', jobs=1, env=runner.child_env(tmp_path, 1), out=out,
@@ -112,7 +95,7 @@ def test_records_come_back_from_a_node_disk(tmp_path, fake_train):
 def test_ctrl_c_cancels_the_runs_and_kills_their_processes(tmp_path,
                                                            fake_train):
   del fake_train
-  runs = _plan(tmp_path, ['slow', 'fast'])
+  runs = fake_runs(tmp_path, ['slow', 'fast'])
   child_pid = runs[0].workdir / 'child.pid'
 
   def interrupt_once_started():
@@ -131,10 +114,10 @@ def test_ctrl_c_cancels_the_runs_and_kills_their_processes(tmp_path,
           'interruption after') in out.getvalue()
   child = int(child_pid.read_text())
   for _ in range(100):
-    if not _alive(child):
+    if not alive(child):
       break
     time.sleep(0.1)
-  assert not _alive(child)
+  assert not alive(child)
   assert not (runs[0].workdir / 'result.json').exists()
 
 
@@ -151,5 +134,5 @@ def test_a_run_asking_for_more_than_ray_has_is_refused(tmp_path, fake_train):
   del fake_train
   with pytest.raises(ValueError, match='a run asks for 1 GPUs, and the Ray '
                      'instance here has 0'):
-    runner.execute(_plan(tmp_path, ['fast']), 'config.py', jobs=1,
+    runner.execute(fake_runs(tmp_path, ['fast']), 'config.py', jobs=1,
                    env={}, options=runner.RayOptions(gpus_per_run=1))
