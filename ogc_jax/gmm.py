@@ -49,7 +49,16 @@ E-steps). It starts cold at every refit. From a queue whose clean and noisy
 losses overlap, 10 steps stop well short of EM's fixed point; during
 training that leaves the threshold looser at first than the converged fit's.
 It is the default: OGC then behaves as the authors' code does, and a refit
-costs at most 10 EM steps (docs/results.md measures both fits).
+costs at most 10 EM steps (docs/results.md measures the fits).
+
+Several fixed points of EM can fit the same queue nearly as well, and which
+one is kept decides how OGC clips. Early in training the most likely one is
+often a *scale* mixture: a narrow and a wide component around the same
+median, whose wide "clean" component claims the highest losses, and whose
+noise-to-clean ratio meets the target without clipping; another fixed point
+splits off the samples the network has learned. ``fit="conservative"``
+keeps, of the fixed points whose noise posterior rises with the loss
+(`_ordered`), the one whose threshold is the tightest.
 
 References:
   Varadhan & Roland, `Simple and globally convergent methods for
@@ -60,7 +69,7 @@ References:
 
 import math
 import numbers
-from typing import Literal, NamedTuple, Optional
+from typing import Callable, Literal, NamedTuple, Optional
 
 import chex
 import jax
@@ -74,8 +83,10 @@ MAX_ITER = 300
 TOL = 1e-7
 PUBLISHED_MAX_ITER = 10  # the authors' GaussianMixture(max_iter=10)
 PUBLISHED_TOL = 1e-3  # scikit-learn's default tol
-Fit = Literal["converged", "published"]
-FITS: tuple[Fit, ...] = ("converged", "published")
+Fit = Literal["converged", "published", "conservative"]
+FITS: tuple[Fit, ...] = ("converged", "published", "conservative")
+# Fits that run EM to its fixed points from several starts (and ``init``).
+FIXED_POINT_FITS: tuple[Fit, ...] = ("converged", "conservative")
 DEFAULT_FIT: Fit = "published"  # of fit_gmm, ogc and ogc_weights
 
 
@@ -312,14 +323,16 @@ def fit_gmm_counting_steps(
     fit: Fit = DEFAULT_FIT,
     reg_covar: chex.Numeric = REG_COVAR,
     max_iter: Optional[int] = None,
-    tol: Optional[float] = None) -> tuple[GMM, chex.Array]:
+    tol: Optional[float] = None,
+    threshold_of: Optional[Callable[[GMM], chex.Array]] = None,
+) -> tuple[GMM, chex.Array]:
   """`fit_gmm`, also returning the number of EM steps it took.
 
   The steps are the sequential work of the fit, what it costs on an
   accelerator (``benchmarks/fit_speed.py`` reports them).
 
   Args:
-    h, init, fit, reg_covar, max_iter, tol: as for `fit_gmm`.
+    h, init, fit, reg_covar, max_iter, tol, threshold_of: as for `fit_gmm`.
 
   Returns:
     ``(gmm, num_steps)``: the `GMM` of `fit_gmm` and an int32 scalar, the EM
@@ -347,8 +360,15 @@ def fit_gmm_counting_steps(
     raise ValueError(f"fit_gmm: `fit` must be one of {FITS}, got {fit!r}.")
   if fit == "published" and init is not None:
     raise ValueError(
-        "fit_gmm: `init` (a warm start) applies to fit='converged'; the"
-        " published fit starts from the two-means split at every refit.")
+        "fit_gmm: `init` (a warm start) applies to the fits that run EM to"
+        f" its fixed points {FIXED_POINT_FITS}; the published fit starts from"
+        " the two-means split at every refit.")
+  if (fit == "conservative") != (threshold_of is not None):
+    raise ValueError(
+        "fit_gmm: fit='conservative' needs `threshold_of` (the probability"
+        " threshold of a mixture, e.g. lambda gmm: ogc_jax.solve_threshold("
+        "gmm, base_loss, learning_rate)[0]) and no other fit takes it; got"
+        f" fit={fit!r} with threshold_of={threshold_of!r}.")
   if max_iter is not None and (
       not isinstance(max_iter, (numbers.Integral, np.integer))
       or isinstance(max_iter, (bool, np.bool_)) or max_iter < 1):
@@ -389,7 +409,58 @@ def fit_gmm_counting_steps(
   starts = _initial_params(h, reg_covar, weights)
   if init is not None:
     starts = jnp.concatenate([starts, _as_theta(init, h.dtype)[None]])
-  return _converged_fit(h, starts, reg_covar, max_iter, tol, weights)
+  ends, logliks, num_steps = _fixed_points(h, starts, reg_covar, max_iter, tol,
+                                           weights)
+  if fit == "converged":
+    pick = jnp.argmax(logliks)
+  else:
+    pick = _most_conservative(h, ends, logliks, weights, threshold_of)
+  return _as_gmm(ends[pick]), num_steps
+
+
+def _ordered(h, thetas, weights=None):
+  """Whether each mixture's noise posterior rises with the loss to the top.
+
+  The log-odds of the noisy component, d(H) = log w1 N1(H) - log w0 N0(H),
+  is quadratic in H. Where the noisy component is the wider one it is convex
+  with its minimum below the clean mean, so it rises from the clean mean
+  upwards; where the noisy component is the narrower one it is concave and
+  turns down past its peak, beyond which the highest losses are called
+  clean. Either way the posterior rises from the clean mean up to the
+  largest queued loss exactly when d'(max H) >= 0.
+  """
+  gmms = jax.vmap(_as_gmm)(thetas)
+  if weights is None:
+    top = jnp.max(h)
+  else:
+    top = jnp.max(jnp.where(weights > 0, h, -jnp.inf))
+  slope = ((top - gmms.mean_clean) / gmms.var_clean
+           - (top - gmms.mean_noisy) / gmms.var_noisy)
+  return slope >= 0
+
+
+def _most_conservative(h, ends, logliks, weights, threshold_of):
+  """Index of the ordered fixed point with the tightest threshold.
+
+  ``threshold_of(gmm)`` gives the probability threshold of a mixture; the
+  tightest is the largest. Only fixed points whose components each hold at
+  least two samples' weight count. Ties (e.g. several that clip nothing) go
+  to the most likely. With no such ordered fixed point, the most likely of
+  all.
+  """
+  n = h.shape[0] if weights is None else jnp.sum(weights)
+  # A component of less than two samples' weight has no variance of its own
+  # (the M-step's variance of fewer than two points is the floor's): a
+  # degenerate fixed point, not a split of the queue.
+  supported = jnp.minimum(ends[:, 4], 1.0 - ends[:, 4]) * n >= 2.0
+  ordered = _ordered(h, ends, weights) & jnp.isfinite(logliks) & supported
+  p_thresholds = jax.vmap(lambda theta: threshold_of(_as_gmm(theta)))(ends)
+  ordered = ordered & jnp.isfinite(p_thresholds)
+  tightest = jnp.max(jnp.where(ordered, p_thresholds, -jnp.inf))
+  chosen = ordered & (p_thresholds == tightest)
+  return jnp.where(jnp.any(ordered),
+                   jnp.argmax(jnp.where(chosen, logliks, -jnp.inf)),
+                   jnp.argmax(logliks))
 
 
 def check_finite_losses(h, caller: str) -> None:
@@ -409,8 +480,11 @@ def check_finite_losses(h, caller: str) -> None:
         " first, H = -log(ogc_jax.feasible_probability(p)), as OGC does.")
 
 
-def _converged_fit(h, starts, reg_covar, max_iter, tol, weights=None):
-  """SQUAREM-accelerated EM from every row of ``starts``; the most likely end.
+def _fixed_points(h, starts, reg_covar, max_iter, tol, weights=None):
+  """SQUAREM-accelerated EM from every row of ``starts`` to its fixed point.
+
+  Returns the ends ``[K, 5]``, their mean log-likelihoods ``[K]`` (-inf for
+  a start that was never usable) and the EM steps taken.
 
   Each start runs until its own mean log-likelihood stops changing (then its
   parameters are kept), or until the budget of EM steps is spent; a start
@@ -462,7 +536,7 @@ def _converged_fit(h, starts, reg_covar, max_iter, tol, weights=None):
       lambda carry: ~jnp.all(carry[2]), cycle, carry)
   ends = _newton_polish(h, ends, reg_covar, weights)
   num_steps = num_steps + NEWTON_STEPS
-  return _as_gmm(ends[jnp.argmax(_mean_logliks(h, ends, weights))]), num_steps
+  return ends, _mean_logliks(h, ends, weights), num_steps
 
 
 def _newton_polish(h, thetas, reg_covar, weights=None):
@@ -541,7 +615,8 @@ def fit_gmm(h: chex.Array,
             fit: Fit = DEFAULT_FIT,
             reg_covar: chex.Numeric = REG_COVAR,
             max_iter: Optional[int] = None,
-            tol: Optional[float] = None) -> GMM:
+            tol: Optional[float] = None,
+            threshold_of: Optional[Callable[[GMM], chex.Array]] = None) -> GMM:
   """Fits a two-component Gaussian mixture to H = -log p by EM.
 
   The E- and M-steps are closed form, and both fits are deterministic:
@@ -561,6 +636,14 @@ def fit_gmm(h: chex.Array,
     less than its float rounding) between two successive EM steps, or after
     ``max_iter`` EM steps (default 300, checked every `STEPS_PER_CYCLE`
     steps).
+  * ``fit="conservative"``: the same fixed points; of those that are
+    *ordered* (the posterior of the noisy component rises with the loss from
+    the clean mean up to the largest loss in ``h``, as the method assumes)
+    the one whose threshold ``threshold_of`` is the tightest (ties: the most
+    likely). OGC's bound on the noise-to-clean ratio then holds for every
+    ordered mixture EM finds in the queue, not only for the one that
+    happened to be most likely. With no ordered fixed point, the converged
+    fit.
 
   Args:
     h: 1-D array of losses H = -log p, e.g. the OGC queue, finite (compute
@@ -572,7 +655,7 @@ def fit_gmm(h: chex.Array,
     init: optional previous fit, a further candidate start of the converged
       fit (a warm start); one that is not a valid mixture (e.g. all zeros)
       is never chosen.
-    fit: ``"published"`` or ``"converged"``, as above.
+    fit: ``"published"``, ``"converged"`` or ``"conservative"``, as above.
     reg_covar: variance floor added to both variances (as in
       ``sklearn.mixture.GaussianMixture``), > 0; it also keeps a degenerate
       queue, for example one of all-equal values, finite.
@@ -580,6 +663,10 @@ def fit_gmm(h: chex.Array,
       default).
     tol: threshold on the change of mean log-likelihood, a float >= 0
       (None: the fit's default).
+    threshold_of: for ``fit="conservative"`` only (and required there): the
+      probability threshold of a mixture, a jnp function of a `GMM`, e.g.
+      ``lambda gmm: ogc_jax.solve_threshold(gmm, base_loss, lr)[0]``; the
+      tightest is the largest.
 
   Returns:
     The fitted `GMM`, components ordered so that ``mean_clean <= mean_noisy``.
@@ -588,7 +675,9 @@ def fit_gmm(h: chex.Array,
     ValueError: if ``h`` is not 1-D, holds fewer than 2 values or (when
       concrete) a non-finite one, ``fit`` is not one of `FITS`, ``init`` is
       given to the published fit, ``reg_covar`` is not > 0, ``max_iter`` is
-      not an integer >= 1 or ``tol`` not a finite number >= 0.
+      not an integer >= 1, ``tol`` not a finite number >= 0, or
+      ``threshold_of`` is missing for the conservative fit or given to
+      another.
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -605,7 +694,8 @@ def fit_gmm(h: chex.Array,
     2.94 0.30
   """
   return fit_gmm_counting_steps(h, init, fit=fit, reg_covar=reg_covar,
-                                max_iter=max_iter, tol=tol)[0]
+                                max_iter=max_iter, tol=tol,
+                                threshold_of=threshold_of)[0]
 
 
 def noisy_log_odds(gmm: GMM, h: chex.Array) -> chex.Array:

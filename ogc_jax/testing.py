@@ -10,7 +10,9 @@ both import (as optax keeps ``optax._src.test_utils``), independent of the
   adaptive quadrature over ``scipy.stats.truncnorm`` and Brent's root finder
   (`ratio`, `threshold`);
 * a converged scikit-learn mixture fit (`sklearn_fit`), scikit-learn's EM
-  from a given hard split (`sklearn_fit_from_split`, for the published fit),
+  from a given hard split (`sklearn_fit_from_split`, for the published fit)
+  and from a given mixture (`sklearn_fit_from_mixture`, the fixed point
+  next to it),
   the optimal two-means split by brute force (`two_means_threshold`),
   realistic queues of losses (`realistic_queue`), one from early in
   training (`early_training_queue`) and two between which the noise level
@@ -253,6 +255,25 @@ def sklearn_fit_from_split(h, threshold, reg_covar=1e-3, max_iter=10,
                          precisions_init=(1 / variances)[:, None, None]
                          ).fit(h[:, None])
   return _as_gmm(gm), gm.n_iter_
+
+
+def sklearn_fit_from_mixture(h, gmm, reg_covar=1e-3):
+  """scikit-learn's float64 EM started at ``gmm``, to tol 1e-10.
+
+  The fixed point of EM next to a given mixture: where a fit claims to be
+  at a fixed point (``fit_gmm(fit="conservative")``), EM from it stays.
+
+  Returns:
+    A `GMM` of float64 NumPy scalars, the lower-mean component as clean.
+  """
+  g = {k: float(v) for k, v in zip(GMM._fields, gmm)}
+  gm = GaussianMixture(
+      2, reg_covar=reg_covar, tol=1e-10, max_iter=5000,
+      weights_init=[1 - g["weight_noisy"], g["weight_noisy"]],
+      means_init=[[g["mean_clean"]], [g["mean_noisy"]]],
+      precisions_init=[[[1 / g["var_clean"]]], [[1 / g["var_noisy"]]]]
+  ).fit(np.asarray(h, np.float64)[:, None])
+  return _as_gmm(gm)
 
 
 def two_means_threshold(h):

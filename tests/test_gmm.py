@@ -27,6 +27,18 @@ _FIELDS = ("mean_clean", "var_clean", "mean_noisy", "var_noisy", "weight_noisy")
 converged_fit = functools.partial(fit_gmm, fit="converged")
 
 
+def ce_threshold(learning_rate=0.02):
+  """``threshold_of`` of the conservative fit: OGC-CE's at this rate."""
+  return lambda gmm: ogc_jax.solve_threshold(gmm, losses.cross_entropy,
+                                             learning_rate)[0]
+
+
+def fit_kwargs(fit):
+  """The keyword arguments `fit_gmm` needs for ``fit`` besides ``h``."""
+  return dict(fit=fit, threshold_of=ce_threshold()
+              if fit == "conservative" else None)
+
+
 def mean_loglik(gmm, h):
   """Mean log-likelihood of ``h`` under ``gmm``, in float64 with SciPy."""
   g = {k: float(getattr(gmm, k)) for k in _FIELDS}
@@ -109,9 +121,10 @@ class FitGMMTest(chex.TestCase, parameterized.TestCase):
     h = early_training_queue(seed)
     starts = gmm_lib._initial_params(jnp.asarray(h), REG_COVAR)
     best_start = int(jnp.argmax(gmm_lib._mean_logliks(jnp.asarray(h), starts)))
-    from_best_start, _ = gmm_lib._converged_fit(
+    ends, _, _ = gmm_lib._fixed_points(
         jnp.asarray(h), starts[best_start:best_start + 1], REG_COVAR,
         MAX_ITER, gmm_lib.TOL)
+    from_best_start = gmm_lib._as_gmm(ends[0])
     ours, ref = jax.jit(converged_fit)(h), sklearn_fit(h)
     self.assertLess(mean_loglik(from_best_start, h), mean_loglik(ref, h) - 5e-3)
     self.assertGreaterEqual(mean_loglik(ours, h), mean_loglik(ref, h) - 1e-6)
@@ -174,7 +187,7 @@ class FitGMMTest(chex.TestCase, parameterized.TestCase):
     (name, value), = kwargs.items()
     for fit in gmm_lib.FITS:
       with pytest.raises(ValueError, match=f"`{name}` must be .*got {value!r}"):
-        fit_gmm(jnp.linspace(0.0, 1.0, 16), fit=fit, **kwargs)
+        fit_gmm(jnp.linspace(0.0, 1.0, 16), **fit_kwargs(fit), **kwargs)
 
   @parameterized.parameters(*gmm_lib.FITS)
   def test_non_finite_losses(self, fit):
@@ -186,10 +199,11 @@ class FitGMMTest(chex.TestCase, parameterized.TestCase):
     bad[[5, 700]] = [np.inf, np.nan]
     with pytest.raises(ValueError, match=r"2 non-finite .*inf at 5, nan at 700"
                        r".*feasible_probability"):
-      fit_gmm(bad, fit=fit)
-    traced = jax.jit(functools.partial(fit_gmm, fit=fit))(bad)
+      fit_gmm(bad, **fit_kwargs(fit))
+    traced = jax.jit(functools.partial(fit_gmm, **fit_kwargs(fit)))(bad)
     kept = np.delete(h, [5, 700])
-    chex.assert_trees_all_close(traced, fit_gmm(kept, fit=fit), rtol=2e-5)
+    chex.assert_trees_all_close(traced, fit_gmm(kept, **fit_kwargs(fit)),
+                                rtol=2e-5)
     for field in _FIELDS:
       self.assertTrue(np.isfinite(getattr(traced, field)), field)
     if fit == "published":  # in float64: scikit-learn's EM on the rest
@@ -265,6 +279,140 @@ class NoisyPosteriorTest(parameterized.TestCase):
     post = ogc_jax.noisy_posterior(gmm, h)
     self.assertEqual(post.shape, (4, 6))
     self.assertEqual(post.dtype, jnp.float32)
+
+
+def bump_and_learned_queue(n_learned=400):
+  """One broad bump of losses, heavy-tailed, and a small group learned.
+
+  3,000 losses N(2.25, 0.1^2) and 1,000 N(2.4, 0.35^2) (the broad bump of
+  early training, heavier-tailed than one Gaussian), ``n_learned`` N(1.0,
+  0.2^2). EM's most likely fixed point is a scale mixture, a narrow and a
+  wide component on the bump, whose "clean" (wide) component claims the
+  highest losses; another splits off the learned group.
+  """
+  rng = np.random.default_rng(0)
+  return np.concatenate([rng.normal(2.25, 0.1, 3000),
+                         rng.normal(2.4, 0.35, 1000),
+                         rng.normal(1.0, 0.2, n_learned)]).astype(np.float32)
+
+
+def noisy_log_odds_f64(gmm, h):
+  """log w N_noisy(h) - log (1 - w) N_clean(h), float64 with SciPy."""
+  g = {k: float(getattr(gmm, k)) for k in _FIELDS}
+  return (np.log(g["weight_noisy"]) + stats.norm.logpdf(
+      h, g["mean_noisy"], np.sqrt(g["var_noisy"]))
+          - np.log1p(-g["weight_noisy"]) - stats.norm.logpdf(
+              h, g["mean_clean"], np.sqrt(g["var_clean"])))
+
+
+def is_em_fixed_point(gmm, h, rtol=2e-3):
+  """Whether scikit-learn's float64 EM, started at ``gmm``, stays there."""
+  ref = testing.sklearn_fit_from_mixture(h, gmm, reg_covar=REG_COVAR)
+  return np.allclose([float(getattr(ref, k)) for k in _FIELDS],
+                     [float(getattr(gmm, k)) for k in _FIELDS],
+                     rtol=rtol, atol=1e-4)
+
+
+class FixedPointRuleTest(parameterized.TestCase):
+  """``fit="conservative"``: the tightest threshold of an ordered fixed point."""
+
+  def test_ordered_is_a_posterior_rising_up_to_the_largest_loss(self):
+    # Against a float64 grid from the clean mean to the top of the queue,
+    # on random mixtures (wider or narrower noisy components) and tops.
+    rng = np.random.default_rng(0)
+    thetas, tops, expected = [], [], []
+    for _ in range(300):
+      means = np.sort(rng.uniform(0.0, 4.0, 2))
+      variances = rng.uniform(0.01, 2.0, 2)
+      weight = rng.uniform(0.05, 0.95)
+      top = means[1] + rng.uniform(0.0, 6.0)
+      gmm = GMM(means[0], variances[0], means[1], variances[1], weight)
+      grid = np.linspace(means[0], top, 4001)
+      rises = np.all(np.diff(noisy_log_odds_f64(gmm, grid)) >= -1e-9)
+      thetas.append([means[0], means[1], variances[0], variances[1], weight])
+      tops.append(top)
+      expected.append(rises)
+    got = [bool(gmm_lib._ordered(jnp.asarray([0.0, t]), jnp.asarray([th]))[0])
+           for th, t in zip(thetas, tops)]
+    self.assertEqual(got, expected)
+    self.assertGreater(sum(expected), 50)  # both kinds are drawn
+    self.assertLess(sum(expected), 250)
+
+  def test_conservative_keeps_the_tightest_ordered_fixed_point(self):
+    # The most likely fixed point of the bump is a scale mixture, not
+    # ordered, with no clipping; the conservative fit splits off the
+    # learned group.
+    h = bump_and_learned_queue()
+    threshold_of = ce_threshold()
+    fits = {fit: fit_gmm(h, **fit_kwargs(fit))
+            for fit in ("converged", "conservative")}
+    p = {fit: float(threshold_of(gmm)) for fit, gmm in fits.items()}
+    self.assertEqual(p["converged"], np.float32(1e-7))  # no clipping
+    self.assertGreater(p["conservative"], 0.05)
+    self.assertLess(noisy_log_odds_f64(fits["converged"], h.max())
+                    - noisy_log_odds_f64(fits["converged"], 2.6), 0)
+    grid = np.linspace(float(fits["conservative"].mean_clean), h.max(), 1001)
+    self.assertTrue(np.all(np.diff(
+        noisy_log_odds_f64(fits["conservative"], grid)) >= 0))
+    self.assertLess(mean_loglik(fits["conservative"], h),
+                    mean_loglik(fits["converged"], h))
+    for gmm in fits.values():
+      self.assertTrue(is_em_fixed_point(gmm, h))
+    # The learned group is its clean component (400 of 4,400 losses).
+    self.assertAlmostEqual(float(fits["conservative"].mean_clean), 1.02,
+                           delta=0.02)
+    self.assertAlmostEqual(float(fits["conservative"].weight_noisy),
+                           4000 / 4400, delta=0.01)
+    # Every other ordered fixed point the starts reach is looser.
+    hj = jnp.asarray(h)
+    ends, _, _ = gmm_lib._fixed_points(
+        hj, gmm_lib._initial_params(hj, REG_COVAR), REG_COVAR, MAX_ITER,
+        gmm_lib.TOL)
+    ordered = np.asarray(gmm_lib._ordered(hj, ends))
+    self.assertEqual(p["conservative"], max(
+        float(threshold_of(gmm_lib._as_gmm(theta)))
+        for theta, o in zip(ends, ordered) if o))
+
+  def test_a_component_of_under_two_samples_is_not_a_split(self):
+    # Early in training one start ends with a "clean" component of almost
+    # no weight: ordered, and its threshold the tightest, but degenerate.
+    h = jnp.asarray(early_training_queue(0))
+    threshold_of = ce_threshold()
+    ends, logliks, _ = gmm_lib._fixed_points(
+        h, gmm_lib._initial_params(h, REG_COVAR), REG_COVAR, MAX_ITER,
+        gmm_lib.TOL)
+    counts = np.minimum(ends[:, 4], 1 - ends[:, 4]) * h.shape[0]
+    p = np.array([float(threshold_of(gmm_lib._as_gmm(t))) for t in ends])
+    ordered = np.asarray(gmm_lib._ordered(h, ends))
+    degenerate = ordered & (counts < 2)
+    self.assertTrue(np.any(degenerate))
+    self.assertGreater(p[degenerate].max(), p[~degenerate].max())
+    chosen = int(gmm_lib._most_conservative(h, ends, logliks, None,
+                                            threshold_of))
+    self.assertGreaterEqual(counts[chosen], 2)
+    chex.assert_trees_all_equal(
+        fit_gmm(h, **fit_kwargs("conservative")), converged_fit(h))
+
+  def test_without_an_ordered_fixed_point_the_most_likely_is_kept(self):
+    # Two scale mixtures of the bump (neither ordered) and an invalid end.
+    h = jnp.asarray(bump_and_learned_queue())
+    scale = gmm_lib._as_theta(converged_fit(h), h.dtype)
+    wider = scale.at[2].multiply(1.5)
+    ends = jnp.stack([wider, scale, jnp.zeros(5)])
+    self.assertFalse(np.any(np.asarray(gmm_lib._ordered(h, ends))))
+    logliks = gmm_lib._mean_logliks(h, ends)
+    self.assertEqual(int(jnp.argmax(logliks)), 1)
+    self.assertEqual(int(gmm_lib._most_conservative(
+        h, ends, logliks, None, ce_threshold())), 1)
+
+  def test_threshold_of_goes_with_the_conservative_fit_only(self):
+    h = realistic_queue(0.4, seed=1)
+    with pytest.raises(ValueError, match="fit='conservative' needs"
+                       " `threshold_of`.*got fit='conservative' with"
+                       " threshold_of=None"):
+      fit_gmm(h, fit="conservative")
+    with pytest.raises(ValueError, match="got fit='converged' with threshold_of"):
+      fit_gmm(h, fit="converged", threshold_of=ce_threshold())
 
 
 class PublishedFitTest(chex.TestCase, parameterized.TestCase):
@@ -349,9 +497,9 @@ class PublishedFitTest(chex.TestCase, parameterized.TestCase):
 
   def test_a_warm_start_is_refused(self):
     h = realistic_queue(0.4, seed=1)
-    with pytest.raises(ValueError, match="`init` .* applies to fit='converged'"):
+    with pytest.raises(ValueError, match="`init` .* applies to .*'converged'"):
       fit_gmm(h, fit_gmm(h), fit="published")
-    with pytest.raises(ValueError, match="`init` .* applies to fit='converged'"):
+    with pytest.raises(ValueError, match="`init` .* applies to .*'converged'"):
       fit_gmm(h, converged_fit(h))  # the default fit is the published one
 
   def test_an_unknown_fit_is_refused(self):

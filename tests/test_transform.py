@@ -123,11 +123,12 @@ class UpdateScheduleTest(parameterized.TestCase):
     tau_ref = testing.threshold(cold, testing.ce_derivative, 0.01)[1]
     np.testing.assert_allclose(state.tau, tau_ref, rtol=1e-3)
 
-  @parameterized.parameters("converged", "published")
+  @parameterized.parameters("converged", "published", "conservative")
   def test_each_refit_is_the_chosen_fit_of_the_queue(self, fit):
     # The published fit starts cold at every refit: its mixture is that of
-    # the queue alone. The converged one starts warm and ends where the
-    # cold fit does.
+    # the queue alone. The converged and conservative ones start warm and
+    # end where the cold fit does (the conservative one choosing by OGC's
+    # own threshold at the step's rate).
     weighting = ogc_jax.ogc_weights(losses.cross_entropy, update_period=4,
                                     queue_size=256, fit=fit)
     update = jax.jit(weighting.update)
@@ -136,7 +137,11 @@ class UpdateScheduleTest(parameterized.TestCase):
       h = testing.realistic_queue(0.4, seed=step, n=32)
       _, state = update(jnp.exp(-jnp.asarray(h)), state, learning_rate=0.01)
     self.assertEqual(int(state.num_threshold_updates), 2)
-    expected = ogc_jax.fit_gmm(state.queue, fit=fit)
+    threshold_of = None
+    if fit == "conservative":
+      threshold_of = lambda gmm: ogc_jax.solve_threshold(
+          gmm, losses.cross_entropy, 0.01)[0]
+    expected = ogc_jax.fit_gmm(state.queue, fit=fit, threshold_of=threshold_of)
     chex.assert_trees_all_close(state.gmm, expected, rtol=1e-5, atol=1e-6)
     tau_ref = testing.threshold(expected, testing.ce_derivative, 0.01)[1]
     np.testing.assert_allclose(state.tau, tau_ref, rtol=1e-3)
@@ -874,7 +879,7 @@ class BadInputTest(parameterized.TestCase):
       (dict(queue_size=16.0), r"`queue_size` must be an integer >= 2, got 16\.0"),
       (dict(queue_size=np.float32(64)), r"`queue_size` must be an integer"),
       (dict(epsilon=float("inf")), r"`epsilon` must be a finite scalar >= 0 \(a float or an array\), got inf"),
-      (dict(fit="sklearn"), r"`fit` must be one of \('converged', 'published'\), got 'sklearn'"),
+      (dict(fit="sklearn"), r"`fit` must be one of \('converged', 'published', 'conservative'\), got 'sklearn'"),
   )
   def test_argument_errors_name_the_argument_and_value(self, kwargs, message):
     for make in (ogc_jax.ogc, ogc_jax.ogc_weights):
