@@ -12,6 +12,8 @@ to ``workdir`` (its layout is `experiments.workdir`'s):
   mixture, the estimated and true noise rate, mean |dl/dp| of clean and noisy
   samples before and after clipping, step time; null where a method has no
   value, as a baseline has no tau);
+* ``tensorboard/``: the same rows as TensorBoard scalars
+  (`experiments.summaries`);
 * ``queues/epoch_NNNN.npy``: the OGC queue of H = -log p at each epoch end;
 * ``checkpoints/``: an Orbax checkpoint every ``config.checkpoint_every``
   epochs and at the last; the same command resumes from the last one and
@@ -65,6 +67,7 @@ from experiments import input_pipeline
 from experiments import methods
 from experiments import models
 from experiments import progress as progress_lib
+from experiments import summaries as summaries_lib
 from experiments import workdir as workdir_lib
 from experiments.errors import ConfigError
 from experiments.input_pipeline import load_data
@@ -514,6 +517,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if is_main:
     workdir_lib.write_metrics(workdir, history)
   wall_start = time.time() - sum(r.get('epoch_time_s', 0.0) for r in history)
+  summaries = summaries_lib.Summaries(workdir) if is_main else None
   bar = None
   if config.progress and is_main:
     bar = progress_lib.ProgressBar(total=config.num_epochs * epoch_steps,
@@ -546,6 +550,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       # Metrics first, then the checkpoint: a run killed in between redoes
       # this epoch, and read_metrics(up_to_epoch=...) drops its line.
       workdir_lib.write_metrics(workdir, history)
+      summaries.write(row)
     if epoch % config.checkpoint_every == 0 or epoch == config.num_epochs:
       manager.save(epoch, args=ocp.args.StandardSave(state))
     if bar is not None:
@@ -555,6 +560,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   manager.wait_until_finished()
   if bar is not None:
     bar.close()
+  if summaries is not None:
+    summaries.close()
   run_fields = method.end_of_run(run_end(parts, workdir, is_main, state,
                                           data))
 

@@ -7,6 +7,8 @@
     config.json          the configuration (`check_config`)
     metrics.jsonl        one JSON object per epoch, the fields of
                          `METRICS_FIELDS` (`write_metrics`)
+    tensorboard/         the same rows as TensorBoard scalars
+                         (`experiments.summaries`)
     queues/epoch_NNNN.npy  the OGC queue of H = -log p at an epoch's end
     checkpoints/         Orbax checkpoints, one per saved epoch
     label_issues.csv     the training examples, the most likely wrongly

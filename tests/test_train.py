@@ -29,6 +29,31 @@ def read_metrics(workdir):
     return [json.loads(line) for line in f]
 
 
+def read_summaries(workdir):
+  """tag -> [(step, value)] of the TensorBoard event files in ``workdir``.
+
+  Read record by record (TFRecord framing: length, its CRC, the Event proto,
+  its CRC) with tensorboardX's own proto, independent of its writer.
+  """
+  import struct  # pylint: disable=g-import-not-at-top
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  folder = os.path.join(workdir, 'tensorboard')
+  series = {}
+  for name in sorted(os.listdir(folder)):
+    with open(os.path.join(folder, name), 'rb') as f:
+      data = f.read()
+    offset = 0
+    while offset < len(data):
+      (length,) = struct.unpack('<Q', data[offset:offset + 8])
+      event = event_pb2.Event.FromString(
+          data[offset + 12:offset + 12 + length])
+      offset += 12 + length + 4
+      for value in event.summary.value:
+        series.setdefault(value.tag, []).append((event.step,
+                                                 value.simple_value))
+  return series
+
+
 def final_params(workdir):
   ckpt = os.path.join(workdir, 'checkpoints')
   step = max(int(d) for d in os.listdir(ckpt) if d.isdigit())
@@ -78,6 +103,16 @@ def test_trains_ogc_on_digits_and_writes_everything(tmp_path, tiny_config):
           < last['grad_clean_after'] / last['grad_clean_before'])
   queue = np.load(os.path.join(workdir, 'queues', 'epoch_0006.npy'))
   assert queue.shape == (256,) and np.all(np.isfinite(queue))
+  # TensorBoard holds the same rows: flat, nested and per-class fields.
+  summaries = read_summaries(workdir)
+  for tag, values in (
+      ('test_accuracy', [r['test_accuracy'] for r in rows]),
+      ('gmm/mean_clean', [r['gmm']['mean_clean'] for r in rows]),
+      ('test_accuracy_per_class/3',
+       [r['test_accuracy_per_class'][3] for r in rows])):
+    assert [step for step, _ in summaries[tag]] == [1, 2, 3, 4, 5, 6], tag
+    np.testing.assert_allclose([v for _, v in summaries[tag]], values,
+                               rtol=1e-6, err_msg=tag)
   with open(os.path.join(workdir, 'config.json')) as f:
     assert json.load(f)['method'] == 'ogc_ce'
   # At the end the method sees its final state and the trained network:
