@@ -9,7 +9,7 @@ ways, side by side in one call, and prints images per second of training
 * ``epoch``: one compiled loop per epoch (``steps_per_dispatch=0``, the
   default);
 * ``processes xN``: N runs (seeds 0..N-1) as N processes at once, in the
-  environment ``sweeps.sweep --jobs N`` gives them (`runner.child_env`:
+  environment ``sweeps.sweep --jobs N`` gives them (`environment.child_env`:
   0.9 / N of the GPU memory each, one thread each on a CPU, a shared
   compilation cache).
 
@@ -36,7 +36,7 @@ import time
 import jax
 import numpy as np
 
-from sweeps import runner
+from experiments import environment
 from experiments import train
 from experiments import workdir as workdir_lib
 from experiments.configs import cifar10
@@ -74,7 +74,7 @@ def _images_per_second(workdirs):
 
 def _processes(args, dtype, root):
   """N processes at once, in the environment `sweeps.sweep` gives them."""
-  env = runner.child_env(root, args.pack)
+  env = environment.child_env(root, args.pack)
   procs, workdirs = [], []
   for seed in range(args.pack):
     workdir = os.path.join(root, f'process{seed}')

@@ -56,6 +56,7 @@ import sys
 import time
 from typing import Optional, Sequence
 
+from experiments import environment
 from experiments import config_lib
 from experiments import input_pipeline
 from experiments import workdir as workdir_lib
@@ -384,7 +385,7 @@ def run_lease(sweep: sweep_lib.Sweep, spec_path, *, work_root,
     write_outputs('In progress.')
 
   write_outputs('In progress.')
-  env = runner.child_env(work.root, jobs)
+  env = environment.child_env(work.root, jobs)
   try:
     if do_prepare and len(finished) < len(runs):
       left = deadline - time.monotonic()

@@ -106,7 +106,7 @@ def execute(runs: Sequence[grid.Run], config_path: str, *, jobs: int, env,
     runs: the planned runs (`grid.plan_runs`).
     config_path: the config file of the sweep.
     jobs: runs at a time.
-    env: the environment of the processes (`child_env`).
+    env: the environment of the processes (`experiments.environment.child_env`).
     out: where the progress lines go (default stdout).
     status_every_s: if given, every so many seconds one line per running run
       with its last finished epoch and test accuracy.

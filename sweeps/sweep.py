@@ -59,6 +59,7 @@ import shlex
 import sys
 from typing import NamedTuple, Optional, Sequence
 
+from experiments import environment
 from experiments import config_lib
 from experiments import validate
 from experiments import workdir as workdir_lib
@@ -477,7 +478,7 @@ def run_unfinished(sweep: Sweep, runs: Sequence[grid.Run],
   options = options or runner.RayOptions()
   outcome = runner.execute(
       runs, sweep.config, jobs=jobs,
-      env=runner.child_env(sweep.root, jobs or 1, options.gpus_per_run),
+      env=environment.child_env(sweep.root, jobs or 1, options.gpus_per_run),
       options=options, root=sweep.root)
   if outcome.interrupted:
     print('interrupted; run the same command again to continue', flush=True)

@@ -74,8 +74,12 @@ def _imported_modules(path, known):
         yield name
 
 
-def test_experiments_never_import_the_sweeps():
-  for path in (REPO / 'experiments').rglob('*.py'):
+@pytest.mark.parametrize('package', ['experiments', 'benchmarks'])
+def test_the_harness_and_the_benchmarks_never_import_the_sweeps(package):
+  # The sweeps launch the harness; the benchmarks measure it. What both
+  # need (the environment of side-by-side training processes) lives in the
+  # harness (`experiments.environment`).
+  for path in (REPO / package).rglob('*.py'):
     imported = set(_imported(ast.parse(path.read_text(), str(path))))
     assert 'sweeps' not in imported, path
 

@@ -8,8 +8,8 @@ assertion depends on how fast the machine is.
 import io
 import time
 
+from experiments import environment
 from sweeps import processes
-from sweeps import runner
 from tests.conftest import alive
 from tests.conftest import fake_runs
 
@@ -42,7 +42,7 @@ def test_the_deadline_stops_the_runs_going_with_their_processes(
             and (slow / 'child.pid').exists()
             and 'slow symmetric:0.4 seed 0: epoch 1/2, test 25.0%, ' in text)
 
-  outcome = processes.execute(runs, 'config.py', jobs=2, env=runner.child_env(
+  outcome = processes.execute(runs, 'config.py', jobs=2, env=environment.child_env(
       tmp_path, 2), out=out, status_every_s=0.05,
                            policy=_Scripted(deadline_when))
   assert (outcome.done, outcome.stopped, outcome.failed) == (
@@ -72,7 +72,7 @@ def test_late_runs_give_way_and_no_other_run_starts(tmp_path, fake_train):
   policy = _Scripted(
       deadline_when=lambda: 'stopped early' in out.getvalue(),
       late_when=lambda: (runs[1].workdir / 'child.pid').exists())
-  outcome = processes.execute(runs, 'config.py', jobs=2, env=runner.child_env(
+  outcome = processes.execute(runs, 'config.py', jobs=2, env=environment.child_env(
       tmp_path, 2), out=out, policy=policy)
   text = out.getvalue()
   # The last run in order is stopped; the first one ends at the deadline.
@@ -92,7 +92,7 @@ def test_a_finished_run_is_skipped_and_a_failed_one_reported(tmp_path,
   (runs[0].workdir / 'result.json').write_text('{}')
   out = io.StringIO()
   outcome = processes.execute(runs, 'config.py', jobs=1,
-                              env=runner.child_env(tmp_path, 1), out=out)
+                              env=environment.child_env(tmp_path, 1), out=out)
   assert outcome.failed == [runs[1]]
   text = out.getvalue()
   assert '[1/2] fast symmetric:0.4 seed 0: skipped (finished)' in text

@@ -15,38 +15,6 @@ from sweeps import runner
 from tests.conftest import alive
 from tests.conftest import fake_runs
 
-def test_child_env(tmp_path, monkeypatch):
-  monkeypatch.setenv('XLA_FLAGS', '--foo')
-  monkeypatch.delenv('JAX_COMPILATION_CACHE_DIR', raising=False)
-  for name in ('XLA_PYTHON_CLIENT_MEM_FRACTION',
-               'XLA_PYTHON_CLIENT_PREALLOCATE'):
-    monkeypatch.delenv(name, raising=False)
-  env = runner.child_env(tmp_path, jobs=1)
-  assert env['XLA_FLAGS'] == '--foo'
-  assert env['JAX_COMPILATION_CACHE_DIR'] == str(tmp_path / '.jax_cache')
-  assert 'XLA_PYTHON_CLIENT_MEM_FRACTION' not in env  # JAX's default, 75%
-  env = runner.child_env(tmp_path, jobs=2)
-  assert env['XLA_FLAGS'] == '--foo ' + runner.SINGLE_THREAD_XLA_FLAGS
-  # Runs sharing a GPU split 90% of its memory.
-  assert env['XLA_PYTHON_CLIENT_MEM_FRACTION'] == '0.450'
-  assert runner.child_env(tmp_path, jobs=4)[
-      'XLA_PYTHON_CLIENT_MEM_FRACTION'] == '0.225'
-  # A setting of the user's own is kept.
-  monkeypatch.setenv('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
-  env = runner.child_env(tmp_path, jobs=4)
-  assert 'XLA_PYTHON_CLIENT_MEM_FRACTION' not in env
-  assert env['XLA_PYTHON_CLIENT_PREALLOCATE'] == 'false'
-
-
-def test_a_gpu_share_takes_that_share_of_the_memory(tmp_path, monkeypatch):
-  for name in ('XLA_PYTHON_CLIENT_MEM_FRACTION',
-               'XLA_PYTHON_CLIENT_PREALLOCATE'):
-    monkeypatch.delenv(name, raising=False)
-  env = runner.child_env(tmp_path, jobs=1, gpu_share=0.5)
-  assert env['XLA_PYTHON_CLIENT_MEM_FRACTION'] == '0.450'
-  assert 'XLA_PYTHON_CLIENT_MEM_FRACTION' not in runner.child_env(
-      tmp_path, jobs=1, gpu_share=1.0)
-
 
 def test_a_finished_run_is_skipped_and_a_failed_one_reported(tmp_path,
                                                              fake_train):
@@ -56,7 +24,7 @@ def test_a_finished_run_is_skipped_and_a_failed_one_reported(tmp_path,
   (runs[0].workdir / 'result.json').write_text('{}')
   out = io.StringIO()
   outcome = runner.execute(runs, 'config.py', jobs=1,
-                           env=runner.child_env(tmp_path, 1), out=out)
+                           env=environment.child_env(tmp_path, 1), out=out)
   assert (outcome.skipped, outcome.failed, outcome.done) == (
       [runs[0]], [runs[1]], [runs[2]])
   text = out.getvalue()
@@ -79,7 +47,7 @@ def test_records_come_back_from_a_node_disk(tmp_path, fake_train):
   runs = fake_runs(tmp_path / 'root', ['fast'])
   out = io.StringIO()
   outcome = runner.execute(
-      runs, 'config.py', jobs=1, env=runner.child_env(tmp_path, 1), out=out,
+      runs, 'config.py', jobs=1, env=environment.child_env(tmp_path, 1), out=out,
       options=runner.RayOptions(workdirs='node'), root=tmp_path / 'root')
   assert outcome.done == runs, out.getvalue()
   # The run wrote to the node's disk; its records, not its other files,
@@ -107,7 +75,7 @@ def test_ctrl_c_cancels_the_runs_and_kills_their_processes(tmp_path,
   threading.Thread(target=interrupt_once_started, daemon=True).start()
   out = io.StringIO()
   outcome = runner.execute(runs, 'config.py', jobs=1,
-                           env=runner.child_env(tmp_path, 1), out=out)
+                           env=environment.child_env(tmp_path, 1), out=out)
   assert outcome.interrupted and outcome.stopped == [runs[0]]
   assert outcome.not_started == [runs[1]]
   assert ('[1/2] slow symmetric:0.4 seed 0: stopped unfinished by an '

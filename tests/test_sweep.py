@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from experiments import environment
 from experiments import plot
 from experiments import workdir as workdir_lib
 from sweeps import grid
@@ -284,7 +285,7 @@ def test_main_runs_missing_skips_finished_and_reports_failures(
   assert workdir_lib.read_result(ce_1)['num_epochs'] == 2
   env = json.loads((ce_1 / 'env.json').read_text())
   assert env['JAX_COMPILATION_CACHE_DIR'] == str(root.resolve() / '.jax_cache')
-  assert env['XLA_FLAGS'] == (runner.SINGLE_THREAD_XLA_FLAGS if jobs > 1
+  assert env['XLA_FLAGS'] == (environment.SINGLE_THREAD_XLA_FLAGS if jobs > 1
                               else '')
   # The log shows the command with paths from the repository.
   assert (ce_1 / 'log.txt').read_text().startswith(
