@@ -25,16 +25,21 @@ one line, ``error: ...``, as for the training.
 """
 
 import functools
+import math
+from typing import Sequence
 
 from absl import app
 from absl import flags
 from absl import logging
+import matplotlib
 import numpy as np
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
 from experiments import cli
 from experiments import config_lib
 from experiments import label_issues
-from experiments import plot
 from experiments import train
 from experiments import workdir as workdir_lib
 from experiments.errors import ConfigError
@@ -75,7 +80,7 @@ def audit(config, workdir: str, top: int = 64) -> dict:
   png = workdir_lib.label_issues_sheet_path(workdir)
   workdir_lib.write_atomic(png, lambda f: figure.savefig(f, format='png',
                                                          dpi=150))
-  plot.plt.close(figure)
+  plt.close(figure)
   return {'csv': workdir_lib.label_issues_path(workdir), 'png': png,
           'measures': measures, 'flagged': int(np.sum(table['flagged'])),
           'examples': len(table['index']),
@@ -97,10 +102,74 @@ def contact_sheet(table: dict, images, indices, class_names, top: int):
   shown = {name: column[:top] for name, column in table.items()}
   names = [path or str(index)
            for path, index in zip(shown['path'], shown['index'])]
-  return plot.plot_label_issues(
+  return plot_label_issues(
       images[[position[int(i)] for i in shown['index']]], shown['rank'],
       names, shown['given_label'], shown['predicted_label'], shown['score'],
       class_names, margins=shown['margin'])
+
+
+def distinct_numbers(values, digits: int = 4) -> list[str]:
+  """Each value in ``%g`` form with the fewest significant digits (at least
+  ``digits``, at most 9, a float32's) that keep distinct values distinct.
+
+  Example:
+    >>> distinct_numbers([0.99991, 0.99992, 16.5])
+    ['0.99991', '0.99992', '16.5']
+  """
+  values = [float(v) for v in values]
+  distinct = len(set(values))
+  for d in range(digits, 10):
+    text = [f'{v:.{d}g}' for v in values]
+    if len(set(text)) == distinct:
+      break
+  return text
+
+
+def plot_label_issues(images, ranks, names, given, predicted, scores,
+                      class_names: Sequence[str], margins=None,
+                      columns: int = 8) -> plt.Figure:
+  """A contact sheet of suspect examples, the most suspect first.
+
+  Each image is titled with what matches it to ``label_issues.csv``: its
+  rank, its name (path or index), its given and predicted labels' names,
+  its score and its margin (the list's order: examples of equal score go
+  by margin), each written with as many digits as distinct values need to
+  differ (`distinct_numbers`; the score need not lie in [0, 1]).
+
+  Args:
+    images: uint8 ``[n, H, W, C]``, C 1 (grey) or 3.
+    ranks: ``[n]``, each example's row of the list, from 1.
+    names: ``[n]`` strings, each example's path, or its index where it has
+      none.
+    given, predicted: ``[n]`` label indices.
+    scores: ``[n]``, the list's score column.
+    class_names: the name of each label.
+    margins: ``[n]``, the list's margin column; None or NaN (a list
+      written without it) leaves it out.
+    columns: images a row.
+  """
+  count = max(len(images), 1)
+  columns = min(columns, count)
+  rows = math.ceil(count / columns)
+  fig, axes = plt.subplots(rows, columns, squeeze=False,
+                           figsize=(1.9 * columns, 2.4 * rows))
+  for ax in axes.flat:
+    ax.axis('off')
+  has_margins = margins is not None and not np.isnan(
+      np.asarray(margins, float)).all()
+  margin_text = ([f', margin {m}' for m in distinct_numbers(margins)]
+                 if has_margins else [''] * len(images))
+  for ax, image, rank, name, g, p, score, margin in zip(
+      axes.flat, images, ranks, names, given, predicted,
+      distinct_numbers(scores), margin_text):
+    grey = image.shape[-1] == 1
+    ax.imshow(image[..., 0] if grey else image, cmap='gray' if grey else None,
+              vmin=0, vmax=255, interpolation='nearest')
+    ax.set_title(f'#{rank} {name}\ngiven {class_names[g]}\n'
+                 f'predicted {class_names[p]}\nscore {score}{margin}',
+                 fontsize=6)
+  fig.tight_layout()
+  return fig
 
 
 def describe(report: dict) -> list[str]:

@@ -3,7 +3,6 @@
 import numpy as np
 
 from experiments import audit
-from experiments import plot
 from experiments import workdir as workdir_lib
 
 CLASSES = ('airplane', 'bird', 'cat')
@@ -51,7 +50,7 @@ def test_each_tile_names_its_rank_path_labels_and_a_distinct_score(tmp_path):
   shown = [ax.get_images()[0].get_array()[0, 0, 0]
            for ax in figure.axes if ax.get_images()]
   assert shown == [4, 0, 5, 2, 1]
-  plot.plt.close(figure)
+  audit.plt.close(figure)
 
 
 def test_a_list_without_paths_names_each_tile_by_its_index(tmp_path):
@@ -61,11 +60,11 @@ def test_a_list_without_paths_names_each_tile_by_its_index(tmp_path):
   names = [title.split('\n')[0] for title in _titles(figure)]
   assert names == ['#1 4', '#2 0', '#3 5', '#4 2', '#5 1', '#6 3']
   assert _titles(figure)[-1].endswith('score -2.5, margin 2')
-  plot.plt.close(figure)
+  audit.plt.close(figure)
 
 
 def test_distinct_numbers_uses_the_fewest_digits_that_keep_values_apart():
-  assert plot.distinct_numbers([0.5, 0.25, 0.5]) == ['0.5', '0.25', '0.5']
-  assert plot.distinct_numbers([1 - 1e-7, 1 - 2e-7]) == ['0.9999999',
+  assert audit.distinct_numbers([0.5, 0.25, 0.5]) == ['0.5', '0.25', '0.5']
+  assert audit.distinct_numbers([1 - 1e-7, 1 - 2e-7]) == ['0.9999999',
                                                          '0.9999998']
-  assert plot.distinct_numbers([16.12, 1234567.0]) == ['16.12', '1.235e+06']
+  assert audit.distinct_numbers([16.12, 1234567.0]) == ['16.12', '1.235e+06']
