@@ -51,7 +51,7 @@ import functools
 import json
 import os
 import time
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import flax
 import jax
@@ -63,6 +63,7 @@ import orbax.checkpoint as ocp
 
 from experiments import augment
 from experiments import distributed
+from experiments import evaluation as evaluation_lib
 from experiments import input_pipeline
 from experiments import methods
 from experiments import models
@@ -102,30 +103,6 @@ class EpochSums(NamedTuple):
   def zeros(cls, method):
     return cls(*[np.zeros([], np.float32)] * (len(cls._fields) - 1),
                method=method.zero_sums())
-
-
-class Evaluation(NamedTuple):
-  """Counts of one pass over the test set (`evaluate`), each ``[classes]``.
-
-  Attributes:
-    correct: the test examples of each true class predicted as that class.
-    total: the test examples of each true class.
-    predicted: the test examples predicted as each class: 0 for a class the
-      network never predicts (under asymmetric noise OGC-CE's network can
-      stop predicting bird and deer on CIFAR-10).
-  """
-  correct: Any
-  total: Any
-  predicted: Any
-
-  def accuracy(self) -> float:
-    """The test accuracy: the correct predictions of all classes over all."""
-    return float(np.sum(self.correct) / np.sum(self.total))
-
-  def accuracy_per_class(self) -> list:
-    """Each true class's accuracy; None for a class without test examples."""
-    return [float(c / t) if t else None
-            for c, t in zip(self.correct, self.total)]
 
 
 def learning_rate_schedule(config, steps_per_epoch):
@@ -171,7 +148,8 @@ class Steps(NamedTuple):
     train: ``train(state, sums, data, perm, rng) -> (state, sums)``, one SGD
       step on the batch ``perm[step % steps_per_epoch]``.
     evaluate: ``evaluate(state, images, labels, mask)``, the batch's
-      `Evaluation` counts (the examples where ``mask`` is set).
+      `experiments.evaluation.Evaluation` counts (the examples where
+      ``mask`` is set).
     logits: ``logits(state, images)``, the network in evaluation mode.
   """
   train: Any
@@ -244,9 +222,9 @@ def make_steps(config, model, method, tx, mean, std, data_sharding,
     per_class = lambda classes, where: jnp.sum(
         jax.nn.one_hot(classes, logits.shape[-1], dtype=jnp.int32)
         * where[:, None], 0)
-    return Evaluation(correct=per_class(labels, mask & (pred == labels)),
-                      total=per_class(labels, mask),
-                      predicted=per_class(pred, mask))
+    return evaluation_lib.Evaluation(
+        correct=per_class(labels, mask & (pred == labels)),
+        total=per_class(labels, mask), predicted=per_class(pred, mask))
 
   return Steps(train_step, eval_step, logits_step)
 
@@ -258,89 +236,6 @@ def train_steps(train_step, num_steps, state, sums, data, perm, rng):
   return jax.lax.fori_loop(
       0, num_steps, lambda _, carry: train_step(*carry, data, perm, rng),
       (state, sums))
-
-
-def _padded_batches(images, batch_size, *more):
-  """Batches of ``batch_size``, the last padded with zeros, and its mask."""
-  for i in range(0, len(images), batch_size):
-    arrays = [a[i:i + batch_size] for a in (images,) + more]
-    mask = np.arange(batch_size) < len(arrays[0])
-    pad = batch_size - len(arrays[0])
-    yield [np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)])
-           for a in arrays] + [mask]
-
-
-def evaluate(eval_step, state, test_images, test_labels, batch_size, put
-             ) -> Evaluation:
-  """The test set's `Evaluation`, a batch at a time.
-
-  The last batch is padded to keep one compiled shape, its padding masked
-  out. ``eval_step`` is `Steps.evaluate` jitted with a replicated output,
-  which every process of a multi-process run can read.
-  """
-  batches = [jax.device_get(eval_step(state, put(x), put(y), put(mask)))
-             for x, y, mask in _padded_batches(test_images, batch_size,
-                                               test_labels)]
-  return Evaluation(*(np.sum(counts, 0, dtype=np.int64)
-                      for counts in zip(*batches)))
-
-
-def predict(logits_step, state, images, batch_size, put) -> np.ndarray:
-  """The network's logits of ``images`` in evaluation mode, a batch at a time."""
-  out = [np.asarray(jax.device_get(logits_step(state, put(x))))[mask]
-         for x, mask in _padded_batches(images, batch_size)]
-  return np.concatenate(out)
-
-
-def epoch_row(epoch, evaluation, lr, sums, noise, method_fields,
-              train_time, steps_per_epoch, batch_size) -> dict:
-  """One epoch's row of metrics.jsonl: every key of `workdir.METRICS_KEYS`.
-
-  ``evaluation`` is the epoch's test `Evaluation`; ``method_fields`` are the
-  method's (`Method.metrics`); the fields no one fills are null, and
-  ``epoch_time_s`` is the caller's.
-  """
-  s = sums
-  noisy = lambda total: total / s.n_noisy if s.n_noisy else None
-  row = dict.fromkeys(workdir_lib.METRICS_KEYS)
-  row.update({
-      'epoch': epoch, 'test_accuracy': evaluation.accuracy(),
-      'test_accuracy_per_class': evaluation.accuracy_per_class(),
-      'test_predictions_per_class': [int(n) for n in evaluation.predicted],
-      'loss': s.loss / s.count, 'learning_rate': lr,
-      'train_accuracy_clean': s.correct_clean / max(s.n_clean, 1),
-      'train_accuracy_noisy': noisy(s.correct_noisy),
-      'train_accuracy_noisy_true': noisy(s.correct_noisy_true),
-      'true_noise_rate': float(noise.noise_rate),
-      'step_time_ms': 1000 * train_time / steps_per_epoch,
-      'images_per_second': steps_per_epoch * batch_size / train_time,
-  })
-  unknown = sorted(set(method_fields) - set(row))
-  if unknown:
-    raise ValueError(f'metrics {unknown} are not fields of '
-                     'workdir.METRICS_FIELDS')
-  row.update(method_fields)
-  return {k: (float(v) if isinstance(v, (np.floating, np.integer)) else v)
-          for k, v in row.items()}
-
-
-def classes_never_predicted(row: dict) -> Optional[list[int]]:
-  """The classes an epoch's network predicts for no test example.
-
-  Read from the epoch's metrics row; None for a row written before the rows
-  counted predictions (a run resumed after its last epoch from the records
-  of an earlier version).
-
-  Example:
-    >>> classes_never_predicted({'test_predictions_per_class': [5, 0, 3, 0]})
-    [1, 3]
-    >>> print(classes_never_predicted({'epoch': 1, 'test_accuracy': 0.5}))
-    None
-  """
-  counts = row.get('test_predictions_per_class')
-  if counts is None:
-    return None
-  return [c for c, n in enumerate(counts) if n == 0]
 
 
 def _config_dict(config):
@@ -424,8 +319,8 @@ def run_end(parts: Parts, workdir, is_main, state, data) -> methods.RunEnd:
       # the batch's logits (a batch-sharded result spans other processes'
       # devices, which jax.device_get cannot read).
       logits=functools.partial(
-          predict, jax.jit(parts.steps.logits, out_shardings=parts.replicated),
-          state,
+          evaluation_lib.predict,
+          jax.jit(parts.steps.logits, out_shardings=parts.replicated), state,
           batch_size=parts.eval_batch_size,
           put=functools.partial(parts.put, sharding=parts.data_sharding)))
 
@@ -535,12 +430,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
         bar.update(num_steps)
     sums = jax.device_get(sums)
     train_time = time.time() - epoch_start
-    evaluation = evaluate(
+    evaluation = evaluation_lib.evaluate(
         jit_eval, state, dataset.test_images, dataset.test_labels, eval_bs,
         functools.partial(put, sharding=parts.data_sharding))
     lr = float(schedule(int(jax.device_get(state.step)) - 1))
     method_state = jax.device_get(state.method_state)
-    row = epoch_row(epoch, evaluation, lr, sums, data.noise,
+    row = evaluation_lib.epoch_row(epoch, evaluation, lr, sums, data.noise,
                     method.metrics(method_state, sums), train_time,
                     epoch_steps, config.batch_size)
     row['epoch_time_s'] = time.time() - epoch_start
@@ -577,7 +472,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       'devices': len(devices),
       'config': _config_dict(config),
       'label_issues': None,
-      'classes_never_predicted': classes_never_predicted(history[-1]),
+      'classes_never_predicted': evaluation_lib.classes_never_predicted(
+          history[-1]),
       **run_fields,
   }
   if is_main:

@@ -15,6 +15,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from experiments import data
+from experiments import evaluation as evaluation_lib
 from experiments import methods
 from experiments import noise as noise_lib
 from experiments import train
@@ -170,11 +171,12 @@ def test_a_baseline_is_its_loss_and_fills_no_ogc_field(tiny_config):
   # Its metrics rows have every field, OGC's null.
   sums = train.EpochSums.zeros(method)._replace(count=128.0, loss=12.8,
                                                 n_clean=77.0, n_noisy=51.0)
-  evaluation = train.Evaluation(correct=np.array([1, 1]),
+  evaluation = evaluation_lib.Evaluation(correct=np.array([1, 1]),
                                 total=np.array([2, 2]),
                                 predicted=np.array([2, 2]))
-  row = train.epoch_row(1, evaluation, 0.1, sums, noise_lib.NoisyLabels(
-      np.zeros(1), np.eye(2), 0.4), method.metrics({}, sums), 1.0, 11, 128)
+  row = evaluation_lib.epoch_row(
+      1, evaluation, 0.1, sums, noise_lib.NoisyLabels(
+          np.zeros(1), np.eye(2), 0.4), method.metrics({}, sums), 1.0, 11, 128)
   assert set(row) == set(workdir_lib.METRICS_KEYS)
   assert row['loss'] == pytest.approx(0.1) and row['tau'] is None
   assert row['gmm'] is None and row['num_threshold_updates'] is None
@@ -208,19 +210,20 @@ def test_evaluation_counts_each_class_over_eight_devices(tiny_config):
   put = lambda x: jax.device_put(x, NamedSharding(mesh, P('data')))
   state = train.TrainState(step=jnp.zeros([], jnp.int32), params={},
                            batch_stats={}, opt_state={}, method_state={})
-  evaluation = train.evaluate(eval_step, state, images, labels, 8, put)
+  evaluation = evaluation_lib.evaluate(eval_step, state, images, labels, 8, put)
   # By hand: class 0 has 2 of its 4 right, class 1 4 of 5, class 2 none of
   # 2, class 3 no test example; class 2 is never predicted.
   np.testing.assert_array_equal(evaluation.correct, [2, 4, 0, 0])
   np.testing.assert_array_equal(evaluation.total, [4, 5, 2, 0])
   np.testing.assert_array_equal(evaluation.predicted, [4, 6, 0, 1])
   sums = train.EpochSums.zeros(method)._replace(count=1.0)
-  row = train.epoch_row(1, evaluation, 0.1, sums, noise_lib.NoisyLabels(
-      np.zeros(1), np.eye(2), 0.0), {}, 1.0, 1, 8)
+  row = evaluation_lib.epoch_row(
+      1, evaluation, 0.1, sums, noise_lib.NoisyLabels(
+          np.zeros(1), np.eye(2), 0.0), {}, 1.0, 1, 8)
   assert row['test_accuracy'] == 6 / 11
   assert row['test_accuracy_per_class'] == [0.5, 0.8, 0.0, None]
   assert row['test_predictions_per_class'] == [4, 6, 0, 1]
-  assert train.classes_never_predicted(row) == [2]
+  assert evaluation_lib.classes_never_predicted(row) == [2]
   json.dumps(row, allow_nan=False)  # a metrics.jsonl line
 
 
