@@ -39,7 +39,10 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
 from experiments import cli
 from experiments import config_lib
+from experiments import distributed
+from experiments import input_pipeline
 from experiments import label_issues
+from experiments import methods
 from experiments import train
 from experiments import workdir as workdir_lib
 from experiments.errors import ConfigError
@@ -71,7 +74,7 @@ def audit(config, workdir: str, top: int = 64) -> dict:
   if workdir_lib.label_issues_path(workdir).is_file():
     data = load_data(config)
   else:  # a run without the list: score its trained network
-    method, run = train.restore_run_end(config, workdir)
+    method, run = restore_run_end(config, workdir)
     measures = label_issues.end_of_run(run, method.queue_mixture(run.state))
     data = run.data
   table = workdir_lib.read_label_issues(workdir)
@@ -85,6 +88,30 @@ def audit(config, workdir: str, top: int = 64) -> dict:
           'measures': measures, 'flagged': int(np.sum(table['flagged'])),
           'examples': len(table['index']),
           'shown': min(top, len(table['index']))}
+
+
+def restore_run_end(config, workdir) -> tuple[methods.Method, methods.RunEnd]:
+  """The method and `methods.RunEnd` of a finished run, from its last
+  checkpoint (one process).
+
+  Raises:
+    ConfigError: the workdir holds no finished run of ``config``.
+  """
+  workdir = workdir_lib.absolute(workdir)
+  workdir_lib.check_can_hold(workdir, train.config_dict(config))
+  if workdir_lib.read_result(workdir) is None:
+    raise ConfigError(f'{workdir} holds no finished run.')
+  data = load_data(config)
+  devices = distributed.devices(config)
+  epoch_steps = input_pipeline.steps_per_epoch(
+      config, len(data.labels), 'the training images')
+  parts = train.build(config, data, devices, epoch_steps)
+  manager = train.checkpoint_manager(workdir)
+  if manager.latest_step() != config.num_epochs:
+    raise ConfigError(f'{workdir} holds no checkpoint of its last epoch, '
+                      f'{config.num_epochs}.')
+  state = train.restore(manager, config.num_epochs, parts.state)
+  return parts.method, train.run_end(parts, workdir, True, state, data)
 
 
 def contact_sheet(table: dict, images, indices, class_names, top: int):

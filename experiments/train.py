@@ -3,30 +3,12 @@ r"""Training on noisily labelled data with OGC or a baseline loss.
 ``train_and_evaluate(config, workdir)`` runs one experiment: it loads the
 data, corrupts the training labels (`experiments.noise`), trains data-parallel
 over every device of a ``jax.sharding.Mesh``, evaluates each epoch and writes
-to ``workdir`` (its layout is `experiments.workdir`'s):
-
-* ``config.json``: the configuration;
-* ``metrics.jsonl``: one JSON object per epoch, the same fields for every
-  method (`experiments.workdir.METRICS_FIELDS`: accuracies (the test
-  set's also per class, with the predictions per class), loss, tau, the
-  mixture, the estimated and true noise rate, mean |dl/dp| of clean and noisy
-  samples before and after clipping, step time; null where a method has no
-  value, as a baseline has no tau);
-* ``tensorboard/``: the same rows as TensorBoard scalars
-  (`experiments.summaries`);
-* ``queues/epoch_NNNN.npy``: the OGC queue of H = -log p at each epoch end;
-* ``checkpoints/``: an Orbax checkpoint every ``config.checkpoint_every``
-  epochs and at the last; the same command resumes from the last one and
-  ends with the same results as an uninterrupted run;
-* ``label_issues.csv`` (``config.label_issues``, by default for OGC): the
-  training examples ranked by how likely their label is wrong
-  (`experiments.label_issues`); ``heldout_probs.npz`` (``config.holdout``):
-  the held-out fold's predicted probabilities;
-* ``result.json``, written last: ``final_test_accuracy`` (mean of the last
-  ``config.final_epochs`` epochs' test accuracy, as the paper reports),
-  ``best_test_accuracy``, the classes the final network never predicts on
-  the test set, wall time, the config and how well the list finds the wrong
-  labels (`experiments.workdir.RESULT_FIELDS`).
+to ``workdir`` (its layout is `experiments.workdir`'s): the config, a row
+of metrics per epoch (``metrics.jsonl``, and as TensorBoard scalars), the OGC
+queues, Orbax checkpoints (the same command resumes from the last one and
+ends with the same results as an uninterrupted run), the list of suspect
+labels, and last ``result.json``: ``final_test_accuracy``, the mean test
+accuracy of the last ``config.final_epochs`` epochs, as the paper reports.
 
 What differs between OGC and a baseline loss is the run's method
 (`experiments.methods`): its state, its gradients and its fields of a
@@ -70,7 +52,6 @@ from experiments import models
 from experiments import progress as progress_lib
 from experiments import summaries as summaries_lib
 from experiments import workdir as workdir_lib
-from experiments.errors import ConfigError
 from experiments.input_pipeline import load_data
 from experiments.validate import validate_config
 
@@ -238,7 +219,7 @@ def train_steps(train_step, num_steps, state, sums, data, perm, rng):
       (state, sums))
 
 
-def _config_dict(config):
+def config_dict(config):
   return json.loads(config.to_json_best_effort())
 
 
@@ -299,13 +280,14 @@ def build(config, data, devices, epoch_steps: int) -> Parts:
                state, eval_bs)
 
 
-def _checkpoints(workdir) -> ocp.CheckpointManager:
+def checkpoint_manager(workdir) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(
       workdir_lib.checkpoints_dir(workdir), options=ocp.CheckpointManagerOptions(
           max_to_keep=2, create=True, enable_async_checkpointing=False))
 
 
-def _restore(manager, epoch, state):
+def restore(manager, epoch, state):
+  """The checkpoint of ``epoch``, shaped and placed as ``state``."""
   abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
   return manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
 
@@ -325,30 +307,6 @@ def run_end(parts: Parts, workdir, is_main, state, data) -> methods.RunEnd:
           put=functools.partial(parts.put, sharding=parts.data_sharding)))
 
 
-def restore_run_end(config, workdir) -> tuple[methods.Method, methods.RunEnd]:
-  """The method and `methods.RunEnd` of a finished run, from its last
-  checkpoint (one process).
-
-  Raises:
-    ConfigError: the workdir holds no finished run of ``config``.
-  """
-  workdir = workdir_lib.absolute(workdir)
-  workdir_lib.check_can_hold(workdir, _config_dict(config))
-  if workdir_lib.read_result(workdir) is None:
-    raise ConfigError(f'{workdir} holds no finished run.')
-  data = load_data(config)
-  devices = distributed.devices(config)
-  epoch_steps = input_pipeline.steps_per_epoch(
-      config, len(data.labels), 'the training images')
-  parts = build(config, data, devices, epoch_steps)
-  manager = _checkpoints(workdir)
-  if manager.latest_step() != config.num_epochs:
-    raise ConfigError(f'{workdir} holds no checkpoint of its last epoch, '
-                      f'{config.num_epochs}.')
-  state = _restore(manager, config.num_epochs, parts.state)
-  return parts.method, run_end(parts, workdir, True, state, data)
-
-
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains and evaluates one configuration; returns the result dict.
 
@@ -364,13 +322,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
   Raises:
     ConfigError: the configuration, the data or the workdir cannot give this
       run (`validate_config`; a workdir that is a file, not writable, or
-      holds another run; a batch larger than the data). It is raised before the workdir is created or a file written,
-      so the corrected call works in the same workdir.
+      holds another run; a batch larger than the data). It is raised before
+      the workdir is created or a file written, so the corrected call works
+      in the same workdir.
   """
   distributed.initialize(config)  # before any JAX computation
   validate_config(config)
   workdir = workdir_lib.absolute(workdir)
-  workdir_lib.check_can_hold(workdir, _config_dict(config))
+  workdir_lib.check_can_hold(workdir, config_dict(config))
   result = workdir_lib.read_result(workdir)
   if result is not None:
     return result
@@ -382,7 +341,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   devices = distributed.devices(config)
   is_main = jax.process_index() == 0
   if is_main:  # process 0 writes every file of the workdir
-    workdir_lib.claim(workdir, _config_dict(config))
+    workdir_lib.claim(workdir, config_dict(config))
   else:
     os.makedirs(workdir, exist_ok=True)
   parts = build(config, data, devices, epoch_steps)
@@ -404,10 +363,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   if is_main:  # a save that Ctrl-C stopped (Orbax would warn of it)
     workdir_lib.remove_unfinished_checkpoints(workdir)
-  manager = _checkpoints(workdir)
+  manager = checkpoint_manager(workdir)
   start_epoch = manager.latest_step() or 0
   if start_epoch:
-    state = _restore(manager, start_epoch, state)
+    state = restore(manager, start_epoch, state)
   history = workdir_lib.read_metrics(workdir, up_to_epoch=start_epoch)
   if is_main:
     workdir_lib.write_metrics(workdir, history)
@@ -470,7 +429,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       'transition_matrix': data.noise.transition_matrix.tolist(),
       'wall_time_s': time.time() - wall_start,
       'devices': len(devices),
-      'config': _config_dict(config),
+      'config': config_dict(config),
       'label_issues': None,
       'classes_never_predicted': evaluation_lib.classes_never_predicted(
           history[-1]),
