@@ -5,10 +5,11 @@ data, corrupts the training labels (`experiments.noise`), trains data-parallel
 over every device of a ``jax.sharding.Mesh``, evaluates each epoch and writes
 to ``workdir`` (its layout is `experiments.workdir`'s): the config, a row
 of metrics per epoch (``metrics.jsonl``, and as TensorBoard scalars), the OGC
-queues, Orbax checkpoints (the same command resumes from the last one and
-ends with the same results as an uninterrupted run), the list of suspect
-labels, and last ``result.json``: ``final_test_accuracy``, the mean test
-accuracy of the last ``config.final_epochs`` epochs, as the paper reports.
+queues, an Orbax checkpoint every ``config.checkpoint_every`` epochs and at
+the last (the same command resumes from the last one and ends with the same
+results as an uninterrupted run), the list of suspect labels, and last
+``result.json``: ``final_test_accuracy``, the mean test accuracy of the last
+``config.final_epochs`` epochs, as the paper reports.
 
 What differs between OGC and a baseline loss is the run's method
 (`experiments.methods`): its state, its gradients and its fields of a
