@@ -18,8 +18,6 @@ from experiments import data as data_lib
 from experiments import noise as noise_lib
 from experiments.errors import ConfigError
 
-# The datasets `experiments.data.load_dataset` knows by name.
-OWN_DATASETS = ('digits', 'cifar10_jpeg')
 _DATASET_CHOICES = (
     "'digits', 'cifar10_jpeg' (CIFAR-10 as an image folder), 'folder:PATH' (an "
     'image folder: PATH/train/<class>/*.jpg and PATH/test/<class>/*.jpg) or a '
@@ -76,15 +74,6 @@ class Data(NamedTuple):
   heldout: Examples | None = None
 
 
-def _named_folder(name: str) -> str | None:
-  """The image folder a dataset name names (``folder:PATH``, a path), or None."""
-  if name.startswith('folder:'):
-    return name[len('folder:'):]
-  if os.sep in name and os.path.isdir(name):
-    return name
-  return None
-
-
 def check_dataset(config) -> None:
   """The dataset's name, its label options and its noise, without loading it.
 
@@ -94,19 +83,18 @@ def check_dataset(config) -> None:
   """
   name, label_key, labels_csv = (config.dataset, config.label_key,
                                  config.labels_csv)
-  folder = _named_folder(name)
-  tfds_base = None
-  if name not in OWN_DATASETS and folder is None:
+  parsed = data_lib.parse_dataset_name(name)
+  folder, tfds_base = parsed.folder, parsed.tfds_base
+  if parsed.kind == 'tfds':
     # TFDS: 'cifar10', 'cifar10_n:1.0.4', 'imagenet2012/subset'. Its registry
     # is a cheap lookup; a name it lacks may still be prepared in data_dir.
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-    tfds_base = name.split(':')[0].split('/')[0]
     registered = tfds.list_builders(with_community_datasets=False)
     if tfds_base not in registered and not (
         config.data_dir and os.path.isdir(os.path.join(config.data_dir,
                                                        tfds_base))):
       hint = config_lib.did_you_mean(
-          name, list(OWN_DATASETS) + list(registered))
+          name, list(data_lib.OWN_DATASETS) + list(registered))
       raise ConfigError(f'Unknown dataset config.dataset={name!r}{hint}; '
                         f'expected {_DATASET_CHOICES}.')
   if folder is not None and not os.path.isdir(folder):
@@ -120,7 +108,7 @@ def check_dataset(config) -> None:
     raise ConfigError(f'config.label_key={label_key!r} is not a label key of '
                       f'{name!r}; expected one of {label_keys}.')
   if labels_csv is not None:
-    if folder is None and name != 'cifar10_jpeg':
+    if parsed.kind not in ('folder', 'cifar10_jpeg'):
       raise ConfigError(f'config.labels_csv={labels_csv!r} applies to image '
                         f'folders, not to config.dataset={name!r}.')
     if not os.path.isfile(labels_csv):
@@ -229,8 +217,8 @@ def load_data(config) -> Data:
                               features=images)
   known = (dataset.train_clean_labels is not None
            or noise_settings.kind != 'none')
-  folder = (dataset.name if config.dataset == 'cifar10_jpeg'
-            or _named_folder(config.dataset) is not None else None)
+  folder = (dataset.name if data_lib.parse_dataset_name(config.dataset).kind
+            in ('folder', 'cifar10_jpeg') else None)
   data = Data(dataset, images, noise.labels, true, noise, indices, known,
               folder)
   if not config.holdout.folds:

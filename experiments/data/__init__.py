@@ -26,6 +26,7 @@ dataset then fits in device memory; augmentation runs on device
 import functools
 import os
 import tempfile
+from typing import NamedTuple, Optional
 
 from experiments.data import cache
 from experiments.data import folders
@@ -42,12 +43,55 @@ __all__ = (
     'CIFAR_N_LABEL_KEYS',
     'DataError',
     'Dataset',
+    'DatasetName',
+    'OWN_DATASETS',
     'load_dataset',
     'load_digits',
     'load_image_folder',
     'load_tfds',
     'prepare_cifar10_jpeg',
+    'parse_dataset_name',
 )
+
+# The datasets `load_dataset` knows by name (others are folders or TFDS's).
+OWN_DATASETS = ('digits', 'cifar10_jpeg')
+
+
+class DatasetName(NamedTuple):
+  """What a dataset name names (`parse_dataset_name`).
+
+  Attributes:
+    kind: ``'digits'``, ``'cifar10_jpeg'``, ``'folder'`` or ``'tfds'``.
+    folder: for ``'folder'``, the image folder's path as named.
+    tfds_base: for ``'tfds'``, the builder's name without version or
+      config (``'cifar10_n'`` of ``'cifar10_n:1.0.4'``).
+  """
+  kind: str
+  folder: Optional[str] = None
+  tfds_base: Optional[str] = None
+
+
+def parse_dataset_name(name) -> DatasetName:
+  """The one reading of a dataset name, for the loader and the checks.
+
+  ``'digits'`` and ``'cifar10_jpeg'`` are this package's; ``'folder:PATH'``,
+  or a ``PATH`` holding a path separator that is an existing folder, is an
+  image folder; anything else is a TFDS name.
+
+  Example:
+    >>> parse_dataset_name('folder:/data/cifar')
+    DatasetName(kind='folder', folder='/data/cifar', tfds_base=None)
+    >>> parse_dataset_name('cifar10_n:1.0.4').tfds_base
+    'cifar10_n'
+  """
+  name = os.fspath(name)
+  if name in OWN_DATASETS:
+    return DatasetName(name)
+  if name.startswith('folder:'):
+    return DatasetName('folder', folder=name[len('folder:'):])
+  if os.sep in name and os.path.isdir(name):
+    return DatasetName('folder', folder=name)
+  return DatasetName('tfds', tfds_base=name.split(':')[0].split('/')[0])
 
 
 def load_dataset(name, *, data_dir=None, label_key=None, labels_csv=None,
@@ -93,17 +137,14 @@ def load_dataset(name, *, data_dir=None, label_key=None, labels_csv=None,
   if labels_csv is not None and label_key is not None:
     raise ValueError('Pass label_key (TFDS) or labels_csv (image folders), '
                      'not both.')
-  folder = None
-  if name == 'cifar10_jpeg':
+  parsed = parse_dataset_name(name)
+  folder = parsed.folder
+  if parsed.kind == 'cifar10_jpeg':
     folder = prepare_cifar10_jpeg(os.path.join(
         data_dir or os.path.join(tempfile.gettempdir(), 'ogc_jax_data'),
         'cifar10-jpeg'))
-  elif name.startswith('folder:'):
-    folder = name[len('folder:'):]
-  elif os.sep in name and os.path.isdir(name):
-    folder = name
 
-  if name == 'digits':
+  if parsed.kind == 'digits':
     if label_key is not None or labels_csv is not None:
       raise ValueError('digits takes no label_key or labels_csv.')
     key = {'source': 'digits'}
