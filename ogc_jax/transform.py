@@ -29,7 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ogc_jax.gmm import DEFAULT_FIT, FITS, FIXED_POINT_FITS, GMM, Fit, fit_gmm
+from ogc_jax.gmm import (DEFAULT_FIT, FITS, FIXED_POINT_FITS, GMM,
+                         THRESHOLD_FITS, Fit, fit_gmm)
 from ogc_jax.threshold import (MAX_PROB, MIN_PROB, check_epsilon,
                                check_learning_rate, derivative_magnitude,
                                feasible_probability, noise_to_clean_ratio,
@@ -281,7 +282,7 @@ def _refit_rule(base_loss, fit):
     # The converged fit starts warm: the last fit is one more candidate start
     # of EM. The published one starts from the two-means split every time.
     threshold_of = None
-    if fit == "conservative":
+    if fit in THRESHOLD_FITS:
       threshold_of = lambda g: solve_threshold(g, base_loss, lr, epsilon)[0]
     gmm = fit_gmm(state.queue,
                   init=state.gmm if fit in FIXED_POINT_FITS else None,
@@ -399,10 +400,11 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
     fit: how the mixture is fitted at each refit (`ogc_jax.fit_gmm`):
       ``"published"`` (the default), the authors' code: at most 10 EM steps
       from the two-means split of the queue; ``"converged"``, EM to its
-      most likely fixed point, warm-started from the previous fit; or
+      most likely fixed point, warm-started from the previous fit;
       ``"conservative"``, of the same fixed points the ordered one (noise
       posterior rising with the loss) whose threshold, solved at the step's
-      rate and epsilon, is the tightest.
+      rate and epsilon, is the tightest; or ``"guarded"``, the published
+      mixture unless it is not ordered, then the conservative one.
     axis_name: inside ``jax.shard_map`` (or ``pmap``), the mesh axis or
       axes the batch is split along; None outside.
 
@@ -713,7 +715,8 @@ def ogc(base_loss: Callable[[chex.Array], chex.Array],
       (micro-batches under ``optax.MultiSteps``).
     queue_size: queue length (q), an integer >= 2.
     fit: the mixture fit at each refit, ``"published"`` (the default),
-      ``"converged"`` or ``"conservative"`` (see `ogc_weights`).
+      ``"converged"``, ``"conservative"`` or ``"guarded"`` (see
+      `ogc_weights`).
     axis_name: inside ``jax.shard_map``, the mesh axis or axes the batch is
       split along (see `ogc_weights`); the update is then the mean over
       every device's examples, the same on every device.

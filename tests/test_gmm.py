@@ -17,6 +17,7 @@ from ogc_jax.gmm import (GMM, MAX_ITER, REG_COVAR, fit_gmm,
                          fit_gmm_counting_steps)
 from ogc_jax import testing
 from ogc_jax.testing import (early_training_queue, noise_jump_queues,
+                             scale_mixture_queue,
                              realistic_queue, sklearn_fit)
 from scipy import special
 from scipy import stats
@@ -36,7 +37,7 @@ def ce_threshold(learning_rate=0.02):
 def fit_kwargs(fit):
   """The keyword arguments `fit_gmm` needs for ``fit`` besides ``h``."""
   return dict(fit=fit, threshold_of=ce_threshold()
-              if fit == "conservative" else None)
+              if fit in gmm_lib.THRESHOLD_FITS else None)
 
 
 def mean_loglik(gmm, h):
@@ -388,7 +389,7 @@ class FixedPointRuleTest(parameterized.TestCase):
     self.assertTrue(np.any(degenerate))
     self.assertGreater(p[degenerate].max(), p[~degenerate].max())
     chosen = int(gmm_lib._most_conservative(h, ends, logliks, None,
-                                            threshold_of))
+                                            threshold_of)[0])
     self.assertGreaterEqual(counts[chosen], 2)
     chex.assert_trees_all_equal(
         fit_gmm(h, **fit_kwargs("conservative")), converged_fit(h))
@@ -402,15 +403,45 @@ class FixedPointRuleTest(parameterized.TestCase):
     self.assertFalse(np.any(np.asarray(gmm_lib._ordered(h, ends))))
     logliks = gmm_lib._mean_logliks(h, ends)
     self.assertEqual(int(jnp.argmax(logliks)), 1)
-    self.assertEqual(int(gmm_lib._most_conservative(
-        h, ends, logliks, None, ce_threshold())), 1)
+    self.assertEqual([int(x) for x in gmm_lib._most_conservative(
+        h, ends, logliks, None, ce_threshold())], [1, 0])
+
+  def test_guarded_is_the_published_fit_where_that_is_ordered(self):
+    for noise_rate in (0.15, 0.4, 0.8):
+      h = realistic_queue(noise_rate, seed=0)
+      published, steps = gmm_lib.fit_gmm_counting_steps(h, fit="published")
+      guarded, guarded_steps = gmm_lib.fit_gmm_counting_steps(
+          h, **fit_kwargs("guarded"))
+      chex.assert_trees_all_equal(guarded, published)
+      self.assertEqual(int(guarded_steps), int(steps))
+
+  def test_guarded_is_the_conservative_fit_where_published_is_not_ordered(
+      self):
+    # Early under heavy noise the published fit stops near the scale
+    # mixture, which calls the highest losses clean and clips nothing.
+    h = scale_mixture_queue()
+    threshold_of = ce_threshold()
+    published, published_steps = gmm_lib.fit_gmm_counting_steps(
+        h, fit="published")
+    grid = np.linspace(float(published.mean_clean), h.max(), 1001)
+    self.assertFalse(np.all(np.diff(noisy_log_odds_f64(published, grid))
+                            >= 0))
+    self.assertEqual(float(threshold_of(published)), np.float32(1e-7))
+    guarded, steps = gmm_lib.fit_gmm_counting_steps(
+        h, **fit_kwargs("guarded"))
+    conservative, conservative_steps = gmm_lib.fit_gmm_counting_steps(
+        h, **fit_kwargs("conservative"))
+    chex.assert_trees_all_close(guarded, conservative, rtol=1e-5)
+    self.assertEqual(int(steps), int(published_steps + conservative_steps))
+    self.assertGreater(float(threshold_of(guarded)), 0.2)  # it clips
+    self.assertTrue(is_em_fixed_point(guarded, h))
 
   def test_threshold_of_goes_with_the_conservative_fit_only(self):
     h = realistic_queue(0.4, seed=1)
-    with pytest.raises(ValueError, match="fit='conservative' needs"
-                       " `threshold_of`.*got fit='conservative' with"
-                       " threshold_of=None"):
-      fit_gmm(h, fit="conservative")
+    for fit in ("conservative", "guarded"):
+      with pytest.raises(ValueError, match="need `threshold_of`.*got"
+                         f" fit='{fit}' with threshold_of=None"):
+        fit_gmm(h, fit=fit)
     with pytest.raises(ValueError, match="got fit='converged' with threshold_of"):
       fit_gmm(h, fit="converged", threshold_of=ce_threshold())
 

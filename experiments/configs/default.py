@@ -67,9 +67,10 @@ HELP = {
     'ogc.queue_size': 'recent losses H = -log p the mixture is fitted to',
     'ogc.fit': "the mixture fit of each refit (ogc_jax.fit_gmm): 'published' "
                "(the authors' code: at most 10 EM steps from the two-means "
-               "split), 'converged' (EM's most likely fixed point) or "
+               "split), 'converged' (EM's most likely fixed point), "
                "'conservative' (the ordered fixed point with the tightest "
-               "threshold)",
+               "threshold) or 'guarded' (published, unless its mixture is "
+               "not ordered, then conservative)",
     # Model and optimisation.
     'model': "'resnet18', 'resnet34', 'small_cnn' or 'mlp'",
     'dtype': 'compute dtype: float32 | bfloat16 (parameters stay float32)',
