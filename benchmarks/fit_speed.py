@@ -17,7 +17,9 @@ already on the device, as inside the train step):
   solved (at once) and the tightest ordered one kept, then its threshold
   solved again as every fit's is;
 * ``guarded``, warm: the published fit, and the conservative one where the
-  published mixture is not ordered (on these queues it always is);
+  published mixture is not ordered: on the realistic queues it always is,
+  so a last row, `ogc_jax.testing.scale_mixture_queue` (early in training
+  under heavy noise), shows the cost where it is not;
 
 * the sequential trips of each refit, the cost on an accelerator, where the
   work of each trip is tiny: EM steps (the converged fit's loop trips are
@@ -66,7 +68,8 @@ import threadpoolctl
 from benchmarks import common
 from ogc_jax import fit_gmm, losses, solve_threshold
 from ogc_jax import testing
-from ogc_jax.gmm import DEFAULT_FIT, REG_COVAR, fit_gmm_counting_steps
+from ogc_jax.gmm import (DEFAULT_FIT, REG_COVAR, fit_gmm_counting_steps,
+                         is_ordered)
 from ogc_jax.threshold import NUM_SEARCH_ROUNDS
 
 QUEUE_SIZE = 4096
@@ -115,13 +118,11 @@ def fit_kwargs(fit, base_loss, learning_rate):
       gmm, base_loss, learning_rate)[0])
 
 
-def search_rounds(fit):
-  """Threshold searches in a refit: the conservative fit's candidates, too.
-
-  (The guarded fit's candidates are searched only where the published
-  mixture is not ordered, never on these queues.)
-  """
-  return NUM_SEARCH_ROUNDS * (2 if fit == "conservative" else 1)
+def search_rounds(fit, fallback):
+  """Threshold search rounds in a refit: the conservative fit's candidates
+  too, and the guarded fit's where it falls back (``fallback``)."""
+  candidates = fit == "conservative" or (fit == "guarded" and fallback)
+  return NUM_SEARCH_ROUNDS * (2 if candidates else 1)
 
 
 def references(h):
@@ -158,25 +159,30 @@ def main(argv=None):
   authors_1t = at_one_thread(controller, testing.authors_pipeline)
   lr = jnp.float32(TIMING_LEARNING_RATE)
 
+  # (row label, queue, the previous refit's queue, a target row): the
+  # previous queue has the same noise, another draw, as at each refit of
+  # training; the scale mixture is where the guarded fit falls back.
+  queues = [(f"{r:.0%}", testing.realistic_queue(r, seed=int(r * 100)),
+             testing.realistic_queue(r, seed=int(r * 100) + 1), True)
+            for r in noise_rates]
+  queues.append(("scale mixture", testing.scale_mixture_queue(),
+                 testing.scale_mixture_queue(seed=1), False))
   trip_rows, speed_rows, precision_rows, verdicts = [], [], [], []
-  for noise_rate in noise_rates:
-    seed = int(noise_rate * 100)
-    h = testing.realistic_queue(noise_rate, seed=seed, n=QUEUE_SIZE)
+  for row_label, h, h_previous, target in queues:
     h_device = jax.device_put(h)
-    # The previous refit's fit: the same noise, another draw of the queue.
-    previous = fit_gmm(testing.realistic_queue(noise_rate, seed=seed + 1,
-                                               n=QUEUE_SIZE))
+    previous = fit_gmm(h_previous)
     h64 = h.astype(np.float64)
+    fallback = not bool(is_ordered(fit_gmm(h, fit="published"), h))
     inits = {name: previous if warm else None
              for name, (_, warm) in OURS.items()}
 
     em_steps = {name: int(count[fit](h_device, inits[name], lr))
                 for name, (fit, _) in OURS.items()}
-    trips = {name: em_steps[name] + search_rounds(fit)
-             for name, (fit, _) in OURS.items()}
-    trip_rows.append((f"{noise_rate:.0%}",) + tuple(
-        f"{em_steps[name]} + {search_rounds(fit)} = {trips[name]}"
-        for name, (fit, _) in OURS.items()))
+    rounds = {name: search_rounds(fit, fallback)
+              for name, (fit, _) in OURS.items()}
+    trips = {name: em_steps[name] + rounds[name] for name in OURS}
+    trip_rows.append((row_label,) + tuple(
+        f"{em_steps[name]} + {rounds[name]} = {trips[name]}" for name in OURS))
 
     for name in OURS:
       jax.block_until_ready(refit[name](h_device, inits[name], lr))  # compile
@@ -209,11 +215,12 @@ def main(argv=None):
     times.update(inner)
     ms = {k: common.median_ms(v) for k, v in times.items()}
     speed_rows.append(
-        (f"{noise_rate:.0%}",) + tuple(f"{ms[name]:.3f}" for name in OURS)
+        (row_label,) + tuple(f"{ms[name]:.3f}" for name in OURS)
         + (f"{ms['authors']:.1f}", f"{ms['authors_1t']:.1f}")
         + tuple(f"{ms['authors_1t'] / ms[name]:.1f}x" for name in OURS))
-    verdicts.append(trips[DEFAULT] <= MAX_TRIPS
-                    and ms["authors_1t"] / ms[DEFAULT] >= MIN_SPEED_UP)
+    if target:
+      verdicts.append(trips[DEFAULT] <= MAX_TRIPS
+                      and ms["authors_1t"] / ms[DEFAULT] >= MIN_SPEED_UP)
 
     refs = references(h)
     authors_gmm = testing.authors_fit(h64)
@@ -236,14 +243,14 @@ def main(argv=None):
             tau_ref[fit] = testing.threshold(
                 testing.sklearn_fit_from_mixture(h64, gmm, REG_COVAR),
                 derivative, learning_rate)[1]
-          if fit == "guarded":  # the published mixture is ordered here
-            tau_ref[fit] = tau_ref["published"]
+          if fit == "guarded":  # the published fit's, or the conservative's
+            tau_ref[fit] = tau_ref["conservative" if fallback else "published"]
           tau = float(solve[ours_name](h_device, inits[ours_name], lr_))
           cells.append(f"{abs(tau - tau_ref[fit]) / tau_ref[fit]:.1e}")
         tau_authors = testing.authors_threshold(authors_gmm, derivative,
                                                 learning_rate)[1]
         cells.append(f"{abs(tau_authors - tau_ref['published']) / tau_ref['published']:.1e}")
-      precision_rows.append((f"{noise_rate:.0%}", name, *cells))
+      precision_rows.append((row_label, name, *cells))
 
   print("## Sequential trips per refit: EM steps + threshold search\n")
   print(common.markdown_table(("noise",) + tuple(OURS), trip_rows))
@@ -266,7 +273,7 @@ def main(argv=None):
   print(f"\nTargets for the default fit, {DEFAULT} (<= {MAX_TRIPS} trips, "
         f">= {MIN_SPEED_UP}x the authors on 1 thread): "
         f"{'met' if all(verdicts) else 'NOT met'} "
-        f"({', '.join(f'{r:.0%}: ' + ('met' if v else 'not met') for r, v in zip(noise_rates, verdicts))}).")
+        f"({', '.join(f'{r:.0%}: ' + ('met' if v else 'not met') for r, v in zip(noise_rates, verdicts))}; the scale mixture is no target).")
 
 
 if __name__ == "__main__":

@@ -471,6 +471,28 @@ def _ordered(h, thetas, weights=None):
   return slope >= 0
 
 
+def is_ordered(gmm: GMM, h: chex.Array) -> chex.Array:
+  """Whether the mixture's noise posterior rises with the loss over ``h``.
+
+  From the clean mean up to the largest of ``h`` (the queue), as the method
+  assumes: the highest losses are the most likely noisy. A scale mixture
+  (a narrow and a wide component around the same median, the wide one
+  "clean") is not: it calls the highest losses clean. `fit_gmm`'s
+  conservative and guarded fits keep only ordered mixtures.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from ogc_jax import GMM
+    >>> h = jnp.array([0.1, 1.0, 6.0])
+    >>> wide_noise = GMM(*map(jnp.float32, (0.1, 0.01, 3.0, 1.0, 0.4)))
+    >>> wide_clean = GMM(*map(jnp.float32, (2.0, 1.0, 2.1, 0.01, 0.4)))
+    >>> bool(is_ordered(wide_noise, h)), bool(is_ordered(wide_clean, h))
+    (True, False)
+  """
+  h = jnp.asarray(h)
+  return _ordered(h, _as_theta(gmm, jnp.result_type(h, float))[None])[0]
+
+
 def _most_conservative(h, ends, logliks, weights, threshold_of):
   """Index of the ordered fixed point with the tightest threshold.
 
