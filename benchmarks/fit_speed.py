@@ -3,9 +3,11 @@
 A refit fits the two-component mixture to the queue of q = 4096 recent losses
 H = -log p and solves for the clipping threshold. On a realistic queue (clean
 H skewed near 0, noisy H spread over 1.5-6; `ogc_jax.testing.realistic_queue`)
-with 15%, 40% and 80% noise, this reports, for each of our two fits
-(`ogc_jax.fit_gmm` + `ogc_jax.solve_threshold` under one `jax.jit`, the queue
-already on the device, as inside the train step):
+with 15%, 40% and 80% noise, and on one from early in training under heavy
+noise, whose most likely mixture is a scale mixture
+(`ogc_jax.testing.scale_mixture_queue`, no target there), this reports, for
+each of our fits (`ogc_jax.fit_gmm` + `ogc_jax.solve_threshold` under one
+`jax.jit`, the queue already on the device, as inside the train step):
 
 * ``published``: the authors' fit made deterministic (at most 10 EM steps
   from the exact two-means split);
@@ -16,10 +18,6 @@ already on the device, as inside the train step):
 * ``conservative``, warm: the same fixed points, each one's threshold
   solved (at once) and the tightest ordered one kept, then its threshold
   solved again as every fit's is;
-* ``guarded``, warm: the published fit, and the conservative one where the
-  published mixture is not ordered: on the realistic queues it always is,
-  so a last row, `ogc_jax.testing.scale_mixture_queue` (early in training
-  under heavy noise), shows the cost where it is not;
 
 * the sequential trips of each refit, the cost on an accelerator, where the
   work of each trip is tiny: EM steps (the converged fit's loop trips are
@@ -43,8 +41,7 @@ already on the device, as inside the train step):
   converged fit, scikit-learn with ``n_init=5, tol=1e-10``
   (`ogc_jax.testing.sklearn_fit`) followed by the same threshold; for the
   conservative fit, scikit-learn's EM from its mixture
-  (`ogc_jax.testing.sklearn_fit_from_mixture`) and the same threshold; for
-  the guarded fit, the published fit's. The
+  (`ogc_jax.testing.sklearn_fit_from_mixture`) and the same threshold. The
   authors' column shows what their k-means start, grid and 10 bisection
   steps add to the published fit.
 
@@ -68,8 +65,7 @@ import threadpoolctl
 from benchmarks import common
 from ogc_jax import fit_gmm, losses, solve_threshold
 from ogc_jax import testing
-from ogc_jax.gmm import (DEFAULT_FIT, REG_COVAR, fit_gmm_counting_steps,
-                         is_ordered)
+from ogc_jax.gmm import DEFAULT_FIT, REG_COVAR, fit_gmm_counting_steps
 from ogc_jax.threshold import NUM_SEARCH_ROUNDS
 
 QUEUE_SIZE = 4096
@@ -82,8 +78,7 @@ MIN_SPEED_UP = 20
 OURS = {"published": ("published", False),
         "converged, warm": ("converged", True),
         "converged, cold": ("converged", False),
-        "conservative, warm": ("conservative", True),
-        "guarded, warm": ("guarded", True)}
+        "conservative, warm": ("conservative", True)}
 DEFAULT = (DEFAULT_FIT if DEFAULT_FIT == "published"
            else f"{DEFAULT_FIT}, warm")
 
@@ -112,17 +107,16 @@ def print_threadpools():
 
 def fit_kwargs(fit, base_loss, learning_rate):
   """`fit_gmm`'s arguments for ``fit``: the conservative one's threshold."""
-  if fit not in ("conservative", "guarded"):
+  if fit != "conservative":
     return dict(fit=fit)
   return dict(fit=fit, threshold_of=lambda gmm: solve_threshold(
       gmm, base_loss, learning_rate)[0])
 
 
-def search_rounds(fit, fallback):
+def search_rounds(fit):
   """Threshold search rounds in a refit: the conservative fit's candidates
-  too, and the guarded fit's where it falls back (``fallback``)."""
-  candidates = fit == "conservative" or (fit == "guarded" and fallback)
-  return NUM_SEARCH_ROUNDS * (2 if candidates else 1)
+  too."""
+  return NUM_SEARCH_ROUNDS * (2 if fit == "conservative" else 1)
 
 
 def references(h):
@@ -161,7 +155,7 @@ def main(argv=None):
 
   # (row label, queue, the previous refit's queue, a target row): the
   # previous queue has the same noise, another draw, as at each refit of
-  # training; the scale mixture is where the guarded fit falls back.
+  # training; on the scale mixture the conservative fit's choice differs.
   queues = [(f"{r:.0%}", testing.realistic_queue(r, seed=int(r * 100)),
              testing.realistic_queue(r, seed=int(r * 100) + 1), True)
             for r in noise_rates]
@@ -172,13 +166,12 @@ def main(argv=None):
     h_device = jax.device_put(h)
     previous = fit_gmm(h_previous)
     h64 = h.astype(np.float64)
-    fallback = not bool(is_ordered(fit_gmm(h, fit="published"), h))
     inits = {name: previous if warm else None
              for name, (_, warm) in OURS.items()}
 
     em_steps = {name: int(count[fit](h_device, inits[name], lr))
                 for name, (fit, _) in OURS.items()}
-    rounds = {name: search_rounds(fit, fallback)
+    rounds = {name: search_rounds(fit)
               for name, (fit, _) in OURS.items()}
     trips = {name: em_steps[name] + rounds[name] for name in OURS}
     trip_rows.append((row_label,) + tuple(
@@ -243,8 +236,6 @@ def main(argv=None):
             tau_ref[fit] = testing.threshold(
                 testing.sklearn_fit_from_mixture(h64, gmm, REG_COVAR),
                 derivative, learning_rate)[1]
-          if fit == "guarded":  # the published fit's, or the conservative's
-            tau_ref[fit] = tau_ref["conservative" if fallback else "published"]
           tau = float(solve[ours_name](h_device, inits[ours_name], lr_))
           cells.append(f"{abs(tau - tau_ref[fit]) / tau_ref[fit]:.1e}")
         tau_authors = testing.authors_threshold(authors_gmm, derivative,

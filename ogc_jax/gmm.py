@@ -58,8 +58,7 @@ median, whose wide "clean" component claims the highest losses, and whose
 noise-to-clean ratio meets the target without clipping; another fixed point
 splits off the samples the network has learned. ``fit="conservative"``
 keeps, of the fixed points whose noise posterior rises with the loss
-(`_ordered`), the one whose threshold is the tightest; ``fit="guarded"``
-keeps the published mixture unless it is not ordered.
+(`is_ordered`), the one whose threshold is the tightest.
 
 References:
   Varadhan & Roland, `Simple and globally convergent methods for
@@ -84,12 +83,12 @@ MAX_ITER = 300
 TOL = 1e-7
 PUBLISHED_MAX_ITER = 10  # the authors' GaussianMixture(max_iter=10)
 PUBLISHED_TOL = 1e-3  # scikit-learn's default tol
-Fit = Literal["converged", "published", "conservative", "guarded"]
-FITS: tuple[Fit, ...] = ("converged", "published", "conservative", "guarded")
+Fit = Literal["converged", "published", "conservative"]
+FITS: tuple[Fit, ...] = ("converged", "published", "conservative")
 # Fits that run EM to its fixed points from several starts (and ``init``).
-FIXED_POINT_FITS: tuple[Fit, ...] = ("converged", "conservative", "guarded")
+FIXED_POINT_FITS: tuple[Fit, ...] = ("converged", "conservative")
 # Fits that choose a mixture by its threshold (``threshold_of``).
-THRESHOLD_FITS: tuple[Fit, ...] = ("conservative", "guarded")
+THRESHOLD_FITS: tuple[Fit, ...] = ("conservative",)
 DEFAULT_FIT: Fit = "published"  # of fit_gmm, ogc and ogc_weights
 
 
@@ -404,50 +403,28 @@ def fit_gmm_counting_steps(
     weights, h = finite.astype(h.dtype), jnp.where(finite, h, 0.0)
   else:
     check_finite_losses(h, "fit_gmm")
-  if fit in ("published", "guarded"):
-    published = _published_fit(
+  if fit == "published":
+    return _published_fit(
         h, reg_covar, PUBLISHED_MAX_ITER if max_iter is None else max_iter,
         PUBLISHED_TOL if tol is None else tol, weights)
-    if fit == "published":
-      return published
-    theta = _as_theta(published[0], h.dtype)[None]
-
-    def conservative_if_ordered():
-      # The conservative fit where EM has an ordered fixed point; its steps
-      # are added to the published fit's.
-      gmm, steps, found = _fixed_point_fit(
-          h, init, "conservative", reg_covar, MAX_ITER, TOL, weights,
-          threshold_of)
-      gmm = jax.tree_util.tree_map(lambda a, b: jnp.where(found, a, b), gmm,
-                                   published[0])
-      return gmm, steps + published[1]
-
-    # The published mixture, unless it calls the highest losses clean.
-    return jax.lax.cond(_ordered(h, theta, weights)[0], lambda: published,
-                        conservative_if_ordered)
   return _fixed_point_fit(h, init, fit, reg_covar,
                           MAX_ITER if max_iter is None else max_iter,
-                          TOL if tol is None else tol, weights,
-                          threshold_of)[:2]
+                          TOL if tol is None else tol, weights, threshold_of)
 
 
 def _fixed_point_fit(h, init, fit, reg_covar, max_iter, tol, weights,
                      threshold_of):
-  """The converged or conservative fit: EM's fixed points, one kept.
-
-  Returns the `GMM`, the EM steps and whether the conservative choice found
-  an ordered fixed point (else it kept the most likely one).
-  """
+  """The converged or conservative fit: EM's fixed points, one kept."""
   starts = _initial_params(h, reg_covar, weights)
   if init is not None:
     starts = jnp.concatenate([starts, _as_theta(init, h.dtype)[None]])
   ends, logliks, num_steps = _fixed_points(h, starts, reg_covar, max_iter, tol,
                                            weights)
   if fit == "converged":
-    pick, found = jnp.argmax(logliks), jnp.asarray(False)
+    pick = jnp.argmax(logliks)
   else:
-    pick, found = _most_conservative(h, ends, logliks, weights, threshold_of)
-  return _as_gmm(ends[pick]), num_steps, found
+    pick, _ = _most_conservative(h, ends, logliks, weights, threshold_of)
+  return _as_gmm(ends[pick]), num_steps
 
 
 def _ordered(h, thetas, weights=None):
@@ -478,7 +455,7 @@ def is_ordered(gmm: GMM, h: chex.Array) -> chex.Array:
   assumes: the highest losses are the most likely noisy. A scale mixture
   (a narrow and a wide component around the same median, the wide one
   "clean") is not: it calls the highest losses clean. `fit_gmm`'s
-  conservative and guarded fits keep only ordered mixtures.
+  conservative fit keeps only ordered mixtures.
 
   Example:
     >>> import jax.numpy as jnp
@@ -698,11 +675,6 @@ def fit_gmm(h: chex.Array,
     ordered mixture EM finds in the queue, not only for the one that
     happened to be most likely. With no ordered fixed point, the converged
     fit.
-  * ``fit="guarded"``: the published fit, unless its mixture is not ordered
-    (it calls the highest losses clean, as early in training under heavy
-    noise, where it then clips nothing); then the conservative fit, where
-    EM has an ordered fixed point. ``max_iter`` and ``tol`` are the
-    published fit's; the fixed points' are the defaults.
 
   Args:
     h: 1-D array of losses H = -log p, e.g. the OGC queue, finite (compute
@@ -714,8 +686,7 @@ def fit_gmm(h: chex.Array,
     init: optional previous fit, a further candidate start of the converged
       fit (a warm start); one that is not a valid mixture (e.g. all zeros)
       is never chosen.
-    fit: ``"published"``, ``"converged"``, ``"conservative"`` or
-      ``"guarded"``, as above.
+    fit: ``"published"``, ``"converged"`` or ``"conservative"``, as above.
     reg_covar: variance floor added to both variances (as in
       ``sklearn.mixture.GaussianMixture``), > 0; it also keeps a degenerate
       queue, for example one of all-equal values, finite.
@@ -723,8 +694,7 @@ def fit_gmm(h: chex.Array,
       default).
     tol: threshold on the change of mean log-likelihood, a float >= 0
       (None: the fit's default).
-    threshold_of: for ``fit="conservative"`` and ``"guarded"`` only (and
-      required there): the
+    threshold_of: for ``fit="conservative"`` only (and required there): the
       probability threshold of a mixture, a jnp function of a `GMM`, e.g.
       ``lambda gmm: ogc_jax.solve_threshold(gmm, base_loss, lr)[0]``; the
       tightest is the largest.
@@ -737,8 +707,8 @@ def fit_gmm(h: chex.Array,
       concrete) a non-finite one, ``fit`` is not one of `FITS`, ``init`` is
       given to the published fit, ``reg_covar`` is not > 0, ``max_iter`` is
       not an integer >= 1, ``tol`` not a finite number >= 0, or
-      ``threshold_of`` is missing for the conservative or guarded fit or
-      given to another.
+      ``threshold_of`` is missing for the conservative fit or given to
+      another.
 
   Example:
     >>> import jax, jax.numpy as jnp

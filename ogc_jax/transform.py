@@ -400,11 +400,10 @@ def ogc_weights(base_loss: Callable[[chex.Array], chex.Array],
     fit: how the mixture is fitted at each refit (`ogc_jax.fit_gmm`):
       ``"published"`` (the default), the authors' code: at most 10 EM steps
       from the two-means split of the queue; ``"converged"``, EM to its
-      most likely fixed point, warm-started from the previous fit;
+      most likely fixed point, warm-started from the previous fit; or
       ``"conservative"``, of the same fixed points the ordered one (noise
       posterior rising with the loss) whose threshold, solved at the step's
-      rate and epsilon, is the tightest; or ``"guarded"``, the published
-      mixture unless it is not ordered, then the conservative one.
+      rate and epsilon, is the tightest.
     axis_name: inside ``jax.shard_map`` (or ``pmap``), the mesh axis or
       axes the batch is split along; None outside.
 
@@ -715,8 +714,7 @@ def ogc(base_loss: Callable[[chex.Array], chex.Array],
       (micro-batches under ``optax.MultiSteps``).
     queue_size: queue length (q), an integer >= 2.
     fit: the mixture fit at each refit, ``"published"`` (the default),
-      ``"converged"``, ``"conservative"`` or ``"guarded"`` (see
-      `ogc_weights`).
+      ``"converged"`` or ``"conservative"`` (see `ogc_weights`).
     axis_name: inside ``jax.shard_map``, the mesh axis or axes the batch is
       split along (see `ogc_weights`); the update is then the mean over
       every device's examples, the same on every device.

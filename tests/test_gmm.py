@@ -406,39 +406,28 @@ class FixedPointRuleTest(parameterized.TestCase):
     self.assertEqual([int(x) for x in gmm_lib._most_conservative(
         h, ends, logliks, None, ce_threshold())], [1, 0])
 
-  def test_guarded_is_the_published_fit_where_that_is_ordered(self):
-    for noise_rate in (0.15, 0.4, 0.8):
-      h = realistic_queue(noise_rate, seed=0)
-      published, steps = gmm_lib.fit_gmm_counting_steps(h, fit="published")
-      guarded, guarded_steps = gmm_lib.fit_gmm_counting_steps(
-          h, **fit_kwargs("guarded"))
-      chex.assert_trees_all_equal(guarded, published)
-      self.assertEqual(int(guarded_steps), int(steps))
-
-  def test_guarded_is_the_conservative_fit_where_published_is_not_ordered(
+  def test_conservative_clips_where_the_likeliest_mixture_is_a_scale_one(
       self):
     # Early under heavy noise the published fit stops near the scale
-    # mixture, which calls the highest losses clean and clips nothing.
+    # mixture and the converged fit is it: both call the highest losses
+    # clean and clip nothing; the conservative fit splits off the learned
+    # group and clips.
     h = scale_mixture_queue()
     threshold_of = ce_threshold()
-    published, published_steps = gmm_lib.fit_gmm_counting_steps(
-        h, fit="published")
-    grid = np.linspace(float(published.mean_clean), h.max(), 1001)
-    self.assertFalse(np.all(np.diff(noisy_log_odds_f64(published, grid))
-                            >= 0))
-    self.assertEqual(float(threshold_of(published)), np.float32(1e-7))
-    guarded, steps = gmm_lib.fit_gmm_counting_steps(
-        h, **fit_kwargs("guarded"))
-    conservative, conservative_steps = gmm_lib.fit_gmm_counting_steps(
-        h, **fit_kwargs("conservative"))
-    chex.assert_trees_all_close(guarded, conservative, rtol=1e-5)
-    self.assertEqual(int(steps), int(published_steps + conservative_steps))
-    self.assertGreater(float(threshold_of(guarded)), 0.2)  # it clips
-    self.assertTrue(is_em_fixed_point(guarded, h))
+    for fit in ("published", "converged"):
+      gmm = fit_gmm(h, fit=fit)
+      self.assertFalse(bool(gmm_lib.is_ordered(gmm, h)), fit)
+      grid = np.linspace(float(gmm.mean_clean), h.max(), 1001)
+      self.assertFalse(np.all(np.diff(noisy_log_odds_f64(gmm, grid)) >= 0))
+      self.assertEqual(float(threshold_of(gmm)), np.float32(1e-7), fit)
+    conservative = fit_gmm(h, **fit_kwargs("conservative"))
+    self.assertTrue(bool(gmm_lib.is_ordered(conservative, h)))
+    self.assertGreater(float(threshold_of(conservative)), 0.2)  # it clips
+    self.assertTrue(is_em_fixed_point(conservative, h))
 
   def test_threshold_of_goes_with_the_conservative_fit_only(self):
     h = realistic_queue(0.4, seed=1)
-    for fit in ("conservative", "guarded"):
+    for fit in gmm_lib.THRESHOLD_FITS:
       with pytest.raises(ValueError, match="need `threshold_of`.*got"
                          f" fit='{fit}' with threshold_of=None"):
         fit_gmm(h, fit=fit)

@@ -123,8 +123,7 @@ class UpdateScheduleTest(parameterized.TestCase):
     tau_ref = testing.threshold(cold, testing.ce_derivative, 0.01)[1]
     np.testing.assert_allclose(state.tau, tau_ref, rtol=1e-3)
 
-  @parameterized.parameters("converged", "published", "conservative",
-                            "guarded")
+  @parameterized.parameters("converged", "published", "conservative")
   def test_each_refit_is_the_chosen_fit_of_the_queue(self, fit):
     # The published fit starts cold at every refit: its mixture is that of
     # the queue alone. The converged and conservative ones start warm and
@@ -139,7 +138,7 @@ class UpdateScheduleTest(parameterized.TestCase):
       _, state = update(jnp.exp(-jnp.asarray(h)), state, learning_rate=0.01)
     self.assertEqual(int(state.num_threshold_updates), 2)
     threshold_of = None
-    if fit in ("conservative", "guarded"):
+    if fit == "conservative":
       threshold_of = lambda gmm: ogc_jax.solve_threshold(
           gmm, losses.cross_entropy, 0.01)[0]
     expected = ogc_jax.fit_gmm(state.queue, fit=fit, threshold_of=threshold_of)
@@ -880,7 +879,7 @@ class BadInputTest(parameterized.TestCase):
       (dict(queue_size=16.0), r"`queue_size` must be an integer >= 2, got 16\.0"),
       (dict(queue_size=np.float32(64)), r"`queue_size` must be an integer"),
       (dict(epsilon=float("inf")), r"`epsilon` must be a finite scalar >= 0 \(a float or an array\), got inf"),
-      (dict(fit="sklearn"), r"`fit` must be one of \('converged', 'published', 'conservative', 'guarded'\), got 'sklearn'"),
+      (dict(fit="sklearn"), r"`fit` must be one of \('converged', 'published', 'conservative'\), got 'sklearn'"),
   )
   def test_argument_errors_name_the_argument_and_value(self, kwargs, message):
     for make in (ogc_jax.ogc, ogc_jax.ogc_weights):

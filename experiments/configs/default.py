@@ -67,10 +67,9 @@ HELP = {
     'ogc.queue_size': 'recent losses H = -log p the mixture is fitted to',
     'ogc.fit': "the mixture fit of each refit (ogc_jax.fit_gmm): 'published' "
                "(the authors' code: at most 10 EM steps from the two-means "
-               "split), 'converged' (EM's most likely fixed point), "
+               "split), 'converged' (EM's most likely fixed point) or "
                "'conservative' (the ordered fixed point with the tightest "
-               "threshold) or 'guarded' (published, unless its mixture is "
-               "not ordered, then conservative)",
+               "threshold)",
     # Model and optimisation.
     'model': "'resnet18', 'resnet34', 'small_cnn' or 'mlp'",
     'dtype': 'compute dtype: float32 | bfloat16 (parameters stay float32)',
