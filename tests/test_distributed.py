@@ -68,12 +68,26 @@ def launch(workdir, args, num_processes):
   return outputs
 
 
+TENSORBOARD_FILES = os.path.join('tensorboard', 'events.out.tfevents.*')
+
+
+def event_files(workdir):
+  """The TensorBoard event files of a workdir (one per start of a writer)."""
+  return os.listdir(os.path.join(workdir, 'tensorboard'))
+
+
 def files(workdir):
-  """Relative paths of the workdir's files, checkpoints' insides aside."""
+  """Relative paths of the workdir's files, checkpoints' insides aside.
+
+  TensorBoard's event files, named by time and host, are one pattern.
+  """
   found = set()
   for root, _, names in os.walk(workdir):
     rel = os.path.relpath(root, workdir)
     if rel.split(os.sep)[0] == workdir_lib.CHECKPOINTS_DIR:
+      continue
+    if rel == 'tensorboard':
+      found.add(TENSORBOARD_FILES)
       continue
     found.update(os.path.normpath(os.path.join(rel, n)) for n in names)
   return found
@@ -115,7 +129,9 @@ def test_two_processes_equal_one_process_and_write_one_set_of_files(
   assert files(two) == files(one) == {
       'config.json', 'metrics.jsonl', 'result.json', 'label_issues.csv',
       os.path.join('queues', 'epoch_0001.npy'),
-      os.path.join('queues', 'epoch_0002.npy')}
+      os.path.join('queues', 'epoch_0002.npy'), TENSORBOARD_FILES}
+  # Process 0 alone writes the summaries.
+  assert len(event_files(two)) == len(event_files(one)) == 1
   # The list scores every training example in both layouts (process 0
   # writes it from the logits of all processes' devices).
   lists = [(w / 'label_issues.csv').read_text().splitlines() for w in (one, two)]

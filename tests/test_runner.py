@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from experiments import environment
 from sweeps import runner
 from tests.conftest import alive
 from tests.conftest import fake_runs
