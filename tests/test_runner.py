@@ -6,6 +6,7 @@ mid-sweep, is tests/test_ray_cluster.py.
 
 import _thread
 import io
+import signal
 import threading
 import time
 
@@ -75,8 +76,15 @@ def test_ctrl_c_cancels_the_runs_and_kills_their_processes(tmp_path,
 
   threading.Thread(target=interrupt_once_started, daemon=True).start()
   out = io.StringIO()
-  outcome = runner.execute(runs, 'config.py', jobs=1,
-                           env=environment.child_env(tmp_path, 1), out=out)
+  # Ctrl-C as a terminal delivers it, also where this process started with
+  # SIGINT ignored (a background job of a script), where interrupt_main
+  # would do nothing.
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    outcome = runner.execute(runs, 'config.py', jobs=1,
+                             env=environment.child_env(tmp_path, 1), out=out)
+  finally:
+    signal.signal(signal.SIGINT, previous)
   assert outcome.interrupted and outcome.stopped == [runs[0]]
   assert outcome.not_started == [runs[1]]
   assert ('[1/2] slow symmetric:0.4 seed 0: stopped unfinished by an '
