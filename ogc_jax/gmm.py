@@ -423,7 +423,7 @@ def _fixed_point_fit(h, init, fit, reg_covar, max_iter, tol, weights,
   if fit == "converged":
     pick = jnp.argmax(logliks)
   else:
-    pick, _ = _most_conservative(h, ends, logliks, weights, threshold_of)
+    pick = _most_conservative(h, ends, logliks, weights, threshold_of)
   return _as_gmm(ends[pick]), num_steps
 
 
@@ -477,7 +477,7 @@ def _most_conservative(h, ends, logliks, weights, threshold_of):
   tightest is the largest. Only fixed points whose components each hold at
   least two samples' weight count. Ties (e.g. several that clip nothing) go
   to the most likely. With no such ordered fixed point, the most likely of
-  all. Returns the index and whether an ordered fixed point was found.
+  all.
   """
   n = h.shape[0] if weights is None else jnp.sum(weights)
   # A component of less than two samples' weight has no variance of its own
@@ -489,9 +489,9 @@ def _most_conservative(h, ends, logliks, weights, threshold_of):
   ordered = ordered & jnp.isfinite(p_thresholds)
   tightest = jnp.max(jnp.where(ordered, p_thresholds, -jnp.inf))
   chosen = ordered & (p_thresholds == tightest)
-  found = jnp.any(ordered)
-  return jnp.where(found, jnp.argmax(jnp.where(chosen, logliks, -jnp.inf)),
-                   jnp.argmax(logliks)), found
+  return jnp.where(jnp.any(ordered),
+                   jnp.argmax(jnp.where(chosen, logliks, -jnp.inf)),
+                   jnp.argmax(logliks))
 
 
 def check_finite_losses(h, caller: str) -> None:
@@ -650,7 +650,7 @@ def fit_gmm(h: chex.Array,
             threshold_of: Optional[Callable[[GMM], chex.Array]] = None) -> GMM:
   """Fits a two-component Gaussian mixture to H = -log p by EM.
 
-  The E- and M-steps are closed form, and both fits are deterministic:
+  The E- and M-steps are closed form, and every fit is deterministic:
 
   * ``fit="published"`` (the default; the authors' code): plain EM from the
     optimal two-means split, stopped as scikit-learn stops it, after
@@ -684,8 +684,8 @@ def fit_gmm(h: chex.Array,
       holds them (with fewer than two finite values no mixture exists and
       every field is NaN).
     init: optional previous fit, a further candidate start of the converged
-      fit (a warm start); one that is not a valid mixture (e.g. all zeros)
-      is never chosen.
+      and conservative fits (a warm start); one that is not a valid mixture
+      (e.g. all zeros) is never chosen.
     fit: ``"published"``, ``"converged"`` or ``"conservative"``, as above.
     reg_covar: variance floor added to both variances (as in
       ``sklearn.mixture.GaussianMixture``), > 0; it also keeps a degenerate

@@ -279,8 +279,9 @@ def _refit_rule(base_loss, fit):
   """
 
   def refit(state: OGCState, lr, epsilon):
-    # The converged fit starts warm: the last fit is one more candidate start
-    # of EM. The published one starts from the two-means split every time.
+    # The fixed-point fits start warm: the last fit is one more candidate
+    # start of EM. The published one starts from the two-means split every
+    # time. The conservative fit chooses by OGC's own threshold.
     threshold_of = None
     if fit in THRESHOLD_FITS:
       threshold_of = lambda g: solve_threshold(g, base_loss, lr, epsilon)[0]
