@@ -10,10 +10,9 @@ them.
 """
 
 import numbers
-import pathlib
 from typing import Iterator
 
-SUMMARIES_DIR = 'tensorboard'
+from experiments import workdir as workdir_lib
 
 
 def scalars(row: dict, prefix: str = '') -> Iterator[tuple[str, float]]:
@@ -35,13 +34,13 @@ def scalars(row: dict, prefix: str = '') -> Iterator[tuple[str, float]]:
 
 
 class Summaries:
-  """Writes each epoch's row as TensorBoard scalars; a context manager."""
+  """Writes each epoch's row as TensorBoard scalars."""
 
   def __init__(self, workdir):
     # Imported here: only a run that writes summaries needs tensorboardX.
     import tensorboardX  # pylint: disable=g-import-not-at-top
     self.writer = tensorboardX.SummaryWriter(
-        str(pathlib.Path(workdir) / SUMMARIES_DIR))
+        str(workdir_lib.summaries_dir(workdir)))
 
   def write(self, row: dict) -> None:
     """Writes ``row``'s numbers at step ``row['epoch']`` and flushes."""
@@ -53,9 +52,3 @@ class Summaries:
 
   def close(self) -> None:
     self.writer.close()
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    self.close()

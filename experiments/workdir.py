@@ -45,6 +45,7 @@ CONFIG_FILE = 'config.json'
 METRICS_FILE = 'metrics.jsonl'
 RESULT_FILE = 'result.json'
 QUEUES_DIR = 'queues'
+SUMMARIES_DIR = 'tensorboard'
 CHECKPOINTS_DIR = 'checkpoints'
 # A sweep's record of the settings it ran with, to catch a root reused with
 # different settings (its finished runs would otherwise be silently reused).
@@ -209,6 +210,11 @@ def label_issues_sheet_path(workdir) -> pathlib.Path:
 
 def heldout_path(workdir) -> pathlib.Path:
   return pathlib.Path(workdir) / HELDOUT_FILE
+
+
+def summaries_dir(workdir) -> pathlib.Path:
+  """``WORKDIR/tensorboard/``, the TensorBoard event files."""
+  return pathlib.Path(workdir) / SUMMARIES_DIR
 
 
 def queue_path(workdir, epoch: int) -> pathlib.Path:

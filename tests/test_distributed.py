@@ -68,12 +68,13 @@ def launch(workdir, args, num_processes):
   return outputs
 
 
-TENSORBOARD_FILES = os.path.join('tensorboard', 'events.out.tfevents.*')
+TENSORBOARD_FILES = os.path.join(workdir_lib.SUMMARIES_DIR,
+                                 'events.out.tfevents.*')
 
 
 def event_files(workdir):
   """The TensorBoard event files of a workdir (one per start of a writer)."""
-  return os.listdir(os.path.join(workdir, 'tensorboard'))
+  return os.listdir(workdir_lib.summaries_dir(workdir))
 
 
 def files(workdir):
@@ -86,7 +87,7 @@ def files(workdir):
     rel = os.path.relpath(root, workdir)
     if rel.split(os.sep)[0] == workdir_lib.CHECKPOINTS_DIR:
       continue
-    if rel == 'tensorboard':
+    if rel == workdir_lib.SUMMARIES_DIR:
       found.add(TENSORBOARD_FILES)
       continue
     found.update(os.path.normpath(os.path.join(rel, n)) for n in names)

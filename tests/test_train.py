@@ -38,7 +38,7 @@ def read_summaries(workdir):
   """
   import struct  # pylint: disable=g-import-not-at-top
   from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
-  folder = os.path.join(workdir, 'tensorboard')
+  folder = workdir_lib.summaries_dir(workdir)
   series = {}
   for name in sorted(os.listdir(folder)):
     with open(os.path.join(folder, name), 'rb') as f:
