@@ -223,6 +223,9 @@ def main(argv=None):
               fit_gmm(h, init, **fit_kwargs(fit, base_loss, lr)), base_loss,
               lr)[1])
                for ours_name, (fit, _) in OURS.items()}
+      conservative_fit = jax.jit(lambda h, init, lr, base_loss=base_loss:
+                                 fit_gmm(h, init, **fit_kwargs(
+                                     "conservative", base_loss, lr)))
       cells = []
       for learning_rate in learning_rates:
         lr_ = jnp.float32(learning_rate)
@@ -230,9 +233,7 @@ def main(argv=None):
                                           learning_rate)[1] for fit in refs}
         for ours_name, (fit, _) in OURS.items():
           if fit == "conservative":  # EM's fixed point next to its choice
-            gmm = jax.jit(lambda h, init, lr, base_loss=base_loss: fit_gmm(
-                h, init, **fit_kwargs("conservative", base_loss, lr)))(
-                    h_device, inits[ours_name], lr_)
+            gmm = conservative_fit(h_device, inits[ours_name], lr_)
             tau_ref[fit] = testing.threshold(
                 testing.sklearn_fit_from_mixture(h64, gmm, REG_COVAR),
                 derivative, learning_rate)[1]

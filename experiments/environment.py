@@ -18,7 +18,6 @@ SINGLE_THREAD_XLA_FLAGS = (
 GPU_MEMORY_FRACTION = 0.9
 
 
-
 def child_env(root, jobs: int, gpu_share: Optional[float] = None
               ) -> dict[str, str]:
   """The environment of the training processes.

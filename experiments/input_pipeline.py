@@ -74,8 +74,11 @@ class Data(NamedTuple):
   heldout: Examples | None = None
 
 
-def check_dataset(config) -> None:
+def check_dataset(config) -> data_lib.DatasetName:
   """The dataset's name, its label options and its noise, without loading it.
+
+  Returns:
+    The name as `experiments.data.parse_dataset_name` reads it.
 
   Raises:
     ConfigError: an unknown dataset, a label option it does not take, or
@@ -121,6 +124,7 @@ def check_dataset(config) -> None:
         f'config.noise.kind={config.noise.kind!r} with rate '
         f'{config.noise.rate!r} would add more; set --config.noise.kind=none '
         '--config.noise.rate=0.')
+  return parsed
 
 
 def check_holdout(config) -> None:
@@ -185,7 +189,7 @@ def load_data(config) -> Data:
     ConfigError: `check_dataset`, `check_holdout` or
       `experiments.noise.settings` refuses the config.
   """
-  check_dataset(config)
+  dataset_name = check_dataset(config)
   check_holdout(config)
   noise_settings = noise_lib.settings(config)
   cache_dir = config.cache_dir or os.path.join(
@@ -217,8 +221,8 @@ def load_data(config) -> Data:
                               features=images)
   known = (dataset.train_clean_labels is not None
            or noise_settings.kind != 'none')
-  folder = (dataset.name if data_lib.parse_dataset_name(config.dataset).kind
-            in ('folder', 'cifar10_jpeg') else None)
+  folder = (dataset.name if dataset_name.kind in ('folder', 'cifar10_jpeg')
+            else None)
   data = Data(dataset, images, noise.labels, true, noise, indices, known,
               folder)
   if not config.holdout.folds:

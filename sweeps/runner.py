@@ -22,7 +22,6 @@ import tempfile
 import time
 from typing import NamedTuple, Optional, Sequence
 
-from experiments import environment
 from experiments import workdir as workdir_lib
 from sweeps import grid
 from sweeps import node
