@@ -4,7 +4,10 @@ Method entries are ``METHOD[@KEY=VALUE]...[:LABEL]``: the ``@`` overrides
 apply to that method's runs only (on top of ``--set``), and the optional label
 replaces the entry in the table. Values may not contain ``,``, ``@`` or
 ``:``. Noise settings are ``KIND:RATE`` with KIND one of ``none``,
-``symmetric``, ``asymmetric``, ``instance`` (``none`` needs no rate). Each run
+``symmetric``, ``asymmetric``, ``instance`` (``none`` needs no rate), or
+``labels:PATH``: the training labels of a ``path,label`` CSV (``labels_csv``,
+for image folders; real annotators' labels such as CIFAR-10N) and no
+synthetic noise. Each run
 has its own workdir, ``ROOT/<method entry>/<kind>_<rate>/seed_<seed>``
 (`run_dir`).
 """
@@ -12,13 +15,15 @@ has its own workdir, ``ROOT/<method entry>/<kind>_<rate>/seed_<seed>``
 import collections
 import pathlib
 import re
-from typing import NamedTuple, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 from experiments import noise
 from experiments import workdir as workdir_lib
 
 # Keys the sweep sets itself, from the grid; an override may not touch them.
 GRID_KEYS = ('method', 'noise.kind', 'noise.rate', 'seed')
+# Set by a `labels:PATH` column; elsewhere an override may set it.
+LABELS_KEY = 'labels_csv'
 
 _METHOD_NAME = re.compile(r'[A-Za-z][A-Za-z0-9_]*')
 _CONFIG_KEY = re.compile(r'[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*')
@@ -40,26 +45,56 @@ class Method(NamedTuple):
   label: str
 
 
+# The column kind of a labels CSV: not a kind of `experiments.noise`.
+LABELS = 'labels'
+
+
 class Noise(NamedTuple):
-  """A column of the sweep: a label-noise kind and rate."""
+  """A column of the sweep: a label-noise kind and rate, or a labels CSV.
+
+  Attributes:
+    kind: one of `experiments.noise.KINDS`, or `LABELS`.
+    rate: the synthetic noise rate (0 for ``none`` and `LABELS`).
+    labels_csv: for `LABELS`, the CSV's path as given (relative paths are
+      from the repository root, where the runs start); else None.
+  """
   kind: str
   rate: float
+  labels_csv: Optional[str] = None
 
   @property
   def spec(self) -> str:
-    """The canonical ``KIND:RATE`` spelling, e.g. ``symmetric:0.4``."""
+    """The canonical spelling, e.g. ``symmetric:0.4`` or ``labels:PATH``."""
+    if self.kind == LABELS:
+      return f'{LABELS}:{self.labels_csv}'
     return f'{self.kind}:{self.rate:g}'
 
   @property
+  def _labels_name(self) -> str:
+    return pathlib.PurePath(self.labels_csv).stem
+
+  @property
   def dirname(self) -> str:
+    if self.kind == LABELS:
+      return workdir_lib.safe_name(f'{LABELS}_{self._labels_name}')
     return f'{self.kind}_{self.rate:g}'
 
   @property
   def column(self) -> str:
-    """The table header, e.g. ``symmetric 40%``."""
+    """The table header, e.g. ``symmetric 40%`` or ``aggre labels``."""
+    if self.kind == LABELS:
+      return f'{self._labels_name} labels'
     if self.kind == 'none':
       return 'none'
     return f'{self.kind} {self.rate * 100:g}%'
+
+  @property
+  def overrides(self) -> dict[str, str]:
+    """The ``--config.*`` values that select this column."""
+    if self.kind == LABELS:
+      return {'noise.kind': 'none', 'noise.rate': '0.0',
+              'labels_csv': self.labels_csv}
+    return {'noise.kind': self.kind, 'noise.rate': repr(self.rate)}
 
 
 def parse_override(text: str, where: str) -> tuple[str, str]:
@@ -132,25 +167,37 @@ def parse_method(entry: str) -> Method:
 
 
 def parse_noise(spec: str) -> Noise:
-  """Parses a noise setting ``KIND:RATE`` (or ``none``).
+  """Parses a noise setting ``KIND:RATE`` (or ``none``, or ``labels:PATH``).
 
   Args:
-    spec: e.g. ``symmetric:0.4``, ``instance:0.2``, ``none``.
+    spec: e.g. ``symmetric:0.4``, ``instance:0.2``, ``none``,
+      ``labels:../shared/data/cifar10n/aggre.csv``.
 
   Returns:
-    The parsed `Noise`; ``none`` has rate 0.
+    The parsed `Noise`; ``none`` and ``labels`` have rate 0.
 
   Raises:
-    ValueError: a missing rate or one that is not a number, or a setting
+    ValueError: a missing rate or one that is not a number, a setting
       `experiments.noise.check_kind_and_rate` refuses (an unknown kind, a
-      rate outside [0, 1), a non-zero rate for ``none``).
+      rate outside [0, 1), a non-zero rate for ``none``), or ``labels``
+      without a path. (Whether the file exists is the run's check, at
+      `experiments.validate`.)
 
   Example:
     >>> parse_noise('asymmetric:0.40')
-    Noise(kind='asymmetric', rate=0.4)
+    Noise(kind='asymmetric', rate=0.4, labels_csv=None)
+    >>> real = parse_noise('labels:data/cifar10n/aggre.csv')
+    >>> real.dirname, real.column
+    ('labels_aggre', 'aggre labels')
   """
   kind, sep, rate_text = spec.strip().partition(':')
   kind, rate_text = kind.strip(), rate_text.strip()
+  if kind == LABELS:
+    if not rate_text or not pathlib.PurePath(rate_text).stem:
+      raise ValueError(
+          f'noise setting {spec!r} has no CSV path; expected '
+          f'{LABELS}:PATH, e.g. {LABELS}:data/cifar10n/aggre.csv')
+    return Noise(LABELS, 0.0, rate_text)
   try:
     noise.check_kind(kind, 'kind')
   except ValueError as e:
@@ -249,8 +296,16 @@ def plan_runs(root, methods, noises, seeds, set_overrides: dict[str, str]
   for method in methods:
     for noise in noises:
       for seed in seeds:
-        overrides = {'method': method.name, 'noise.kind': noise.kind,
-                     'noise.rate': repr(noise.rate), 'seed': str(seed)}
+        overrides = {'method': method.name, **noise.overrides,
+                     'seed': str(seed)}
+        if noise.kind == LABELS:
+          for where, given in (('--set', set_overrides),
+                               (f'method entry {method.entry!r}',
+                                dict(method.overrides))):
+            if LABELS_KEY in given:
+              raise ValueError(
+                  f'{where} sets {LABELS_KEY!r}, which the column '
+                  f'{noise.spec!r} sets')
         overrides.update(set_overrides)
         overrides.update(method.overrides)
         runs.append(Run(len(runs) + 1, method, noise, seed,

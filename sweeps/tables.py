@@ -167,7 +167,7 @@ def render_table(results: Sequence[RunResult],
 
 CSV_FIELDS = ('method', 'label', 'noise_kind', 'noise_rate', 'seed',
               'final_test_accuracy', 'best_test_accuracy', 'wall_time_s',
-              'num_epochs', 'true_noise_rate', 'workdir')
+              'num_epochs', 'true_noise_rate', 'labels_csv', 'workdir')
 
 
 def write_csv(results: Sequence[RunResult], path) -> None:
@@ -185,7 +185,7 @@ def write_csv(results: Sequence[RunResult], path) -> None:
         r.method.entry, r.method.label, r.noise.kind, f'{r.noise.rate:g}',
         r.seed, repr(r.final_test_accuracy), repr(r.best_test_accuracy),
         f'{r.wall_time_s:.3f}', r.num_epochs, repr(r.true_noise_rate),
-        runner.repo_relative(r.workdir)])
+        r.noise.labels_csv or '', runner.repo_relative(r.workdir)])
   workdir_lib.write_atomic(path, text.getvalue())
 
 
@@ -194,7 +194,8 @@ def read_csv(path) -> dict[tuple[str, str], dict[int, float]]:
   finals = collections.defaultdict(dict)
   with open(path, newline='') as f:
     for row in csv.DictReader(f):
-      noise = grid.Noise(row['noise_kind'], float(row['noise_rate']))
+      noise = grid.Noise(row['noise_kind'], float(row['noise_rate']),
+                         row.get('labels_csv') or None)
       finals[row['method'], noise.dirname][int(row['seed'])] = float(
           row['final_test_accuracy'])
   return dict(finals)

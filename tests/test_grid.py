@@ -111,3 +111,38 @@ def test_check_grid_rejects_collisions():
     grid.check_grid([ce, grid.parse_method('gce:ce')], [noise], [0])
   with pytest.raises(ValueError, match='--seeds is empty'):
     grid.check_grid([ce], [noise], [])
+
+
+def test_labels_column_runs_without_synthetic_noise():
+  # A column of real labels: the CSV replaces the training labels and no
+  # synthetic noise is added on top of them.
+  real = grid.parse_noise(' labels : data/cifar10n/random1.csv ')
+  assert real == grid.Noise('labels', 0.0, 'data/cifar10n/random1.csv')
+  assert (real.spec, real.dirname, real.column) == (
+      'labels:data/cifar10n/random1.csv', 'labels_random1', 'random1 labels')
+  run, = grid.plan_runs('r', [grid.parse_method('ce')], [real], [2],
+                        {'dataset': 'cifar10_jpeg'})
+  assert run.overrides == {
+      'method': 'ce', 'noise.kind': 'none', 'noise.rate': '0.0',
+      'labels_csv': 'data/cifar10n/random1.csv', 'seed': '2',
+      'dataset': 'cifar10_jpeg'}
+  assert run.workdir == pathlib.Path('r/ce/labels_random1/seed_2')
+  # Two CSVs of the same name would share a workdir and a column.
+  with pytest.raises(ValueError, match='noise settings repeat'):
+    grid.check_grid([grid.parse_method('ce')],
+                    [real, grid.parse_noise('labels:other/random1.csv')], [0])
+  # The column sets labels_csv; an override may not set it again.
+  with pytest.raises(ValueError, match="--set sets 'labels_csv'"):
+    grid.plan_runs('r', [grid.parse_method('ce')], [real], [0],
+                   {'labels_csv': 'x.csv'})
+  with pytest.raises(ValueError, match="entry 'ce@labels_csv=x.csv' sets"):
+    grid.plan_runs('r', [grid.parse_method('ce@labels_csv=x.csv')], [real],
+                   [0], {})
+  # Where no column sets it, an override may.
+  run, = grid.plan_runs('r', [grid.parse_method('ce')],
+                        [grid.parse_noise('symmetric:0.2')], [0],
+                        {'labels_csv': 'x.csv'})
+  assert run.overrides['labels_csv'] == 'x.csv'
+  for spec in ('labels', 'labels:', 'labels: '):
+    with pytest.raises(ValueError, match='has no CSV path'):
+      grid.parse_noise(spec)

@@ -116,7 +116,8 @@ def test_write_csv_rows(tmp_path):
       'method': 'ogc_ce@ogc.epsilon=5', 'label': 'OGC-CE',
       'noise_kind': 'instance', 'noise_rate': '0.4', 'seed': '1',
       'final_test_accuracy': '0.6', 'best_test_accuracy': '0.61',
-      'wall_time_s': '11.000', 'num_epochs': '5', 'true_noise_rate': '0.399'}
+      'wall_time_s': '11.000', 'num_epochs': '5', 'true_noise_rate': '0.399',
+      'labels_csv': ''}
   assert row['workdir'].endswith('ogc_ce+ogc.epsilon=5/instance_0.4/seed_1')
   # Relative to the repository where the run lies in it, so that a
   # committed CSV names no machine's folders.
