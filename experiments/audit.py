@@ -18,9 +18,17 @@ Trains the run, or reuses the finished run in the workdir, and writes there:
 * ``label_issues.png``: the ``--top`` suspects' images, to check them by
   eye, each with its rank, path (or index), given and predicted label,
   score and margin, as in the list.
+* ``noise_transition.png``, where the true labels are known: the realised
+  noise-transition matrix, the share of each true class (row) given each
+  label (column), to see what kind of noise it is; its title sets the
+  realised noise rate beside the list's estimate (the fraction it flags).
 
-It prints where they are and, where the true labels are known (synthetic
-noise), how well the list finds the wrong ones. A bad flag, key or value is
+The true labels are known under synthetic noise, and for an image folder
+trained on a labels CSV (``--config.labels_csv``, e.g. CIFAR-10N's human
+labels over the CIFAR-10 image folder): then the folders are the truth.
+
+It prints where they are and, where the true labels are known, how well the
+list finds the wrong ones. A bad flag, key or value is
 one line, ``error: ...``, as for the training.
 """
 
@@ -84,10 +92,22 @@ def audit(config, workdir: str, top: int = 64) -> dict:
   workdir_lib.write_atomic(png, lambda f: figure.savefig(f, format='png',
                                                          dpi=150))
   plt.close(figure)
-  return {'csv': workdir_lib.label_issues_path(workdir), 'png': png,
-          'measures': measures, 'flagged': int(np.sum(table['flagged'])),
-          'examples': len(table['index']),
-          'shown': min(top, len(table['index']))}
+  report = {'csv': workdir_lib.label_issues_path(workdir), 'png': png,
+            'measures': measures, 'flagged': int(np.sum(table['flagged'])),
+            'examples': len(table['index']),
+            'shown': min(top, len(table['index'])), 'transition_png': None,
+            'true_noise_rate': None}
+  if data.true_labels_known:
+    report['true_noise_rate'] = data.noise.noise_rate
+    report['transition_png'] = workdir_lib.noise_transition_path(workdir)
+    figure = plot_transition(
+        data.noise.transition_matrix, data.dataset.class_names,
+        data.noise.noise_rate, report['flagged'] / report['examples'])
+    workdir_lib.write_atomic(
+        report['transition_png'],
+        lambda f: figure.savefig(f, format='png', dpi=120))
+    plt.close(figure)
+  return report
 
 
 def restore_run_end(config, workdir) -> tuple[methods.Method, methods.RunEnd]:
@@ -199,6 +219,43 @@ def plot_label_issues(images, ranks, names, given, predicted, scores,
   return fig
 
 
+def plot_transition(matrix, class_names: Sequence[str], noise_rate: float,
+                    flagged_rate: float) -> plt.Figure:
+  """The realised noise-transition matrix as a grid of percentages.
+
+  Args:
+    matrix: ``[C, C]``, row ``i`` the share of true class ``i`` given each
+      label (`experiments.noise.NoisyLabels.transition_matrix`).
+    class_names: the name of each class.
+    noise_rate: the realised fraction of wrong labels.
+    flagged_rate: the fraction of examples the list flags, its estimate of
+      the noise rate.
+  """
+  matrix = 100 * np.asarray(matrix, float)
+  size = len(class_names)
+  fig, ax = plt.subplots(figsize=(1.0 + 0.62 * size, 0.8 + 0.55 * size))
+  off = matrix * (1 - np.eye(size))  # colour the flows, not the diagonal
+  top = max(off.max(), 1e-9)
+  ax.imshow(off, cmap='Reds', vmin=0, vmax=top)
+  for i in range(size):
+    for j in range(size):
+      if matrix[i, j] >= 0.05:
+        color = ('grey' if i == j else
+                 'white' if off[i, j] > 0.6 * top else 'black')
+        ax.text(j, i, f'{matrix[i, j]:.1f}', ha='center', va='center',
+                fontsize=7, color=color)
+  ax.set_xticks(range(size), class_names, rotation=60, ha='right',
+                fontsize=7)
+  ax.set_yticks(range(size), class_names, fontsize=7)
+  ax.set_xlabel('given label')
+  ax.set_ylabel('true class')
+  ax.set_title(f'% of each true class given each label\nwrong labels '
+               f'{100 * noise_rate:.2f}%, flagged by the list '
+               f'{100 * flagged_rate:.2f}%', fontsize=8)
+  fig.tight_layout()
+  return fig
+
+
 def describe(report: dict) -> list[str]:
   """The lines the command prints about an `audit`."""
   lines = [f"{report['csv']}: {report['examples']} training examples, "
@@ -211,6 +268,11 @@ def describe(report: dict) -> list[str]:
         f"{m['auroc']:.3f}, average precision {m['average_precision']:.3f}, "
         f"F1 {m['f1']:.3f} (precision {m['precision']:.3f}, recall "
         f"{m['recall']:.3f})")
+  if report.get('transition_png') is not None:
+    lines.append(
+        f"{report['transition_png']}: true class against given label; "
+        f"{100 * report['true_noise_rate']:.2f}% of the labels are wrong, "
+        f"the list flags {100 * report['flagged'] / report['examples']:.2f}%")
   return lines
 
 

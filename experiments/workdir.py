@@ -53,6 +53,7 @@ SWEEP_ARGS_FILE = 'sweep_args.json'
 LOG_FILE = 'log.txt'
 LABEL_ISSUES_FILE = 'label_issues.csv'
 LABEL_ISSUES_SHEET = 'label_issues.png'
+NOISE_TRANSITION_PLOT = 'noise_transition.png'
 HELDOUT_FILE = 'heldout_probs.npz'
 # A finished run's record: small, the evidence behind a table, and all that
 # comes back from a time-boxed sweep (`sweeps.lease`); checkpoints and
@@ -206,6 +207,10 @@ def label_issues_path(workdir) -> pathlib.Path:
 
 def label_issues_sheet_path(workdir) -> pathlib.Path:
   return pathlib.Path(workdir) / LABEL_ISSUES_SHEET
+
+
+def noise_transition_path(workdir) -> pathlib.Path:
+  return pathlib.Path(workdir) / NOISE_TRANSITION_PLOT
 
 
 def heldout_path(workdir) -> pathlib.Path:
