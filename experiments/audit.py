@@ -48,6 +48,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from experiments import cli
 from experiments import config_lib
 from experiments import distributed
+from experiments import files
 from experiments import input_pipeline
 from experiments import label_issues
 from experiments import methods
@@ -89,7 +90,7 @@ def audit(config, workdir: str, top: int = 64) -> dict:
   figure = contact_sheet(table, data.images, data.indices,
                          data.dataset.class_names, top)
   png = workdir_lib.label_issues_sheet_path(workdir)
-  workdir_lib.write_atomic(png, lambda f: figure.savefig(f, format='png',
+  files.write_atomic(png, lambda f: figure.savefig(f, format='png',
                                                          dpi=150))
   plt.close(figure)
   report = {'csv': workdir_lib.label_issues_path(workdir), 'png': png,
@@ -103,7 +104,7 @@ def audit(config, workdir: str, top: int = 64) -> dict:
     figure = plot_transition(
         data.noise.transition_matrix, data.dataset.class_names,
         data.noise.noise_rate, report['flagged'] / report['examples'])
-    workdir_lib.write_atomic(
+    files.write_atomic(
         report['transition_png'],
         lambda f: figure.savefig(f, format='png', dpi=120))
     plt.close(figure)

@@ -18,15 +18,14 @@
                          (`write_heldout_probs`)
     result.json          written last, the fields of `RESULT_FIELDS`: the
                          run is finished (`write_result`)
-    sweep_args.json      the sweep's settings of the run (`sweeps.runner`)
-    log.txt              the run's output when a sweep started it
 
-Every file is replaced atomically (`write_atomic`: written beside under a
-unique name, then renamed), so a killed run leaves either the old file or
-the new one.
+A sweep adds its own files beside these (`sweeps.run_files`).
+
+Every file is replaced atomically (`experiments.files.write_atomic`:
+written beside under a unique name, then renamed), so a killed run leaves
+either the old file or the new one.
 """
 
-import contextlib
 import csv
 import io
 import json
@@ -35,11 +34,14 @@ import pathlib
 import re
 import shutil
 import tempfile
-from typing import Callable, Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import numpy as np
 
 from experiments.errors import ConfigError
+from experiments.files import read_json
+from experiments.files import write_atomic
+from experiments.files import write_json
 
 CONFIG_FILE = 'config.json'
 METRICS_FILE = 'metrics.jsonl'
@@ -47,18 +49,10 @@ RESULT_FILE = 'result.json'
 QUEUES_DIR = 'queues'
 SUMMARIES_DIR = 'tensorboard'
 CHECKPOINTS_DIR = 'checkpoints'
-# A sweep's record of the settings it ran with, to catch a root reused with
-# different settings (its finished runs would otherwise be silently reused).
-SWEEP_ARGS_FILE = 'sweep_args.json'
-LOG_FILE = 'log.txt'
 LABEL_ISSUES_FILE = 'label_issues.csv'
 LABEL_ISSUES_SHEET = 'label_issues.png'
 NOISE_TRANSITION_PLOT = 'noise_transition.png'
 HELDOUT_FILE = 'heldout_probs.npz'
-# A finished run's record: small, the evidence behind a table, and all that
-# comes back from a time-boxed sweep (`sweeps.lease`); checkpoints and
-# queues stay behind.
-RECORD_FILES = (CONFIG_FILE, METRICS_FILE, RESULT_FILE, SWEEP_ARGS_FILE)
 
 # Configuration keys that do not change a run's results: a workdir may be
 # resumed with other values of them.
@@ -193,14 +187,6 @@ def checkpoints_dir(workdir) -> pathlib.Path:
   return pathlib.Path(workdir) / CHECKPOINTS_DIR
 
 
-def sweep_args_path(workdir) -> pathlib.Path:
-  return pathlib.Path(workdir) / SWEEP_ARGS_FILE
-
-
-def log_path(workdir) -> pathlib.Path:
-  return pathlib.Path(workdir) / LOG_FILE
-
-
 def label_issues_path(workdir) -> pathlib.Path:
   return pathlib.Path(workdir) / LABEL_ISSUES_FILE
 
@@ -229,100 +215,6 @@ def queue_path(workdir, epoch: int) -> pathlib.Path:
 
 # ----------------------------------------------------------------------------
 # Writing
-
-
-def _umask() -> int:
-  mask = os.umask(0)
-  os.umask(mask)
-  return mask
-
-
-# New files get the permissions open() would give them (mkstemp's are 0600).
-_FILE_MODE = 0o666 & ~_umask()
-
-
-@contextlib.contextmanager
-def staged_folder(dest):
-  """Builds a folder under a unique temporary name, then moves it to ``dest``.
-
-  The body of the ``with`` fills the folder it is given; when it ends, the
-  folder replaces ``dest`` (which must be absent or an empty folder), so a
-  reader never sees a part of it. On an error nothing is left behind.
-
-  Example:
-    >>> import tempfile
-    >>> with tempfile.TemporaryDirectory() as parent:
-    ...   with staged_folder(os.path.join(parent, 'out')) as staging:
-    ...     write_atomic(os.path.join(staging, 'a.txt'), 'one')
-    ...   print(os.listdir(parent), os.listdir(os.path.join(parent, 'out')))
-    ['out'] ['a.txt']
-  """
-  dest = os.fspath(dest)
-  parent = os.path.dirname(dest)
-  os.makedirs(parent, exist_ok=True)
-  staging = tempfile.mkdtemp(dir=parent, prefix=f'.{os.path.basename(dest)}-')
-  try:
-    yield staging
-    if os.path.isdir(dest):
-      os.rmdir(dest)  # an empty folder; a full one is an OSError
-    os.replace(staging, dest)
-  except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
-
-
-def write_atomic(path, content: Union[bytes, str, Callable]) -> None:
-  """Replaces ``path`` with ``content``, atomically.
-
-  The content goes to a file of a unique name in the same folder
-  (`tempfile.mkstemp`), which is then renamed over ``path``: a reader, or a
-  writer killed midway, sees the old file or the new one, never a part, and
-  two writers never share a temporary file.
-
-  Args:
-    path: the file to replace; its folder exists.
-    content: bytes, text (written as UTF-8), or a function that writes to
-      the open binary file it is given (``np.save``, ``tarfile``, ...).
-
-  Example:
-    >>> import tempfile
-    >>> with tempfile.TemporaryDirectory() as folder:
-    ...   write_atomic(os.path.join(folder, 'a.txt'), 'one')
-    ...   write_atomic(os.path.join(folder, 'a.txt'), b'two')
-    ...   print(os.listdir(folder), open(os.path.join(folder, 'a.txt')).read())
-    ['a.txt'] two
-  """
-  path = os.fspath(path)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.',
-                             prefix=os.path.basename(path) + '.',
-                             suffix='.tmp')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      if callable(content):
-        content(f)
-      else:
-        f.write(content.encode() if isinstance(content, str) else content)
-    os.chmod(tmp, _FILE_MODE)
-    os.replace(tmp, path)
-  except BaseException:
-    try:
-      os.unlink(tmp)
-    except OSError:
-      pass
-    raise
-
-
-def write_json(path, obj) -> None:
-  """Writes ``obj`` as indented JSON with sorted keys, atomically."""
-  write_atomic(path, json.dumps(obj, indent=2, sort_keys=True))
-
-
-def read_json(path):
-  """Reads a JSON file; a file that is not valid JSON is a ValueError."""
-  try:
-    return json.loads(pathlib.Path(path).read_text())
-  except json.JSONDecodeError as e:
-    raise ValueError(f'{path} is not valid JSON: {e}') from None
 
 
 def differing_keys(recorded: dict, current: dict,
@@ -507,16 +399,6 @@ def write_result(workdir, result: dict) -> None:
     raise ValueError(f'the result has fields {extra} that '
                      'workdir.RESULT_FIELDS does not list')
   write_json(result_path(workdir), result)
-
-
-def read_sweep_args(workdir) -> Optional[dict]:
-  """The settings a sweep recorded for the run; None where it recorded none."""
-  path = sweep_args_path(workdir)
-  return read_json(path) if path.exists() else None
-
-
-def write_sweep_args(workdir, args: dict) -> None:
-  write_json(sweep_args_path(workdir), args)
 
 
 # ----------------------------------------------------------------------------

@@ -51,6 +51,7 @@ from typing import NamedTuple, Optional, Sequence
 import numpy as np
 
 from experiments import config_lib
+from experiments import files
 from experiments import label_issues
 from experiments import workdir as workdir_lib
 import sweeps
@@ -147,15 +148,15 @@ def update_cleanlab(root, noise, seed) -> Optional[dict]:
   results = [workdir_lib.read_result(w) for w in workdirs]
   path = cleanlab_path(root, noise, seed)
   if any(r is None for r in results):
-    return workdir_lib.read_json(path) if path.is_file() else None
+    return files.read_json(path) if path.is_file() else None
   newest = max(workdir_lib.result_path(w).stat().st_mtime for w in workdirs)
   if path.is_file() and path.stat().st_mtime >= newest:
-    return workdir_lib.read_json(path)
+    return files.read_json(path)
   record = {'measures': cleanlab_measures(workdirs), 'trainings': FOLDS,
             'wall_time_s': sum(r['wall_time_s'] for r in results),
             'workdirs': [runner.repo_relative(w) for w in workdirs]}
   path.parent.mkdir(parents=True, exist_ok=True)
-  workdir_lib.write_json(path, record)
+  files.write_json(path, record)
   return record
 
 
@@ -255,7 +256,7 @@ def write_csv(rows: Sequence[Row], path) -> None:
                     + [repr(r.measures[m]) for m in MEASURES]
                     + [r.trainings, f'{r.wall_time_s:.3f}',
                        ' '.join(r.workdirs)])
-  workdir_lib.write_atomic(path, text.getvalue())
+  files.write_atomic(path, text.getvalue())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -320,7 +321,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       return 130
   rows = collect(sweep.root, sweep.noises, sweep.seeds)
   sweep.table.parent.mkdir(parents=True, exist_ok=True)
-  workdir_lib.write_atomic(sweep.table, render_table(
+  files.write_atomic(sweep.table, render_table(
       rows, sweep.noises, sweep.seeds, title=sweep.title,
       command=sweep.command))
   write_csv(rows, sweep.table.with_suffix('.csv'))

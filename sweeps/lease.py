@@ -26,7 +26,7 @@ the deadline, the last of them is stopped so that the others get its share
 of the machine. A run still going at the deadline is stopped, with every
 process it started, and dropped: nothing of a stopped run is packed, and a
 later slot redoes it. Each finished run's record
-(``workdir.RECORD_FILES`` and the tail of its log; never checkpoints or
+(``run_files.RECORD_FILES`` and the tail of its log; never checkpoints or
 queues) goes into ``OUT/records.tar.gz`` as soon as the run ends, with a
 summary in ``OUT/lease.json`` and ``OUT/lease.md``, so what finished is in
 OUT even if the slot is cut short.
@@ -56,8 +56,9 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from experiments import environment
 from experiments import config_lib
+from experiments import environment
+from experiments import files
 from experiments import input_pipeline
 from experiments import workdir as workdir_lib
 import sweeps
@@ -194,7 +195,7 @@ def projected_seconds_left(workdir, min_epochs: int = 3) -> Optional[float]:
   Example:
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as workdir:
-    ...   workdir_lib.write_json(workdir_lib.config_path(workdir),
+    ...   files.write_json(workdir_lib.config_path(workdir),
     ...                          {'num_epochs': 10})
     ...   workdir_lib.write_metrics(workdir, [
     ...       {'epoch': e, 'epoch_time_s': t}
@@ -374,8 +375,8 @@ def run_lease(sweep: sweep_lib.Sweep, spec_path, *, work_root,
                        'done', 'failed', 'stopped', 'not started', 'pending',
                        'skipped')})
     records.pack_records(out_dir / ARCHIVE_FILE, work.root, done, summary)
-    workdir_lib.write_json(out_dir / SUMMARY_FILE, summary)
-    workdir_lib.write_atomic(out_dir / SUMMARY_MARKDOWN_FILE,
+    files.write_json(out_dir / SUMMARY_FILE, summary)
+    files.write_atomic(out_dir / SUMMARY_MARKDOWN_FILE,
                              _summary_markdown(summary))
 
   def on_done(run, elapsed):

@@ -24,6 +24,7 @@ import subprocess
 from typing import NamedTuple, Optional
 
 from experiments import workdir as workdir_lib
+from sweeps import run_files
 
 # The environment variables through which Ray hands a task its accelerators;
 # a run that asks for GPUs (or TPUs) keeps the node's values of them.
@@ -31,8 +32,8 @@ ACCELERATOR_VARIABLES = ('CUDA_VISIBLE_DEVICES', 'ROCR_VISIBLE_DEVICES',
                          'HIP_VISIBLE_DEVICES', 'TPU_VISIBLE_CHIPS')
 # What a run on a node's own disk sends back: its records, its log and its
 # list of wrong labels (`sweeps.label_issues` reads it); never checkpoints.
-RETURNED_FILES = workdir_lib.RECORD_FILES + (
-    workdir_lib.LOG_FILE, workdir_lib.LABEL_ISSUES_FILE,
+RETURNED_FILES = run_files.RECORD_FILES + (
+    run_files.LOG_FILE, workdir_lib.LABEL_ISSUES_FILE,
     workdir_lib.LABEL_ISSUES_SHEET, workdir_lib.HELDOUT_FILE)
 _PR_SET_PDEATHSIG = 1
 
@@ -129,10 +130,10 @@ def run_training(task: Task) -> dict:
   """
   workdir = pathlib.Path(task.workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  workdir_lib.write_sweep_args(workdir, task.sweep_args)
+  run_files.write_sweep_args(workdir, task.sweep_args)
   resumed = workdir_lib.metrics_path(workdir).exists()
   node = _node_id()
-  with open(workdir_lib.log_path(workdir), 'a') as log:
+  with open(run_files.log_path(workdir), 'a') as log:
     log.write(f'{task.header}\n# on Ray node {node}'
               f'{" (resuming)" if resumed else ""}\n')
     log.flush()

@@ -18,6 +18,7 @@ from typing import NamedTuple, Optional, Sequence
 
 from experiments import workdir as workdir_lib
 from sweeps import grid
+from sweeps import run_files
 from sweeps import runner
 
 
@@ -161,10 +162,10 @@ def execute(runs: Sequence[grid.Run], config_path: str, *, jobs: int, env,
 
   def start(run):
     run.workdir.mkdir(parents=True, exist_ok=True)
-    workdir_lib.write_sweep_args(run.workdir,
+    run_files.write_sweep_args(run.workdir,
                                  runner.sweep_args(run, config_path))
     command = runner.train_command(run, config_path)
-    log = open(workdir_lib.log_path(run.workdir), 'a')
+    log = open(run_files.log_path(run.workdir), 'a')
     log.write(f'$ {runner.shown_command(run, config_path)}\n')
     log.flush()
     resuming = workdir_lib.metrics_path(run.workdir).exists()

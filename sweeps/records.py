@@ -1,7 +1,7 @@
 """The records archive: finished runs' records in one file, and their merge.
 
 A finished run's record is the small part of its workdir that a table needs
-(`experiments.workdir.RECORD_FILES` and the tail of its log; never
+(`sweeps.run_files.RECORD_FILES` and the tail of its log; never
 checkpoints or queues). `pack_records` writes the records of some runs of a
 sweep into one ``.tar.gz``, `read_records` checks and reads one, and `merge`
 unpacks one into the sweep's root on another machine, refusing anything
@@ -16,8 +16,10 @@ import tarfile
 import time
 from typing import Optional, Sequence
 
+from experiments import files
 from experiments import workdir as workdir_lib
 from sweeps import grid
+from sweeps import run_files
 from sweeps import runner
 from sweeps import sweep as sweep_lib
 
@@ -26,7 +28,7 @@ MANIFEST_FILE = 'lease.json'
 # A run's log is packed only as its last bytes (the error, if any).
 LOG_TAIL_BYTES = 4096
 # The only names an archive may hold in a run's directory.
-PACKED_FILES = workdir_lib.RECORD_FILES + (workdir_lib.LOG_FILE,)
+PACKED_FILES = run_files.RECORD_FILES + (run_files.LOG_FILE,)
 
 
 def relative(run: grid.Run, root) -> str:
@@ -36,7 +38,7 @@ def relative(run: grid.Run, root) -> str:
 
 def log_tail(workdir, size: int = LOG_TAIL_BYTES) -> Optional[bytes]:
   """The last ``size`` bytes of a run's log; None where it has none."""
-  path = workdir_lib.log_path(workdir)
+  path = run_files.log_path(workdir)
   if not path.is_file():
     return None
   data = path.read_bytes()
@@ -52,7 +54,7 @@ def pack_records(path, root, runs: Sequence[grid.Run], manifest: dict
 
   The archive holds ``lease.json`` (``manifest``) and, for each run,
   ``<its workdir relative to root>/<file>`` for the files of
-  `workdir.RECORD_FILES` it has and the tail of its log.
+  `run_files.RECORD_FILES` it has and the tail of its log.
   """
   def add(tar, name, data):
     info = tarfile.TarInfo(name)
@@ -67,15 +69,15 @@ def pack_records(path, root, runs: Sequence[grid.Run], manifest: dict
                                          sort_keys=True).encode())
       for run in runs:
         rel = relative(run, root)
-        for name in workdir_lib.RECORD_FILES:
+        for name in run_files.RECORD_FILES:
           record = run.workdir / name
           if record.is_file():
             add(tar, f'{rel}/{name}', record.read_bytes())
         tail = log_tail(run.workdir)
         if tail is not None:
-          add(tar, f'{rel}/{workdir_lib.LOG_FILE}', tail)
+          add(tar, f'{rel}/{run_files.LOG_FILE}', tail)
 
-  workdir_lib.write_atomic(path, write)
+  files.write_atomic(path, write)
 
 
 def read_records(path) -> tuple[dict, dict[str, dict[str, bytes]]]:
@@ -144,20 +146,20 @@ def merge(path, sweep: sweep_lib.Sweep, out=None) -> tuple[int, int]:
   _, records = read_records(path)
   planned = {relative(r, sweep.root): r for r in sweep.runs()}
   problems, to_write, identical = [], [], 0
-  for rel, files in sorted(records.items()):
+  for rel, contents in sorted(records.items()):
     run = planned.get(rel)
     if run is None:
       problems.append(f'{rel}: not a run of the spec')
       continue
     missing = [n for n in (workdir_lib.CONFIG_FILE, workdir_lib.METRICS_FILE,
-                           workdir_lib.RESULT_FILE) if n not in files]
+                           workdir_lib.RESULT_FILE) if n not in contents]
     if missing:
       problems.append(f'{rel}: lacks {", ".join(missing)}')
       continue
     try:
-      result = json.loads(files[workdir_lib.RESULT_FILE])
-      recorded = json.loads(files.get(workdir_lib.SWEEP_ARGS_FILE, b'null'))
-      returned_config = json.loads(files[workdir_lib.CONFIG_FILE])
+      result = json.loads(contents[workdir_lib.RESULT_FILE])
+      recorded = json.loads(contents.get(run_files.SWEEP_ARGS_FILE, b'null'))
+      returned_config = json.loads(contents[workdir_lib.CONFIG_FILE])
     except json.JSONDecodeError as e:
       problems.append(f'{rel}: a record file is not valid JSON: {e}')
       continue
@@ -171,9 +173,9 @@ def merge(path, sweep: sweep_lib.Sweep, out=None) -> tuple[int, int]:
                       f'spec ({runner.sweep_args(run, sweep.config)})')
       continue
     if workdir_lib.result_path(run.workdir).exists():
-      differ = [n for n in workdir_lib.RECORD_FILES
-                if n in files and (run.workdir / n).is_file()
-                and (run.workdir / n).read_bytes() != files[n]]
+      differ = [n for n in run_files.RECORD_FILES
+                if n in contents and (run.workdir / n).is_file()
+                and (run.workdir / n).read_bytes() != contents[n]]
       if differ:
         problems.append(f'{rel}: finished in {sweep.root} with a different '
                         f'record ({", ".join(differ)} differ)')
@@ -187,13 +189,13 @@ def merge(path, sweep: sweep_lib.Sweep, out=None) -> tuple[int, int]:
       problems.append(f'{rel}: an unfinished run of another configuration is '
                       f'in {run.workdir}')
       continue
-    to_write.append((run, files))
+    to_write.append((run, contents))
   if problems:
     raise ValueError(f'{path}: nothing merged into {sweep.root}:\n  '
                      + '\n  '.join(problems))
-  for run, files in to_write:
+  for run, contents in to_write:
     run.workdir.mkdir(parents=True, exist_ok=True)
-    for name in sorted(files, key=lambda n: n == workdir_lib.RESULT_FILE):
-      workdir_lib.write_atomic(run.workdir / name, files[name])
+    for name in sorted(contents, key=lambda n: n == workdir_lib.RESULT_FILE):
+      files.write_atomic(run.workdir / name, contents[name])
     print(f'merged {run.name} into {run.workdir}', file=out, flush=True)
   return len(to_write), identical

@@ -22,9 +22,11 @@ import tempfile
 import time
 from typing import NamedTuple, Optional, Sequence
 
+from experiments import files
 from experiments import workdir as workdir_lib
 from sweeps import grid
 from sweeps import node
+from sweeps import run_files
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 def repo_relative(path) -> str:
@@ -113,7 +115,7 @@ def judge_ended(run: grid.Run, returncode: int, elapsed: float
                     f'{100 * result["final_test_accuracy"]:.1f}%')
   why = (f'exit code {returncode}' if returncode
          else f'exited without writing {workdir_lib.RESULT_FILE}')
-  log_path = workdir_lib.log_path(run.workdir)
+  log_path = run_files.log_path(run.workdir)
   last = last_line(log_path)
   return False, (f'FAILED ({why}) after {elapsed:.1f} s; log: {log_path}'
                  + (f'\n    {last}' if last else ''))
@@ -403,7 +405,7 @@ def execute(runs: Sequence[grid.Run], config_path: str, *,
     if value['files'] is not None:  # from the node's own disk
       run.workdir.mkdir(parents=True, exist_ok=True)
       for name, content in value['files'].items():
-        workdir_lib.write_atomic(run.workdir / name, content)
+        files.write_atomic(run.workdir / name, content)
     done, line = judge_ended(run, value['returncode'], elapsed)
     (outcome.done if done else outcome.failed).append(run)
     say(run, line)
@@ -465,7 +467,7 @@ def execute(runs: Sequence[grid.Run], config_path: str, *,
                 and workdir_lib.metrics_path(run.workdir).exists())
     if root_on_node is None:
       run.workdir.mkdir(parents=True, exist_ok=True)
-      workdir_lib.write_sweep_args(run.workdir, sweep_args(run, config_path))
+      run_files.write_sweep_args(run.workdir, sweep_args(run, config_path))
     ref = remote.remote(_task(run, config_path, env, options, root_on_node,
                               root))
     going.append(_Going(run, ref, time.monotonic()))

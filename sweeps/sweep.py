@@ -59,12 +59,13 @@ import shlex
 import sys
 from typing import NamedTuple, Optional, Sequence
 
-from experiments import environment
 from experiments import config_lib
+from experiments import environment
+from experiments import files
 from experiments import validate
-from experiments import workdir as workdir_lib
 import sweeps
 from sweeps import grid
+from sweeps import run_files
 from sweeps import runner
 from sweeps import tables
 
@@ -86,7 +87,7 @@ def check_recorded_settings(runs: Sequence[grid.Run], config_path: str
   """
   conflicts = []
   for run in runs:
-    recorded = workdir_lib.read_sweep_args(run.workdir)
+    recorded = run_files.read_sweep_args(run.workdir)
     if runner.other_settings(recorded, run, config_path):
       conflicts.append(f'  {run.workdir}: recorded {recorded}')
   if conflicts:
@@ -197,7 +198,7 @@ def load_spec(path) -> Sweep:
   path = pathlib.Path(path)
   if not path.is_file():
     raise ValueError(f'--spec: {path} is not a file')
-  spec = workdir_lib.read_json(path)
+  spec = files.read_json(path)
   if not isinstance(spec, dict):
     raise ValueError(f'spec {path}: expected a JSON object with the keys '
                      f'{", ".join(SPEC_KEYS)}')
@@ -316,7 +317,7 @@ def write_tables(sweep: Sweep) -> list[tables.RunResult]:
         f'{runner.repo_relative(sweep.root)}, so there is no table to write; '
         f'{runner.repo_relative(sweep.table)} is left as it is.')
   sweep.table.parent.mkdir(parents=True, exist_ok=True)
-  workdir_lib.write_atomic(sweep.table, tables.render_table(
+  files.write_atomic(sweep.table, tables.render_table(
       results, sweep.methods, sweep.noises, sweep.seeds, title=sweep.title,
       command=sweep.command))
   tables.write_csv(results, sweep.table.with_suffix('.csv'))
@@ -487,7 +488,7 @@ def run_unfinished(sweep: Sweep, runs: Sequence[grid.Run],
         f'{len(outcome.skipped)} skipped (finished), '
         f'{len(outcome.failed)} failed', flush=True)
   for run in outcome.failed:
-    print(f'  failed: {run.name}: {workdir_lib.log_path(run.workdir)}',
+    print(f'  failed: {run.name}: {run_files.log_path(run.workdir)}',
           flush=True)
   return outcome.failed
 

@@ -14,6 +14,7 @@ import math
 import pathlib
 from typing import NamedTuple, Optional, Sequence
 
+from experiments import files
 from experiments import workdir as workdir_lib
 from sweeps import grid
 from sweeps import runner
@@ -186,7 +187,7 @@ def write_csv(results: Sequence[RunResult], path) -> None:
         r.seed, repr(r.final_test_accuracy), repr(r.best_test_accuracy),
         f'{r.wall_time_s:.3f}', r.num_epochs, repr(r.true_noise_rate),
         r.noise.labels_csv or '', runner.repo_relative(r.workdir)])
-  workdir_lib.write_atomic(path, text.getvalue())
+  files.write_atomic(path, text.getvalue())
 
 
 def read_csv(path) -> dict[tuple[str, str], dict[int, float]]:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from sklearn import metrics
 
+from experiments import files
 from experiments import workdir as workdir_lib
 from sweeps import grid
 from sweeps import label_issues as comparison
@@ -88,7 +89,7 @@ def test_the_table_puts_the_lists_side_by_side(tmp_path):
   cleanlab_row = rows[2]
   assert cleanlab_row.trainings == 5 and cleanlab_row.wall_time_s == 10.0
   record = comparison.cleanlab_path(tmp_path, NOISE, 0)
-  assert workdir_lib.read_json(record)['measures'] == cleanlab_row.measures
+  assert files.read_json(record)['measures'] == cleanlab_row.measures
   text = comparison.render_table(rows, [NOISE], [0, 1], title='T',
                                  command='cmd')
   lines = {line.split(' | ')[1]: line for line in text.splitlines()

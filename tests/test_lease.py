@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from experiments import files
 from experiments import workdir as workdir_lib
 from sweeps import grid
 from sweeps import lease
@@ -48,7 +49,7 @@ def test_deadline_policy_fits_and_projects_runs(tmp_path):
   # Projected from its epoch times: 6 epochs of 0.5 s left (the first epoch,
   # which compiles, left out), 1 s before the deadline.
   run.workdir.mkdir(parents=True)
-  workdir_lib.write_json(workdir_lib.config_path(run.workdir),
+  files.write_json(workdir_lib.config_path(run.workdir),
                          {'num_epochs': 10})
   workdir_lib.write_metrics(run.workdir, [
       {'epoch': e, 'epoch_time_s': 9.0 if e == 1 else 0.5}

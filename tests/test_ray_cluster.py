@@ -23,6 +23,7 @@ import pytest
 
 from experiments import workdir as workdir_lib
 from sweeps import grid
+from sweeps import run_files
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DIGITS = REPO / 'experiments' / 'configs' / 'digits.py'
@@ -136,9 +137,9 @@ def test_a_sweep_survives_a_lost_node_and_equals_a_local_sweep(tmp_path):
     killed = False
     while time.monotonic() < deadline and sweep.poll() is None:
       # Once the run on the second node has a checkpoint, that node is lost.
-      on_second = [w for w in workdirs if workdir_lib.log_path(w).exists()
+      on_second = [w for w in workdirs if run_files.log_path(w).exists()
                    and f'# on Ray node {second_id}' in
-                   workdir_lib.log_path(w).read_text()]
+                   run_files.log_path(w).read_text()]
       if on_second and workdir_lib.saved_checkpoints(on_second[0]):
         assert not workdir_lib.result_path(on_second[0]).exists()
         # The node is lost: its raylet and what runs under it, at once.
@@ -152,7 +153,7 @@ def test_a_sweep_survives_a_lost_node_and_equals_a_local_sweep(tmp_path):
     assert 'Ray: 2 nodes, 2 CPUs, 0 GPUs' in out
     assert '2 done, 0 running, 0 failed, 0 waiting' in out
 
-    logs = [workdir_lib.log_path(w).read_text() for w in workdirs]
+    logs = [run_files.log_path(w).read_text() for w in workdirs]
     # Three starts in all: the lost run's second is on another node and
     # resumes from its checkpoint.
     starts = [text.count('$ python -m experiments.train') for text in logs]

@@ -5,10 +5,12 @@ import tarfile
 
 import pytest
 
+from experiments import files
 from experiments import workdir as workdir_lib
 from sweeps import grid
 from sweeps import lease
 from sweeps import records
+from sweeps import run_files
 from sweeps import runner
 from sweeps import sweep
 from tests.conftest import full_result
@@ -22,10 +24,10 @@ def _finished_run(root, method, final=0.5):
   """A finished run's workdir as `execute` and experiments.train leave it."""
   run = grid.plan_runs(root, [grid.parse_method(method)], [NOISE], [0], {})[0]
   run.workdir.mkdir(parents=True)
-  workdir_lib.write_json(workdir_lib.config_path(run.workdir),
+  files.write_json(workdir_lib.config_path(run.workdir),
                          {'method': method, 'seed': 0})
   workdir_lib.write_metrics(run.workdir, [{'epoch': 1, 'test_accuracy': final}])
-  workdir_lib.write_sweep_args(run.workdir, {
+  run_files.write_sweep_args(run.workdir, {
       'config': runner.config_for_record('experiments/configs/digits.py'),
       'overrides': run.overrides})
   workdir_lib.write_result(run.workdir, full_result(final))
@@ -98,12 +100,12 @@ def test_merge_over_an_unfinished_run_of_the_same_config(returned):
   archive, spec, local = returned
   ce = grid.run_dir(local, grid.parse_method('ce'), NOISE, 0)
   ce.mkdir(parents=True)
-  workdir_lib.write_json(workdir_lib.config_path(ce),
+  files.write_json(workdir_lib.config_path(ce),
                          {'method': 'ce', 'seed': 0, 'progress': False})
   assert records.merge(archive, sweep.load_spec(spec)) == (2, 0)
   assert workdir_lib.read_result(ce)['final_test_accuracy'] == 0.5
   workdir_lib.result_path(ce).unlink()
-  workdir_lib.write_json(workdir_lib.config_path(ce), {'method': 'ce',
+  files.write_json(workdir_lib.config_path(ce), {'method': 'ce',
                                                        'seed': 1})
   with pytest.raises(ValueError, match='an unfinished run of another '
                      'configuration'):

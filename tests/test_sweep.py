@@ -12,6 +12,7 @@ from experiments import environment
 from experiments import plot
 from experiments import workdir as workdir_lib
 from sweeps import grid
+from sweeps import run_files
 from sweeps import runner
 from sweeps import sweep
 from tests.conftest import write_spec
@@ -247,7 +248,7 @@ def test_recorded_settings_conflict_is_an_error(tmp_path):
   runs[0].workdir.mkdir(parents=True)
   record = {'config': runner.config_for_record('experiments/configs/d.py'),
             'overrides': runs[0].overrides}
-  (runs[0].workdir / workdir_lib.SWEEP_ARGS_FILE).write_text(json.dumps(record))
+  (runs[0].workdir / run_files.SWEEP_ARGS_FILE).write_text(json.dumps(record))
   sweep.check_recorded_settings(runs, 'experiments/configs/d.py')
   other = grid.plan_runs(tmp_path, [METHODS[0]], [NOISES[0]], [0],
                          {'num_epochs': '50'})

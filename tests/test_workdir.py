@@ -6,8 +6,10 @@ import os
 import numpy as np
 import pytest
 
+from experiments import files
 from experiments import workdir as workdir_lib
 from experiments.errors import ConfigError
+from sweeps import run_files
 from tests.conftest import full_result
 
 
@@ -20,8 +22,8 @@ def test_paths_are_the_documented_layout(tmp_path):
       tmp_path / 'queues' / 'epoch_0007.npy')
   assert workdir_lib.queue_path(str(tmp_path), 12345) == (
       tmp_path / 'queues' / 'epoch_12345.npy')
-  assert workdir_lib.sweep_args_path(tmp_path) == tmp_path / 'sweep_args.json'
-  assert workdir_lib.log_path(tmp_path) == tmp_path / 'log.txt'
+  assert run_files.sweep_args_path(tmp_path) == tmp_path / 'sweep_args.json'
+  assert run_files.log_path(tmp_path) == tmp_path / 'log.txt'
 
 
 def test_check_config_claims_the_workdir_for_one_configuration(tmp_path):
@@ -56,7 +58,7 @@ def test_read_config_and_read_result(tmp_path):
   with pytest.raises(ValueError, match=r"fields \['packed_runs'\] that"):
     workdir_lib.write_result(tmp_path, dict(result, packed_runs=1))
   # Read: a record of an earlier version with a field no longer written.
-  workdir_lib.write_json(workdir_lib.result_path(tmp_path),
+  files.write_json(workdir_lib.result_path(tmp_path),
                          dict(result, packed_runs=1))
   assert workdir_lib.read_result(tmp_path)['final_test_accuracy'] == 0.5
   (tmp_path / 'result.json').write_text('{"final_test_accuracy": 0.5')
@@ -114,11 +116,11 @@ def test_saved_queues_are_the_ones_save_queue_wrote(tmp_path):
 
 
 def test_sweep_args_and_differing_keys(tmp_path):
-  assert workdir_lib.read_sweep_args(tmp_path) is None
+  assert run_files.read_sweep_args(tmp_path) is None
   args = {'config': 'experiments/configs/digits.py',
           'overrides': {'seed': '0', 'method': 'ce'}}
-  workdir_lib.write_sweep_args(tmp_path, args)
-  recorded = workdir_lib.read_sweep_args(tmp_path)
+  run_files.write_sweep_args(tmp_path, args)
+  recorded = run_files.read_sweep_args(tmp_path)
   assert recorded == args
   assert workdir_lib.differing_keys(recorded, args) == []
   other = dict(args, overrides={'seed': '1', 'method': 'ce'})
@@ -128,18 +130,18 @@ def test_sweep_args_and_differing_keys(tmp_path):
 
 def test_write_atomic_replaces_whole_files_or_nothing(tmp_path):
   path = tmp_path / 'metrics.jsonl'
-  workdir_lib.write_atomic(path, 'old\n')
+  files.write_atomic(path, 'old\n')
   # A writer that fails midway leaves the old file and no temporary one.
   def fails(f):
     f.write(b'partial')
     raise RuntimeError('killed')
   with pytest.raises(RuntimeError):
-    workdir_lib.write_atomic(path, fails)
+    files.write_atomic(path, fails)
   assert path.read_text() == 'old\n'
   assert sorted(p.name for p in tmp_path.iterdir()) == ['metrics.jsonl']
   # The temporary name is unique: a file named like the old fixed one stays.
   (tmp_path / 'metrics.jsonl.tmp').write_text('not mine')
-  workdir_lib.write_atomic(path, lambda f: np.save(f, np.arange(3)))
+  files.write_atomic(path, lambda f: np.save(f, np.arange(3)))
   assert np.load(path).tolist() == [0, 1, 2]
   assert (tmp_path / 'metrics.jsonl.tmp').read_text() == 'not mine'
   # Permissions as open() gives them, not mkstemp's 0600.
@@ -172,7 +174,7 @@ def test_records_made_before_the_label_issues_read_as_before(tmp_path):
   # result.json without the label_issues block (every committed record of
   # results/records before it): read, the block null.
   old = {k: v for k, v in full_result(0.5).items() if k != 'label_issues'}
-  workdir_lib.write_json(workdir_lib.result_path(tmp_path), old)
+  files.write_json(workdir_lib.result_path(tmp_path), old)
   assert workdir_lib.read_result(tmp_path) == dict(old, label_issues=None)
   workdir_lib.check_result(old, 'an archived record')  # as a merge checks it
   # A run writes it, null or not.
@@ -181,7 +183,7 @@ def test_records_made_before_the_label_issues_read_as_before(tmp_path):
   # Without the classes never predicted (records before the runs counted
   # predictions per class): read, the list null; a run writes it.
   older = {k: v for k, v in old.items() if k != 'classes_never_predicted'}
-  workdir_lib.write_json(workdir_lib.result_path(tmp_path), older)
+  files.write_json(workdir_lib.result_path(tmp_path), older)
   assert workdir_lib.read_result(tmp_path) == dict(
       older, label_issues=None, classes_never_predicted=None)
   workdir_lib.check_result(older, 'an archived record')
@@ -191,7 +193,7 @@ def test_records_made_before_the_label_issues_read_as_before(tmp_path):
   # config.json without the keys added since: the same run as one with
   # them at their defaults (it resumes, or is reused); not with others.
   recorded = {'method': 'ogc_ce', 'seed': 0}
-  workdir_lib.write_json(workdir_lib.config_path(tmp_path), recorded)
+  files.write_json(workdir_lib.config_path(tmp_path), recorded)
   now = dict(recorded, label_issues=None, holdout={'folds': 0, 'fold': 0})
   workdir_lib.check_can_hold(str(tmp_path), now)
   for key, value in (('label_issues', True),
@@ -202,7 +204,7 @@ def test_records_made_before_the_label_issues_read_as_before(tmp_path):
   nested = tmp_path / 'nested'
   nested.mkdir()
   recorded = {'method': 'ogc_ce', 'ogc': {'epsilon': 20.0}}
-  workdir_lib.write_json(workdir_lib.config_path(nested), recorded)
+  files.write_json(workdir_lib.config_path(nested), recorded)
   workdir_lib.write_metrics(nested, [{'epoch': 1}])
   now = {'method': 'ogc_ce', 'ogc': {'epsilon': 20.0, 'fit': 'converged'}}
   workdir_lib.check_can_hold(str(nested), now)
@@ -210,7 +212,7 @@ def test_records_made_before_the_label_issues_read_as_before(tmp_path):
     workdir_lib.check_can_hold(
         str(nested), {'method': 'ogc_ce',
                       'ogc': {'epsilon': 20.0, 'fit': 'published'}})
-  assert workdir_lib.read_json(workdir_lib.config_path(nested)) == recorded
+  assert files.read_json(workdir_lib.config_path(nested)) == recorded
 
 
 def test_label_issues_csv_round_trip(tmp_path):
@@ -264,7 +266,7 @@ def test_a_workdir_without_a_trained_epoch_takes_a_corrected_config(tmp_path):
       lambda w: workdir_lib.write_metrics(w, [{'epoch': 1}]),
       lambda w: workdir_lib.save_queue(w, 1, np.zeros(4, np.float32)),
       lambda w: (workdir_lib.checkpoints_dir(w) / '1').mkdir(parents=True),
-      lambda w: workdir_lib.write_json(workdir_lib.result_path(w),
+      lambda w: files.write_json(workdir_lib.result_path(w),
                                        full_result(0.5))):
     workdir = tmp_path / f'run{len(list(tmp_path.iterdir()))}'
     workdir_lib.claim(str(workdir), config)

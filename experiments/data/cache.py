@@ -10,7 +10,7 @@ import json
 import os
 import numpy as np
 
-from experiments import workdir
+from experiments import files
 from experiments.data.dataset import Dataset
 
 # Bump when decoding changes, so that old caches are not reused.
@@ -74,7 +74,7 @@ def _save_npz(path, dataset):
   }
   if dataset.train_clean_labels is not None:
     arrays['train_clean_labels'] = dataset.train_clean_labels
-  workdir.write_atomic(path, lambda f: np.savez(f, **arrays))
+  files.write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
 def _load_npz(path):

@@ -13,7 +13,7 @@ the original python batches.
 import os
 import tarfile
 
-from experiments import workdir
+from experiments import files
 from experiments.data import folders
 from experiments.data.dataset import DataError
 from experiments.data.tfds import CIFAR10_PYTHON_URL
@@ -121,7 +121,7 @@ def prepare_cifar10_jpeg(dest, archive_dir=None) -> str:
         f'{looked_at}; {_how_to_build(dest)}, or give '
         '--config.data_dir=DIR where DIR/cifar10-jpeg is one.')
   try:
-    with workdir.staged_folder(dest) as staging:  # dest is empty or absent
+    with files.staged_folder(dest) as staging:  # dest is empty or absent
       try:
         with tarfile.open(archive) as tar:
           tar.extractall(staging, filter='data')

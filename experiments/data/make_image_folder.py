@@ -27,7 +27,7 @@ import tarfile
 import numpy as np
 from PIL import Image
 
-from experiments import workdir
+from experiments import files
 from experiments.data.dataset import DataError
 from experiments.data.dataset import Dataset
 from experiments.data.tfds import CIFAR10_PYTHON_URL
@@ -157,7 +157,7 @@ def write_image_folder(dataset: Dataset, out, image_format='png',
         path, **options)
 
   counts = {}
-  with workdir.staged_folder(out) as staging:  # out is empty or absent
+  with files.staged_folder(out) as staging:  # out is empty or absent
     jobs = []
     for split in ('train', 'test'):
       images = getattr(dataset, f'{split}_images')
