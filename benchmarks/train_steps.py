@@ -10,7 +10,7 @@ variants:
 * ``CE``: method ``ce`` (`experiments.methods.Baseline`);
 * ``OGC fused``: method ``ogc_ce`` (`experiments.methods.OGC`:
   `ogc_weights` and `weighted_base_loss`), the harness's route;
-* ``OGC per-example``: `experiments.methods.OGCPerExample`, the per-example
+* ``OGC per-example``: `benchmarks.per_example.OGCPerExample`, the per-example
   route (``jax.vmap(jax.grad)`` of the clamped CE, clipped by `ogc_jax.ogc`,
   then the harness's optimizer). With BatchNorm each example is its own
   batch of one and the new running statistics are the mean over the
@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
+from benchmarks import per_example
 from ogc_jax.testing import realistic_queue
 from experiments import methods
 from experiments import models
@@ -104,7 +105,7 @@ def build(config, *, num_classes=10, image_shape=(32, 32, 3), num_batches=4):
   for name in VARIANTS:
     config.method = _METHOD[name]
     if name == "OGC per-example":
-      method = methods.OGCPerExample(config, schedule)
+      method = per_example.OGCPerExample(config, schedule)
     else:
       method = methods.from_config(config, schedule)
     if name == "OGC fused":

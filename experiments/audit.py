@@ -111,8 +111,9 @@ def audit(config, workdir: str, top: int = 64) -> dict:
   return report
 
 
-def restore_run_end(config, workdir) -> tuple[methods.Method, methods.RunEnd]:
-  """The method and `methods.RunEnd` of a finished run, from its last
+def restore_run_end(config, workdir
+                    ) -> tuple[methods.Method, label_issues.RunEnd]:
+  """The method and `label_issues.RunEnd` of a finished run, from its last
   checkpoint (one process).
 
   Raises:

@@ -10,7 +10,11 @@ from typing import Any, NamedTuple, Optional
 import jax
 import numpy as np
 
+from experiments import methods
 from experiments import workdir as workdir_lib
+
+# The keys of every row of metrics.jsonl: the run's, then every method's.
+ROW_KEYS = (*workdir_lib.METRICS_KEYS, *methods.METRICS_FIELDS)
 
 
 class Evaluation(NamedTuple):
@@ -71,7 +75,7 @@ def predict(logits_step, state, images, batch_size, put) -> np.ndarray:
 
 def epoch_row(epoch, evaluation, lr, sums, noise, method_fields,
               train_time, steps_per_epoch, batch_size) -> dict:
-  """One epoch's row of metrics.jsonl: every key of `workdir.METRICS_KEYS`.
+  """One epoch's row of metrics.jsonl: every key of `ROW_KEYS`.
 
   ``evaluation`` is the epoch's test `Evaluation`; ``method_fields`` are the
   method's (`Method.metrics`); the fields no one fills are null, and
@@ -79,7 +83,7 @@ def epoch_row(epoch, evaluation, lr, sums, noise, method_fields,
   """
   s = sums
   noisy = lambda total: total / s.n_noisy if s.n_noisy else None
-  row = dict.fromkeys(workdir_lib.METRICS_KEYS)
+  row = dict.fromkeys(ROW_KEYS)
   row.update({
       'epoch': epoch, 'test_accuracy': evaluation.accuracy(),
       'test_accuracy_per_class': evaluation.accuracy_per_class(),
@@ -95,7 +99,7 @@ def epoch_row(epoch, evaluation, lr, sums, noise, method_fields,
   unknown = sorted(set(method_fields) - set(row))
   if unknown:
     raise ValueError(f'metrics {unknown} are not fields of '
-                     'workdir.METRICS_FIELDS')
+                     'workdir.METRICS_FIELDS or methods.METRICS_FIELDS')
   row.update(method_fields)
   return {k: (float(v) if isinstance(v, (np.floating, np.integer)) else v)
           for k, v in row.items()}

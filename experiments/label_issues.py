@@ -1,8 +1,8 @@
 """Which training labels look wrong: a run's ranked list, and how good it is.
 
 At the end of a run with ``config.label_issues`` (`enabled`: by default
-for OGC methods), `Method.end_of_run` (`experiments.methods`) calls
-`end_of_run`, which scores every training example with the trained network
+for OGC methods), the run (`experiments.train`) calls `end_of_run`, which
+scores every training example with the trained network
 in evaluation mode, without augmentation:
 
 * its loss H = -log p of the given label, p clamped as OGC clamps it
@@ -32,7 +32,7 @@ predicted probabilities (`write_heldout`), the input of cleanlab's
 ``find_label_issues`` once every fold has run (``sweeps.label_issues``).
 """
 
-from typing import Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -40,8 +40,29 @@ import numpy as np
 
 import ogc_jax
 from ogc_jax import losses
+from experiments import methods
 from experiments import workdir as workdir_lib
 from experiments.data import folders
+
+class RunEnd(NamedTuple):
+  """What the end of a run reads of the trained run (`end_of_run`,
+  `write_heldout`).
+
+  Attributes:
+    workdir: the run's workdir; files go in through `experiments.workdir`.
+    is_main: whether this process writes the workdir (process 0).
+    state: the method's final state, on the host.
+    data: the run's `experiments.input_pipeline.Data` (training images,
+      given and true labels).
+    logits: the trained network in evaluation mode, ``logits(images)`` for
+      uint8 images ``[n, H, W, C]``, a NumPy ``[n, classes]``.
+  """
+  workdir: str
+  is_main: bool
+  state: Any
+  data: Any
+  logits: Callable[[np.ndarray], np.ndarray]
+
 
 # The log-odds above which an example is flagged: its label is more likely
 # wrong than right under the mixture (a posterior above 0.5).
@@ -52,7 +73,7 @@ def enabled(config) -> bool:
   """Whether a run writes the list: ``config.label_issues``, or for None,
   whether the method is OGC's (``ogc_<base>``)."""
   if config.label_issues is None:
-    return config.method.startswith('ogc_')
+    return methods.parse_method_name(config.method).is_ogc
   return bool(config.label_issues)
 
 
@@ -228,7 +249,7 @@ def end_of_run(run, queue_gmm: Optional[ogc_jax.GMM] = None) -> dict:
   """Scores the training examples, writes the list, returns its measures.
 
   Args:
-    run: the `experiments.methods.RunEnd` (the trained network, the data);
+    run: the `RunEnd` (the trained network, the data);
       every process scores, process 0 writes ``label_issues.csv``.
     queue_gmm: OGC's last mixture (of its queue), measured beside the list's.
 

@@ -8,11 +8,13 @@ step (`experiments.train.make_steps`) does differently for each method:
 * `OGC`: OGC's fused route (`ogc_jax.ogc_weights`): a base loss of p, each
   example weighted so that the gradient is the clipped one
   (`ogc_jax.weighted_base_loss`);
-* `OGCPerExample`: OGC's per-example route (`ogc_jax.ogc`): per-example
-  gradients, clipped and averaged. The same update as `OGC` without
-  BatchNorm, at the memory of a batch of gradients; `benchmarks.train_steps`
-  times it. ``config.method`` does not select it: with BatchNorm each
-  example is its own batch of one, so the run would not be the fused one's.
+
+(OGC's per-example route, `ogc_jax.ogc` on per-example gradients, is the
+benchmarks' `benchmarks.per_example.OGCPerExample`: the same update as `OGC`
+without BatchNorm, at the memory of a batch of gradients, and with BatchNorm
+not the same run, as each example is its own batch of one.)
+
+`parse_method_name` is the one reading of a method's name.
 
 A method owns:
 
@@ -21,19 +23,20 @@ A method owns:
 * its gradient step (`Method.gradients`): the batch loss, its gradient with
   respect to the parameters, and its new state;
 * what it adds to an epoch's row of ``metrics.jsonl``: sums over the epoch's
-  steps on the device (`Method.zero_sums`, `Method.step_sums`), and the
-  fields of `experiments.workdir.METRICS_FIELDS` it fills (`Method.metrics`;
-  the others are null);
-* what it writes beside the metrics: at each epoch's end
-  (`Method.end_of_epoch`: OGC's queue) and at the end of the run
-  (`Method.end_of_run`, given a `RunEnd`: the list of suspect labels,
-  `experiments.label_issues`, and a held-out fold's probabilities), and the
-  fields it adds to ``result.json``.
+  steps on the device (`Method.zero_sums`, `Method.step_sums`), and its own
+  fields, which it declares (`Method.METRICS_FIELDS`; `METRICS_FIELDS` holds
+  every method's, null in the rows of the others) and fills
+  (`Method.metrics`);
+* what the run keeps of its state: the queue to save at an epoch's end
+  (`Method.saved_queue`) and the mixture of recent losses at the end
+  (`Method.queue_mixture`).
+
+A method computes; the run (`experiments.train`) writes.
 """
 
 import functools
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -42,8 +45,6 @@ import numpy as np
 import ogc_jax
 from ogc_jax import baselines
 from ogc_jax import losses
-from experiments import label_issues
-from experiments import workdir as workdir_lib
 from experiments.errors import ConfigError
 
 # apply_fn(params, images) -> (logits, new batch statistics), in train mode.
@@ -66,25 +67,6 @@ class Step(NamedTuple):
   probs: Any
   batch_stats: Any
   state: Any
-
-
-class RunEnd(NamedTuple):
-  """What a method may read when its run has finished (`Method.end_of_run`).
-
-  Attributes:
-    workdir: the run's workdir; files go in through `experiments.workdir`.
-    is_main: whether this process writes the workdir (process 0).
-    state: the method's final state, on the host.
-    data: the run's `experiments.input_pipeline.Data` (training images,
-      given and true labels).
-    logits: the trained network in evaluation mode, ``logits(images)`` for
-      uint8 images ``[n, H, W, C]``, a NumPy ``[n, classes]``.
-  """
-  workdir: str
-  is_main: bool
-  state: Any
-  data: Any
-  logits: Callable[[np.ndarray], np.ndarray]
 
 
 # The range of each hyperparameter of config.loss_hparams, as the losses'
@@ -135,6 +117,53 @@ def check_hyperparameters(method: str, hparams: dict) -> None:
           f'{method!r}; expected {name} {text}.')
 
 
+class MethodName(NamedTuple):
+  """What a method's name names (`parse_method_name`).
+
+  Attributes:
+    name: the name, e.g. ``'ogc_ce'`` or ``'gce'``.
+    base: for ``ogc_<base>``, the base loss's name in
+      `ogc_jax.losses.BASE_LOSSES`; None for a baseline.
+  """
+  name: str
+  base: Optional[str]
+
+  @property
+  def is_ogc(self) -> bool:
+    return self.base is not None
+
+
+def parse_method_name(name) -> MethodName:
+  """The one reading of ``config.method``: ``ogc_<base>`` or a baseline.
+
+  Raises:
+    ConfigError: a name that is neither a baseline of
+      `ogc_jax.baselines.LOSSES` nor ``ogc_`` and a base loss of
+      `ogc_jax.losses.BASE_LOSSES`.
+
+  Example:
+    >>> parse_method_name('ogc_gce')
+    MethodName(name='ogc_gce', base='gce')
+    >>> parse_method_name('phuber_ce').is_ogc
+    False
+  """
+  if not isinstance(name, str):
+    raise ConfigError(f'config.method={name!r} is not a method name.')
+  if name.startswith('ogc_'):
+    base = name[len('ogc_'):]
+    if base not in losses.BASE_LOSSES:
+      raise ConfigError(
+          f'Unknown OGC base loss {base!r} in config.method={name!r}; '
+          f'expected ogc_ + one of {sorted(losses.BASE_LOSSES)}.')
+    return MethodName(name, base)
+  if name not in baselines.LOSSES:
+    raise ConfigError(
+        f'Unknown method config.method={name!r}; expected one of '
+        f'{sorted(baselines.LOSSES)} or ogc_<base> with <base> in '
+        f'{sorted(losses.BASE_LOSSES)}.')
+  return MethodName(name, None)
+
+
 def loss_function(config) -> Callable:
   """The loss ``config.method`` names, with ``config.loss_hparams`` bound.
 
@@ -145,22 +174,11 @@ def loss_function(config) -> Callable:
     ConfigError: an unknown method or base loss, a hyperparameter the
       loss does not take, or one out of its range (`check_hyperparameters`).
   """
-  name = config.method
+  parsed = parse_method_name(config.method)
+  name = parsed.name
   hparams = {k: v for k, v in config.loss_hparams.items() if v is not None}
-  if name.startswith('ogc_'):
-    base = name[len('ogc_'):]
-    if base not in losses.BASE_LOSSES:
-      raise ConfigError(
-          f'Unknown OGC base loss {base!r} in config.method={name!r}; '
-          f'expected ogc_ + one of {sorted(losses.BASE_LOSSES)}.')
-    fn = losses.BASE_LOSSES[base]
-  elif name in baselines.LOSSES:
-    fn = baselines.LOSSES[name]
-  else:
-    raise ConfigError(
-        f'Unknown method config.method={name!r}; expected one of '
-        f'{sorted(baselines.LOSSES)} or ogc_<base> with <base> in '
-        f'{sorted(losses.BASE_LOSSES)}.')
+  fn = (losses.BASE_LOSSES[parsed.base] if parsed.is_ogc
+        else baselines.LOSSES[name])
   accepted = set(losses.hyperparameters(fn))
   unknown = set(hparams) - accepted
   if unknown:
@@ -175,16 +193,16 @@ class Method:
   """A training method; see the module docstring. This base adds nothing.
 
   Attributes:
+    METRICS_FIELDS: the fields the method adds to an epoch's row of
+      ``metrics.jsonl``, each with what it holds.
     name: ``config.method``.
     fn: its loss (`loss_function`).
-    label_issues: whether the run writes the list of suspect labels
-      (`experiments.label_issues.enabled`).
   """
+  METRICS_FIELDS: dict[str, str] = {}
 
   def __init__(self, config):
     self.name = config.method
     self.fn = loss_function(config)
-    self.label_issues = label_issues.enabled(config)
 
   def init(self) -> Any:
     """The method's initial state."""
@@ -205,7 +223,7 @@ class Method:
     return {}
 
   def metrics(self, state, sums) -> dict:
-    """The fields the method fills in an epoch's row (host values).
+    """Its `METRICS_FIELDS` of an epoch's row (host values).
 
     Args:
       state: the method's state at the epoch's end, on the host.
@@ -215,27 +233,11 @@ class Method:
     del state, sums
     return {}
 
-  def end_of_epoch(self, workdir, epoch: int, state) -> None:
-    """Writes what the method keeps of an epoch (process 0 only)."""
-
-  def end_of_run(self, run: RunEnd) -> dict:
-    """Writes the outputs of the whole run; returns its fields of the result.
-
-    Called on every process (process 0 writes) after the last epoch's
-    metrics and checkpoint, before ``result.json``, so that a run is
-    finished only with them: a held-out fold's predicted probabilities
-    (`experiments.label_issues.write_heldout`) and, if `label_issues`, the
-    list of suspect labels (`experiments.label_issues.end_of_run`, beside
-    the measures of `queue_mixture`'s posterior where there is one).
-
-    Returns:
-      Fields of `experiments.workdir.RESULT_FIELDS` (``label_issues``).
-    """
-    label_issues.write_heldout(run)
-    if not self.label_issues:
-      return {}
-    return {'label_issues': label_issues.end_of_run(
-        run, self.queue_mixture(run.state))}
+  def saved_queue(self, state) -> Optional[np.ndarray]:
+    """What the run saves of the state at an epoch's end: a queue of
+    losses, oldest first, or None (nothing)."""
+    del state
+    return None
 
   def queue_mixture(self, state) -> Any:
     """The method's own mixture of recent losses at the end, or None."""
@@ -272,12 +274,29 @@ class OGC(Method):
 
   Its state is the `ogc_jax.OGCState`. OGC is given the optimizer's
   schedule, evaluated at its own step, ``schedule(state.count)``: one OGC
-  update a train step, so OGC's count is the optimizer's.
+  update a train step, so OGC's count is the optimizer's. With
+  ``config.save_queues`` the run saves its queue at each epoch's end.
 
   Raises:
     ConfigError: `loss_function`'s, and a value of ``config.ogc`` that OGC
       refuses (its own checks).
   """
+
+  METRICS_FIELDS = {
+      'tau': "OGC's clipping threshold on |dl/dp| at the epoch's end",
+      'p_threshold': 'the probability at which |dl/dp| = tau',
+      'gmm': 'the fitted mixture of H = -log p (null before the first fit)',
+      'estimated_noise_rate': "the mixture's noisy weight (null before the "
+                              'first fit)',
+      'noise_to_clean_ratio': 'the ratio R reached at the last fit',
+      'num_threshold_updates': 'refits of the threshold so far',
+      'num_invalid': 'non-finite or out-of-range probabilities so far',
+      'clipped_fraction': 'the fraction of examples clipped over the epoch',
+      'grad_clean_before': 'mean |dl/dp| of examples with a correct label',
+      'grad_clean_after': 'the same after clipping at tau',
+      'grad_noisy_before': 'mean |dl/dp| of examples with a wrong label',
+      'grad_noisy_after': 'the same after clipping at tau',
+  }
 
   def __init__(self, config, schedule):
     super().__init__(config)
@@ -348,50 +367,15 @@ class OGC(Method):
     """The last refit's mixture of the queue (None before the first)."""
     return state.gmm if int(state.num_threshold_updates) > 0 else None
 
-  def end_of_epoch(self, workdir, epoch, state):
-    """The queue of H in the order it was filled, oldest first."""
+  def saved_queue(self, state):
+    """The queue of H in the order it was filled, oldest first (with
+    ``config.save_queues``, once it holds a loss)."""
     count = int(state.queue_count)
     if not self.save_queues or not count:
-      return
+      return None
     queue = np.asarray(state.queue)
-    queue = np.roll(queue, -int(state.queue_index)) if count == len(
+    return np.roll(queue, -int(state.queue_index)) if count == len(
         queue) else queue[:count]
-    workdir_lib.save_queue(workdir, epoch, queue)
-
-
-class OGCPerExample(OGC):
-  """OGC's per-example route: `ogc_jax.ogc` on per-example gradients.
-
-  Each example's gradient is that of the base loss of its clamped p
-  (`ogc_jax.feasible_probability`), one example at a time under
-  ``jax.vmap``: with BatchNorm each example is its own batch of one (a
-  per-example gradient of a batch-normalised loss is not defined
-  otherwise), and the new statistics are the mean over the examples. The
-  step's ``loss`` is the mean base loss, before clipping.
-  """
-
-  def __init__(self, config, schedule):
-    super().__init__(config, schedule)
-    self.transform = ogc_jax.ogc(self.fn, **ogc_arguments(config, schedule))
-
-  def init(self):
-    return self.transform.init(None)
-
-  def gradients(self, apply_fn, params, images, labels, state):
-    def example_loss(params, image, label):
-      logits, batch_stats = apply_fn(params, image[None])
-      p = losses.probability_of_label(logits, label[None])[0]
-      return (self.fn(ogc_jax.feasible_probability(p)),
-              (logits[0], p, batch_stats))
-
-    grads, (logits, p, batch_stats) = jax.vmap(
-        jax.grad(example_loss, has_aux=True), in_axes=(None, 0, 0))(
-            params, images, labels)
-    batch_stats = jax.tree_util.tree_map(lambda s: jnp.mean(s, 0),
-                                         batch_stats)
-    grads, new_state = self.transform.update(grads, state, params, probs=p)
-    loss = jnp.mean(self.fn(ogc_jax.feasible_probability(p)))
-    return grads, Step(loss, logits, p, batch_stats, new_state)
 
 
 def from_config(config, schedule) -> Method:
@@ -406,6 +390,10 @@ def from_config(config, schedule) -> Method:
   Raises:
     ConfigError: the config names no method, or values the method refuses.
   """
-  if config.method.startswith('ogc_'):
+  if parse_method_name(config.method).is_ogc:
     return OGC(config, schedule)
   return Baseline(config)
+
+
+# Every method's own fields of metrics.jsonl (`Method.METRICS_FIELDS`).
+METRICS_FIELDS = {**Baseline.METRICS_FIELDS, **OGC.METRICS_FIELDS}

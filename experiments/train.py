@@ -48,6 +48,7 @@ from experiments import augment
 from experiments import distributed
 from experiments import evaluation as evaluation_lib
 from experiments import input_pipeline
+from experiments import label_issues
 from experiments import methods
 from experiments import models
 from experiments import progress as progress_lib
@@ -293,9 +294,10 @@ def restore(manager, epoch, state):
   return manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
 
 
-def run_end(parts: Parts, workdir, is_main, state, data) -> methods.RunEnd:
-  """The `methods.RunEnd` of a run's trained ``state``."""
-  return methods.RunEnd(
+def run_end(parts: Parts, workdir, is_main, state, data
+            ) -> label_issues.RunEnd:
+  """The `label_issues.RunEnd` of a run's trained ``state``."""
+  return label_issues.RunEnd(
       workdir=workdir, is_main=is_main,
       state=jax.device_get(state.method_state), data=data,
       # Replicated out: every process of a multi-process run fetches all of
@@ -401,7 +403,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     row['epoch_time_s'] = time.time() - epoch_start
     history.append(row)
     if is_main:
-      method.end_of_epoch(workdir, epoch, method_state)
+      queue = method.saved_queue(method_state)
+      if queue is not None:
+        workdir_lib.save_queue(workdir, epoch, queue)
       # Metrics first, then the checkpoint: a run killed in between redoes
       # this epoch, and read_metrics(up_to_epoch=...) drops its line.
       workdir_lib.write_metrics(workdir, history)
@@ -417,8 +421,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
     bar.close()
   if summaries is not None:
     summaries.close()
-  run_fields = method.end_of_run(run_end(parts, workdir, is_main, state,
-                                          data))
+  # Before result.json, so that a run is finished only with them: a held-out
+  # fold's predicted probabilities, and the list of suspect labels beside
+  # the measures of the method's own last mixture where it has one.
+  end = run_end(parts, workdir, is_main, state, data)
+  label_issues.write_heldout(end)
+  suspects = (label_issues.end_of_run(end, method.queue_mixture(end.state))
+              if label_issues.enabled(config) else None)
 
   accuracies = [r['test_accuracy'] for r in history]
   result = {
@@ -431,10 +440,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
       'wall_time_s': time.time() - wall_start,
       'devices': len(devices),
       'config': config_dict(config),
-      'label_issues': None,
+      'label_issues': suspects,
       'classes_never_predicted': evaluation_lib.classes_never_predicted(
           history[-1]),
-      **run_fields,
   }
   if is_main:
     workdir_lib.write_result(workdir, result)

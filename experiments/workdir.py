@@ -6,7 +6,8 @@
   WORKDIR/
     config.json          the configuration (`check_config`)
     metrics.jsonl        one JSON object per epoch, the fields of
-                         `METRICS_FIELDS` (`write_metrics`)
+                         `METRICS_FIELDS` and of every method's
+                         (`write_metrics`)
     tensorboard/         the same rows as TensorBoard scalars
                          (`experiments.summaries`)
     queues/epoch_NNNN.npy  the OGC queue of H = -log p at an epoch's end
@@ -112,9 +113,11 @@ LABEL_ISSUES_COLUMNS = {
 # posterior) read them as NaN.
 LABEL_ISSUES_COLUMNS_ADDED = ('margin',)
 
-# The fields of every row of metrics.jsonl, one row per epoch, the same keys
-# for every method; a field a method does not have is null (a baseline has
-# no tau), as is one without a value yet (the mixture before the first fit).
+# The fields of every row of metrics.jsonl, one row per epoch, whatever the
+# method; each method adds its own (`experiments.methods.METRICS_FIELDS`),
+# and every row holds every method's: a field a method does not have is
+# null (a baseline has no tau), as is one without a value yet (the mixture
+# before the first fit).
 METRICS_FIELDS = {
     'epoch': 'the epoch, from 1',
     'test_accuracy': 'accuracy on the test set',
@@ -134,20 +137,6 @@ METRICS_FIELDS = {
     'train_accuracy_noisy_true': 'on examples with a wrong given label, the '
                                  'fraction predicted as the true label',
     'true_noise_rate': 'the realised noise rate of the training labels',
-    # OGC's (null for a baseline; `experiments.methods.OGC.metrics`).
-    'tau': "OGC's clipping threshold on |dl/dp| at the epoch's end",
-    'p_threshold': 'the probability at which |dl/dp| = tau',
-    'gmm': 'the fitted mixture of H = -log p (null before the first fit)',
-    'estimated_noise_rate': "the mixture's noisy weight (null before the "
-                            'first fit)',
-    'noise_to_clean_ratio': 'the ratio R reached at the last fit',
-    'num_threshold_updates': 'refits of the threshold so far',
-    'num_invalid': 'non-finite or out-of-range probabilities so far',
-    'clipped_fraction': 'the fraction of examples clipped over the epoch',
-    'grad_clean_before': 'mean |dl/dp| of examples with a correct label',
-    'grad_clean_after': 'the same after clipping at tau',
-    'grad_noisy_before': 'mean |dl/dp| of examples with a wrong label',
-    'grad_noisy_after': 'the same after clipping at tau',
     # Timing.
     'step_time_ms': 'milliseconds a train step, dispatch included',
     'images_per_second': 'training images a second',

@@ -14,8 +14,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import orbax.checkpoint as ocp
 import pytest
 
+from benchmarks import per_example as per_example_route
 from experiments import data
 from experiments import evaluation as evaluation_lib
+from experiments import label_issues
 from experiments import methods
 from experiments import noise as noise_lib
 from experiments import train
@@ -67,18 +69,18 @@ def test_trains_ogc_on_digits_and_writes_everything(tmp_path, tiny_config):
   config = tiny_config(num_epochs=6, checkpoint_every=2)
   workdir = str(tmp_path / 'run')
   ends = []
-  real_end_of_run = methods.OGC.end_of_run
+  real_end_of_run = label_issues.end_of_run
 
-  def end_of_run(self, run):
+  def end_of_run(run, queue_gmm=None):
     ends.append(run)
-    return real_end_of_run(self, run)
+    return real_end_of_run(run, queue_gmm)
 
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(methods.OGC, 'end_of_run', end_of_run)
+    patch.setattr(label_issues, 'end_of_run', end_of_run)
     result = train.train_and_evaluate(config, workdir)
   rows = read_metrics(workdir)
   assert [r['epoch'] for r in rows] == [1, 2, 3, 4, 5, 6]
-  assert all(set(r) == set(workdir_lib.METRICS_KEYS) for r in rows)
+  assert all(set(r) == set(evaluation_lib.ROW_KEYS) for r in rows)
   assert set(result) == set(workdir_lib.RESULT_KEYS)
   accuracies = [r['test_accuracy'] for r in rows]
   assert result['final_test_accuracy'] == pytest.approx(np.mean(accuracies))
@@ -177,7 +179,7 @@ def test_a_baseline_is_its_loss_and_fills_no_ogc_field(tiny_config):
   row = evaluation_lib.epoch_row(
       1, evaluation, 0.1, sums, noise_lib.NoisyLabels(
           np.zeros(1), np.eye(2), 0.4), method.metrics({}, sums), 1.0, 11, 128)
-  assert set(row) == set(workdir_lib.METRICS_KEYS)
+  assert set(row) == set(evaluation_lib.ROW_KEYS)
   assert row['loss'] == pytest.approx(0.1) and row['tau'] is None
   assert row['gmm'] is None and row['num_threshold_updates'] is None
 
@@ -249,8 +251,9 @@ def test_per_example_route_gives_the_fused_update(tiny_config):
   schedule = optax.constant_schedule(config.learning_rate)
   tx = train.create_optimizer(config, schedule)
   states = {}
-  for name, method in (('fused', methods.OGC(config, schedule)),
-                       ('per_example', methods.OGCPerExample(config, schedule))):
+  routes = (('fused', methods.OGC(config, schedule)),
+            ('per_example', per_example_route.OGCPerExample(config, schedule)))
+  for name, method in routes:
     steps = train.make_steps(config, model, method, tx, np.float32([0.5]),
                              np.float32([0.3]), sharding, num_train)
     state = train.create_train_state(jax.random.key(0), model, tx, method,
@@ -278,7 +281,7 @@ def test_baseline_method_and_bad_configs(tmp_path, tiny_config):
       tiny_config(method='gce', num_epochs=2), str(tmp_path / 'gce'))
   assert result['config']['method'] == 'gce'
   rows = read_metrics(str(tmp_path / 'gce'))
-  assert all(set(r) == set(workdir_lib.METRICS_KEYS) for r in rows)
+  assert all(set(r) == set(evaluation_lib.ROW_KEYS) for r in rows)
   assert rows[-1]['tau'] is None and rows[-1]['grad_noisy_before'] is None
   assert not (tmp_path / 'gce' / 'queues').exists()
   with pytest.raises(ValueError, match='Unknown method'):
