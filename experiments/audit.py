@@ -45,8 +45,8 @@ import numpy as np
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
+from experiments import checkpoints
 from experiments import cli
-from experiments import config_lib
 from experiments import distributed
 from experiments import files
 from experiments import input_pipeline
@@ -128,11 +128,11 @@ def restore_run_end(config, workdir
   epoch_steps = input_pipeline.steps_per_epoch(
       config, len(data.labels), 'the training images')
   parts = train.build(config, data, devices, epoch_steps)
-  manager = train.checkpoint_manager(workdir)
+  manager = checkpoints.manager(workdir)
   if manager.latest_step() != config.num_epochs:
     raise ConfigError(f'{workdir} holds no checkpoint of its last epoch, '
                       f'{config.num_epochs}.')
-  state = train.restore(manager, config.num_epochs, parts.state)
+  state = checkpoints.restore(manager, config.num_epochs, parts.state)
   return parts.method, train.run_end(parts, workdir, True, state, data)
 
 
@@ -282,7 +282,7 @@ def main(argv):
   cli.check_no_arguments(argv)
   logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO
   with cli.interrupted(flags.FLAGS.config, flags.FLAGS.workdir), \
-      config_lib.one_line_errors(ConfigError):
+      cli.one_line_errors():
     report = audit(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.top)
   print('\n'.join(describe(report)))
 

@@ -8,13 +8,12 @@ status 1; Ctrl-C is one line, the epoch it stopped and that the same command
 continues, and exit status 130 (`interrupted`); ``--help`` lists every key
 of the config with its value and meaning, and exits 0.
 
-`experiments.train` calls `run` with its ``train_and_evaluate`` and its
-docstring; this module does not import it. `experiments.audit` takes the
-same flags and one of its own (`parse_flags`'s ``define_flags``).
+`experiments.train`'s ``main`` and `experiments.audit`'s use its parts
+(`parse_flags`, `interrupted`, `one_line_errors`, `print_result`); the audit
+takes one flag of its own (`parse_flags`'s ``define_flags``).
 """
 
 import contextlib
-import functools
 import json
 import os
 import re
@@ -23,9 +22,7 @@ import sys
 import textwrap
 import threading
 
-from absl import app
 from absl import flags
-from absl import logging
 import jax
 
 from experiments import config_lib
@@ -94,13 +91,6 @@ def check_no_arguments(argv) -> None:
   if len(argv) > 1:
     sys.exit(f'error: unexpected arguments {argv[1:]}; the flags are '
              '--config, --workdir and --config.KEY=VALUE (see --help).')
-
-
-def main(argv, train_and_evaluate):
-  check_no_arguments(argv)
-  logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
-  with interrupted(flags.FLAGS.config, flags.FLAGS.workdir):
-    train_or_exit(train_and_evaluate, flags.FLAGS.config, flags.FLAGS.workdir)
 
 
 def interruption_message(config, workdir) -> str:
@@ -181,21 +171,15 @@ def interrupted(config, workdir):
     signal.signal(signal.SIGINT, previous)
 
 
-def train_or_exit(train_and_evaluate, config, workdir) -> None:
-  """Trains and prints the result's accuracies and wall time as JSON.
+def one_line_errors():
+  """A `ConfigError` (a bad config or workdir, data that cannot be loaded)
+  in the body is one line on stderr, ``error: ...``, and exit status 1."""
+  return config_lib.one_line_errors(ConfigError)
 
-  A `ConfigError` (a bad config or workdir, data that cannot be loaded) is
-  one line on stderr, ``error: ...``, and exit status 1.
-  """
-  with config_lib.one_line_errors(ConfigError):
-    result = train_and_evaluate(config, workdir)
+
+def print_result(result: dict) -> None:
+  """Prints a run's accuracies and wall time as JSON (process 0)."""
   if jax.process_index() == 0:
     print(json.dumps({k: result[k] for k in (
         'final_test_accuracy', 'best_test_accuracy', 'wall_time_s')},
                      indent=2))
-
-
-def run(train_and_evaluate, doc: str):
-  """``python -m experiments.train``: flags, then ``train_and_evaluate``."""
-  app.run(functools.partial(main, train_and_evaluate=train_and_evaluate),
-          flags_parser=functools.partial(parse_flags, doc=doc))

@@ -145,7 +145,7 @@ def check_holdout(config) -> None:
                       'config.holdout.folds; expected 0.')
 
 
-def holdout_folds(config, labels: np.ndarray) -> np.ndarray:
+def holdout_folds(config, labels: np.ndarray, noise_seed=None) -> np.ndarray:
   """The fold of each training example, 0 .. ``config.holdout.folds`` - 1.
 
   Stratified by the given label, as scikit-learn's ``StratifiedKFold``
@@ -159,6 +159,8 @@ def holdout_folds(config, labels: np.ndarray) -> np.ndarray:
   Args:
     config: the run's config (``holdout.folds``, ``seed``, ``noise``).
     labels: the given training labels, after the noise.
+    noise_seed: the noise settings' seed, where the caller has them (None:
+      from ``config``).
 
   Raises:
     ConfigError: fewer training examples than folds.
@@ -167,7 +169,9 @@ def holdout_folds(config, labels: np.ndarray) -> np.ndarray:
   if len(labels) < folds:
     raise ConfigError(f'config.holdout.folds={folds} exceeds the '
                       f'{len(labels)} training images.')
-  rng = np.random.default_rng([config.seed, noise_lib.settings(config).seed])
+  if noise_seed is None:
+    noise_seed = noise_lib.settings(config).seed
+  rng = np.random.default_rng([config.seed, noise_seed])
   order = np.concatenate([rng.permutation(np.flatnonzero(labels == label))
                           for label in np.unique(labels)])
   fold = np.empty(len(labels), np.int64)
@@ -175,7 +179,7 @@ def holdout_folds(config, labels: np.ndarray) -> np.ndarray:
   return fold
 
 
-def load_data(config) -> Data:
+def load_data(config, plan=None) -> Data:
   """The dataset with training labels corrupted as the config asks.
 
   The noise follows `experiments.noise.settings`. Data that brings its own
@@ -185,13 +189,22 @@ def load_data(config) -> Data:
   `holdout_folds` is held out after the noise: every fold's run trains on
   the same noisy labels.
 
+  Args:
+    config: the run's config.
+    plan: the `experiments.validate.Plan` of ``config`` where the caller
+      validated it (its dataset name and noise settings are used as they
+      are); None checks them here.
+
   Raises:
     ConfigError: `check_dataset`, `check_holdout` or
       `experiments.noise.settings` refuses the config.
   """
-  dataset_name = check_dataset(config)
-  check_holdout(config)
-  noise_settings = noise_lib.settings(config)
+  if plan is None:
+    dataset_name, noise_settings = check_dataset(config), noise_lib.settings(
+        config)
+    check_holdout(config)
+  else:
+    dataset_name, noise_settings = plan.dataset, plan.noise
   cache_dir = config.cache_dir or os.path.join(
       os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache')),
       'ogc_jax')
@@ -227,7 +240,8 @@ def load_data(config) -> Data:
               folder)
   if not config.holdout.folds:
     return data
-  out = holdout_folds(config, noise.labels) == config.holdout.fold
+  out = holdout_folds(config, noise.labels,
+                      noise_settings.seed) == config.holdout.fold
   return data._replace(
       images=images[~out], labels=noise.labels[~out], true_labels=true[~out],
       indices=indices[~out],

@@ -297,3 +297,18 @@ def write_heldout(run) -> None:
         run.workdir, indices=heldout.indices,
         probs=np.asarray(probs, np.float32), labels=heldout.labels,
         true_labels=heldout.true_labels)
+
+
+def write_run_end(run: RunEnd, config, queue_gmm=None) -> Optional[dict]:
+  """What a run writes of its trained network before ``result.json``.
+
+  A held-out fold's predicted probabilities (`write_heldout`) and, where
+  `enabled`, the list (`end_of_run`, beside the measures of ``queue_gmm``,
+  the method's own last mixture, where it has one).
+
+  Returns:
+    The ``label_issues`` field of ``result.json``: the list's measures, or
+    None without a list.
+  """
+  write_heldout(run)
+  return end_of_run(run, queue_gmm) if enabled(config) else None

@@ -3,30 +3,27 @@ r"""Training on noisily labelled data with OGC or a baseline loss.
 ``train_and_evaluate(config, workdir)`` runs one experiment: it loads the
 data, corrupts the training labels (`experiments.noise`), trains data-parallel
 over every device of a ``jax.sharding.Mesh``, evaluates each epoch and writes
-to ``workdir`` (its layout is `experiments.workdir`'s): the config, a row
-of metrics per epoch (``metrics.jsonl``, and as TensorBoard scalars), the OGC
-queues, an Orbax checkpoint every ``config.checkpoint_every`` epochs and at
-the last (the same command resumes from the last one and ends with the same
-results as an uninterrupted run), the list of suspect labels, and last
-``result.json``: ``final_test_accuracy``, the mean test accuracy of the last
-``config.final_epochs`` epochs, as the paper reports.
+to ``workdir`` (`experiments.workdir`): the config, a row of metrics per epoch
+(``metrics.jsonl``, and as TensorBoard scalars), the OGC queues, an Orbax
+checkpoint every ``config.checkpoint_every`` epochs and at the last (the same
+command resumes from the last one, to the results of an uninterrupted run),
+the list of suspect labels, and last ``result.json``: ``final_test_accuracy``,
+the mean test accuracy of the last ``config.final_epochs`` epochs, as the
+paper reports. The run's method (`experiments.methods`) is what differs
+between OGC and a baseline; this module treats every method alike.
 
-What differs between OGC and a baseline loss is the run's method
-(`experiments.methods`): its state, its gradients and its fields of a
-metrics row; this module treats every method alike.
-
-Command line (Flax-examples style)::
+Command line (Flax-examples style, `main`)::
 
   python -m experiments.train --config experiments/configs/cifar10.py \
       --config.method=ogc_ce --config.noise.rate=0.5 --workdir runs/x
 
-Without flags it trains OGC-CE on scikit-learn's digits with 60% symmetric
-noise (`experiments/configs/digits.py`) into ``runs/digits_default``.
-``--help`` lists every key of the config with its value and meaning. A bad
-key or value, or a workdir that cannot hold the run, is reported in one line,
-before any file is written and, but for a batch larger than the data, before
-any data is loaded (`validate_config`). Ctrl-C, while compiling or training, is
-one line, the epoch it stopped at, and exit status 130: the same command
+Without flags it trains OGC-CE on scikit-learn's digits, 60% symmetric noise
+(`experiments/configs/digits.py`), into ``runs/digits_default``; ``--help``
+lists every key of the config with its value and meaning. A bad
+key or value, or a workdir that cannot hold the run, is one line, before any
+file is written and, but for a batch larger than the data, before any data
+is loaded (`validate_config`). Ctrl-C, while compiling or training, is one
+line, the epoch it stopped at, and exit status 130: the same command
 continues from the last checkpoint.
 """
 
@@ -36,6 +33,9 @@ import os
 import time
 from typing import Any, NamedTuple
 
+from absl import app
+from absl import flags
+from absl import logging
 import flax
 import jax
 import jax.numpy as jnp
@@ -45,6 +45,8 @@ import optax
 import orbax.checkpoint as ocp
 
 from experiments import augment
+from experiments import checkpoints
+from experiments import cli
 from experiments import distributed
 from experiments import evaluation as evaluation_lib
 from experiments import input_pipeline
@@ -282,18 +284,6 @@ def build(config, data, devices, epoch_steps: int) -> Parts:
                state, eval_bs)
 
 
-def checkpoint_manager(workdir) -> ocp.CheckpointManager:
-  return ocp.CheckpointManager(
-      workdir_lib.checkpoints_dir(workdir), options=ocp.CheckpointManagerOptions(
-          max_to_keep=2, create=True, enable_async_checkpointing=False))
-
-
-def restore(manager, epoch, state):
-  """The checkpoint of ``epoch``, shaped and placed as ``state``."""
-  abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
-  return manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
-
-
 def run_end(parts: Parts, workdir, is_main, state, data
             ) -> label_issues.RunEnd:
   """The `label_issues.RunEnd` of a run's trained ``state``."""
@@ -330,18 +320,18 @@ def train_and_evaluate(config, workdir: str) -> dict:
       in the same workdir.
   """
   distributed.initialize(config)  # before any JAX computation
-  validate_config(config)
+  plan = validate_config(config)
   workdir = workdir_lib.absolute(workdir)
   workdir_lib.check_can_hold(workdir, config_dict(config))
   result = workdir_lib.read_result(workdir)
   if result is not None:
     return result
-  data = load_data(config)
+  data = load_data(config, plan)
   num_train = len(data.labels)
   epoch_steps = input_pipeline.steps_per_epoch(
       config, num_train,
       f'the {num_train} training images of {config.dataset!r}')
-  devices = distributed.devices(config)
+  devices = plan.devices
   is_main = jax.process_index() == 0
   if is_main:  # process 0 writes every file of the workdir
     workdir_lib.claim(workdir, config_dict(config))
@@ -366,10 +356,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   if is_main:  # a save that Ctrl-C stopped (Orbax would warn of it)
     workdir_lib.remove_unfinished_checkpoints(workdir)
-  manager = checkpoint_manager(workdir)
+  manager = checkpoints.manager(workdir)
   start_epoch = manager.latest_step() or 0
   if start_epoch:
-    state = restore(manager, start_epoch, state)
+    state = checkpoints.restore(manager, start_epoch, state)
   history = workdir_lib.read_metrics(workdir, up_to_epoch=start_epoch)
   if is_main:
     workdir_lib.write_metrics(workdir, history)
@@ -421,13 +411,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     bar.close()
   if summaries is not None:
     summaries.close()
-  # Before result.json, so that a run is finished only with them: a held-out
-  # fold's predicted probabilities, and the list of suspect labels beside
-  # the measures of the method's own last mixture where it has one.
+  # Before result.json, so that a run is finished only with them.
   end = run_end(parts, workdir, is_main, state, data)
-  label_issues.write_heldout(end)
-  suspects = (label_issues.end_of_run(end, method.queue_mixture(end.state))
-              if label_issues.enabled(config) else None)
+  suspects = label_issues.write_run_end(
+      end, config, method.queue_mixture(end.state))
 
   accuracies = [r['test_accuracy'] for r in history]
   result = {
@@ -449,6 +436,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
   return result
 
 
+def main(argv):
+  """``python -m experiments.train``: trains, prints the result's summary."""
+  cli.check_no_arguments(argv)
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+  config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
+  with cli.interrupted(config, workdir), cli.one_line_errors():
+    result = train_and_evaluate(config, workdir)
+  cli.print_result(result)
+
+
 if __name__ == '__main__':
-  from experiments import cli  # pylint: disable=g-import-not-at-top
-  cli.run(train_and_evaluate, __doc__)
+  app.run(main, flags_parser=functools.partial(cli.parse_flags, doc=__doc__))

@@ -2,8 +2,11 @@
 
 `validate_config` calls the functions that consume each value (each rule
 lives there, once) on the config alone, so that a bad config fails in
-seconds, in one line (`experiments.errors.ConfigError`).
+seconds, in one line (`experiments.errors.ConfigError`), and returns what
+they computed that the run uses again (`Plan`).
 """
+
+from typing import NamedTuple
 
 import optax
 
@@ -23,7 +26,20 @@ _SMALLEST = {
 }
 
 
-def validate_config(config) -> None:
+class Plan(NamedTuple):
+  """What validating a config computed, for the run to use, not recompute.
+
+  Attributes:
+    dataset: the parsed dataset name (`experiments.input_pipeline.check_dataset`).
+    noise: the checked noise settings (`experiments.noise.settings`).
+    devices: the devices of the run's mesh (`experiments.distributed.devices`).
+  """
+  dataset: input_pipeline.data_lib.DatasetName
+  noise: noise.Settings
+  devices: list
+
+
+def validate_config(config) -> Plan:
   """Checks a configuration without loading data or writing a file.
 
   Calls, in seconds, the checks of what would otherwise fail after the data
@@ -37,6 +53,10 @@ def validate_config(config) -> None:
   batch (and the folds) against the dataset's size wait for the data
   (`experiments.train.train_and_evaluate` checks it right after loading,
   before writing anything).
+
+  Returns:
+    The `Plan`: what the checks computed that loading the data
+    (`experiments.input_pipeline.load_data`) and training use.
 
   Raises:
     ConfigError: a ``ValueError`` naming the key, the bad value and the valid
@@ -56,8 +76,8 @@ def validate_config(config) -> None:
   except ValueError as e:
     raise ConfigError(str(e)) from None
   methods.from_config(config, optax.constant_schedule(config.learning_rate))
-  noise.settings(config)
-  input_pipeline.check_dataset(config)
+  noise_settings = noise.settings(config)
+  dataset = input_pipeline.check_dataset(config)
   input_pipeline.check_holdout(config)
   models.from_config(config, num_classes=2)
   for key, smallest in _SMALLEST.items():
@@ -72,4 +92,4 @@ def validate_config(config) -> None:
     input_pipeline.steps_per_epoch(config, config.train_subset,
                                    f'config.train_subset='
                                    f'{config.train_subset}, the training images')
-  distributed.devices(config)
+  return Plan(dataset, noise_settings, distributed.devices(config))

@@ -77,8 +77,7 @@ BAD_CONFIGS = [
 def cli_error(*args):
   """The message `python -m experiments.train ARGS` exits with, in-process."""
   with pytest.raises(SystemExit) as exit_:
-    cli.main(cli.parse_flags(['experiments.train', *args]),
-             train_and_evaluate=train.train_and_evaluate)
+    train.main(cli.parse_flags(['experiments.train', *args]))
   message = exit_.value.code
   assert message.startswith('error: ') and '\n' not in message, message
   return message
@@ -240,23 +239,26 @@ def test_unknown_config_file_and_stray_argument_are_one_line(tmp_path,
                       '--config.noise.rate=0.1')
   assert '--config' in message and 'no/such/config.py' in message
   with pytest.raises(SystemExit) as exit_:
-    cli.main(['experiments.train', 'experiments/configs/digits.py'],
-             train_and_evaluate=train.train_and_evaluate)
+    train.main(['experiments.train', 'experiments/configs/digits.py'])
   assert 'unexpected arguments' in exit_.value.code
 
 
 def test_a_data_error_is_one_line_and_leaves_no_workdir(tmp_path,
-                                                        monkeypatch):
+                                                        monkeypatch,
+                                                        fresh_flags):
+  del fresh_flags
+
   class DataError(ConfigError):  # as experiments.data raises them
     pass
 
-  def missing(config):
+  def missing(config, plan):
+    del plan
     raise DataError(f'{config.dataset!r} is not prepared; run `prepare X`.')
 
   monkeypatch.setattr(train, 'load_data', missing)
   with pytest.raises(SystemExit) as exit_:
-    cli.train_or_exit(train.train_and_evaluate, digits.get_config(),
-                      str(tmp_path / 'run'))
+    train.main(cli.parse_flags(['experiments.train',
+                                f'--workdir={tmp_path / "run"}']))
   assert exit_.value.code == "error: 'digits' is not prepared; run `prepare X`."
   assert not (tmp_path / 'run').exists()
 
