@@ -316,7 +316,7 @@ class OurSide:
     mesh = Mesh(np.array(jax.devices()[:1]), ('data',))
     self.schedule = train_lib.learning_rate_schedule(config,
                                                      self.steps_per_epoch)
-    self.method = methods.from_config(config, self.schedule)
+    self.method = methods.create_method(config, self.schedule)
     self.model = models.from_config(config, data.dataset.num_classes)
     tx = train_lib.create_optimizer(config, self.schedule)
     steps = train_lib.make_steps(

@@ -107,7 +107,7 @@ def build(config, *, num_classes=10, image_shape=(32, 32, 3), num_batches=4):
     if name == "OGC per-example":
       method = per_example.OGCPerExample(config, schedule)
     else:
-      method = methods.from_config(config, schedule)
+      method = methods.create_method(config, schedule)
     if name == "OGC fused":
       fused = method
     step = train.make_steps(config, model, method, tx, mean, std,

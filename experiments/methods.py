@@ -1,6 +1,6 @@
 """The training methods: a baseline loss, or OGC with a base loss of p.
 
-`from_config` gives the `Method` of ``config.method``, the one thing a train
+`create_method` gives the `Method` of ``config.method``, the one thing a train
 step (`experiments.train.make_steps`) does differently for each method:
 
 * `Baseline`: a loss of ``(logits, labels)`` (`ogc_jax.baselines.LOSSES`),
@@ -378,7 +378,7 @@ class OGC(Method):
         queue) else queue[:count]
 
 
-def from_config(config, schedule) -> Method:
+def create_method(config, schedule) -> Method:
   """The method ``config.method`` names: `OGC` for ``ogc_<base>``, else a `Baseline`.
 
   Args:

@@ -271,7 +271,7 @@ def build(config, data, devices, epoch_steps: int) -> Parts:
   model = models.from_config(config, dataset.num_classes)
   schedule = learning_rate_schedule(config, epoch_steps)
   tx = create_optimizer(config, schedule)
-  method = methods.from_config(config, schedule)
+  method = methods.create_method(config, schedule)
   steps = make_steps(config, model, method, tx, *dataset.channel_mean_std,
                      data_sharding, len(data.labels))
   init_rng = run_keys(config.seed)[0]

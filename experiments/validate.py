@@ -45,7 +45,7 @@ def validate_config(config) -> Plan:
   Calls, in seconds, the checks of what would otherwise fail after the data
   is loaded: a key that `experiments.configs.default.HELP` lacks
   (`experiments.config_lib.check_keys`), the method, its hyperparameters and
-  OGC's settings (`experiments.methods.from_config`), the noise
+  OGC's settings (`experiments.methods.create_method`), the noise
   (`experiments.noise.settings`), the dataset and the held-out fold
   (`experiments.input_pipeline.check_dataset`, `check_holdout`), the model
   and dtype (`experiments.models.from_config`), the devices
@@ -75,7 +75,7 @@ def validate_config(config) -> Plan:
     config_lib.check_keys(config)
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  methods.from_config(config, optax.constant_schedule(config.learning_rate))
+  methods.create_method(config, optax.constant_schedule(config.learning_rate))
   noise_settings = noise.settings(config)
   dataset = input_pipeline.check_dataset(config)
   input_pipeline.check_holdout(config)

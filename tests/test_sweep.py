@@ -203,7 +203,7 @@ def test_shipped_specs_name_valid_sweeps_and_their_tables(path):
     config = config_lib.load(loaded.config, {**loaded.set_overrides,
                                              **dict(method.overrides),
                                              'method': method.name})
-    methods.from_config(config, optax.constant_schedule(0.1))
+    methods.create_method(config, optax.constant_schedule(0.1))
   # The committed records and tables are under results/; a rehearsal's
   # under runs/. A table a spec has made names the spec's command.
   root = runner.repo_relative(loaded.root)

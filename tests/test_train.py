@@ -152,7 +152,7 @@ def test_trains_ogc_on_digits_and_writes_everything(tmp_path, tiny_config):
 
 def test_a_baseline_is_its_loss_and_fills_no_ogc_field(tiny_config):
   config = tiny_config(method='gce', **{'loss_hparams.q': 0.5})
-  method = methods.from_config(config, lambda step: 0.1)
+  method = methods.create_method(config, lambda step: 0.1)
   assert type(method) is methods.Baseline and method.init() == {}
   logits = jnp.array([[2.0, -1.0, 0.5], [0.1, 0.2, 0.3]])
   labels = jnp.array([0, 2])
@@ -203,7 +203,7 @@ def test_evaluation_counts_each_class_over_eight_devices(tiny_config):
   assert len(devices) == 8
   mesh = Mesh(np.array(devices), ('data',))
   config = tiny_config(method='ce')
-  method = methods.from_config(config, lambda step: 0.1)
+  method = methods.create_method(config, lambda step: 0.1)
   steps = train.make_steps(config, PixelLogits(), method, None,
                            np.zeros(4, np.float32), np.ones(4, np.float32),
                            NamedSharding(mesh, P('data')), 11)
