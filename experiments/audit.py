@@ -14,7 +14,7 @@ Trains the run, or reuses the finished run in the workdir, and writes there:
   loss and whether it is flagged (score > 0, a posterior above 0.5). A run with ``config.label_issues``
   (by default OGC's) writes it as it ends; for another finished run the
   audit restores its last checkpoint and writes it
-  (`experiments.label_issues`).
+  (`experiments.suspects`).
 * ``label_issues.png``: the ``--top`` suspects' images, to check them by
   eye, each with its rank, path (or index), given and predicted label,
   score and margin, as in the list.
@@ -50,7 +50,7 @@ from experiments import cli
 from experiments import distributed
 from experiments import files
 from experiments import input_pipeline
-from experiments import label_issues
+from experiments import suspects
 from experiments import methods
 from experiments import train
 from experiments import workdir as workdir_lib
@@ -73,7 +73,7 @@ def audit(config, workdir: str, top: int = 64) -> dict:
 
   Returns:
     ``csv`` and ``png``, the paths written, and ``measures``, the list's
-    (`experiments.label_issues.evaluate`, with the mixture).
+    (`experiments.suspects.evaluate`, with the mixture).
 
   Raises:
     ConfigError: as `experiments.train.train_and_evaluate`.
@@ -84,7 +84,7 @@ def audit(config, workdir: str, top: int = 64) -> dict:
     data = load_data(config)
   else:  # a run without the list: score its trained network
     method, run = restore_run_end(config, workdir)
-    measures = label_issues.end_of_run(run, method.queue_mixture(run.state))
+    measures = suspects.end_of_run(run, method.queue_mixture(run.state))
     data = run.data
   table = workdir_lib.read_label_issues(workdir)
   figure = contact_sheet(table, data.images, data.indices,
@@ -112,7 +112,7 @@ def audit(config, workdir: str, top: int = 64) -> dict:
 
 
 def restore_run_end(config, workdir
-                    ) -> tuple[methods.Method, label_issues.RunEnd]:
+                    ) -> tuple[methods.Method, suspects.RunEnd]:
   """The method and `label_issues.RunEnd` of a finished run, from its last
   checkpoint (one process).
 
@@ -261,7 +261,7 @@ def plot_transition(matrix, class_names: Sequence[str], noise_rate: float,
 def describe(report: dict) -> list[str]:
   """The lines the command prints about an `audit`."""
   lines = [f"{report['csv']}: {report['examples']} training examples, "
-           f"{report['flagged']} flagged (score > {label_issues.FLAG_ABOVE})",
+           f"{report['flagged']} flagged (score > {suspects.FLAG_ABOVE})",
            f"{report['png']}: the top {report['shown']}"]
   m = report['measures']
   if m and m.get('auroc') is not None:

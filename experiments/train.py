@@ -50,7 +50,7 @@ from experiments import cli
 from experiments import distributed
 from experiments import evaluation as evaluation_lib
 from experiments import input_pipeline
-from experiments import label_issues
+from experiments import suspects
 from experiments import methods
 from experiments import models
 from experiments import progress as progress_lib
@@ -285,9 +285,9 @@ def build(config, data, devices, epoch_steps: int) -> Parts:
 
 
 def run_end(parts: Parts, workdir, is_main, state, data
-            ) -> label_issues.RunEnd:
+            ) -> suspects.RunEnd:
   """The `label_issues.RunEnd` of a run's trained ``state``."""
-  return label_issues.RunEnd(
+  return suspects.RunEnd(
       workdir=workdir, is_main=is_main,
       state=jax.device_get(state.method_state), data=data,
       # Replicated out: every process of a multi-process run fetches all of
@@ -413,7 +413,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     summaries.close()
   # Before result.json, so that a run is finished only with them.
   end = run_end(parts, workdir, is_main, state, data)
-  suspects = label_issues.write_run_end(
+  list_measures = suspects.write_run_end(
       end, config, method.queue_mixture(end.state))
 
   accuracies = [r['test_accuracy'] for r in history]
@@ -427,7 +427,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       'wall_time_s': time.time() - wall_start,
       'devices': len(devices),
       'config': config_dict(config),
-      'label_issues': suspects,
+      'label_issues': list_measures,
       'classes_never_predicted': evaluation_lib.classes_never_predicted(
           history[-1]),
   }

@@ -82,7 +82,7 @@ RESULT_FIELDS = {
     'devices': 'devices of the data-parallel mesh',
     'config': 'the configuration',
     'label_issues': 'how well label_issues.csv finds the wrong labels '
-                    '(`experiments.label_issues.evaluate`; null without the '
+                    '(`experiments.suspects.evaluate`; null without the '
                     'list)',
     'classes_never_predicted': 'the classes the final network predicts for '
                                'no test example, a list (a collapse: [2, 4], '
@@ -94,7 +94,7 @@ RESULT_KEYS = tuple(RESULT_FIELDS)
 RESULT_FIELDS_ADDED = ('label_issues', 'classes_never_predicted')
 
 # The columns of label_issues.csv, one row per training example, the most
-# likely wrongly labelled first (`experiments.label_issues`).
+# likely wrongly labelled first (`experiments.suspects`).
 LABEL_ISSUES_COLUMNS = {
     'rank': 'the row, from 1',
     'index': "the example's position in the dataset's training split",

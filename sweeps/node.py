@@ -31,7 +31,7 @@ from sweeps import run_files
 ACCELERATOR_VARIABLES = ('CUDA_VISIBLE_DEVICES', 'ROCR_VISIBLE_DEVICES',
                          'HIP_VISIBLE_DEVICES', 'TPU_VISIBLE_CHIPS')
 # What a run on a node's own disk sends back: its records, its log and its
-# list of wrong labels (`sweeps.label_issues` reads it); never checkpoints.
+# list of wrong labels (`sweeps.compare_lists` reads it); never checkpoints.
 RETURNED_FILES = run_files.RECORD_FILES + (
     run_files.LOG_FILE, workdir_lib.LABEL_ISSUES_FILE,
     workdir_lib.LABEL_ISSUES_SHEET, workdir_lib.HELDOUT_FILE)

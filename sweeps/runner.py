@@ -7,7 +7,7 @@ the tasks run on a local Ray instance that this process starts, sized to the
 machine; with one (``RayOptions.address``, or ``RAY_ADDRESS``) they run on
 that cluster, each with the CPUs and GPUs it asks for. A task whose node is
 lost is retried by Ray and resumes from the run's last checkpoint. The sweeps
-(`sweeps.sweep`, `sweeps.label_issues`) run their runs here; the time-boxed
+(`sweeps.sweep`, `sweeps.compare_lists`) run their runs here; the time-boxed
 runner (`sweeps.lease`) runs them as processes under a deadline
 (`sweeps.processes`). The planning helpers and `Outcome` serve both.
 """

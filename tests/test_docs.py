@@ -47,7 +47,7 @@ NOT_RUN = {
     'python -m benchmarks.parity --authors PATH': "needs PyTorch, the authors' "
         "checkout and CIFAR-10 (.ci/run runs the benchmark's --quick smoke run)",
     '--config.dataset=folder:IMAGES': "needs one's own image folder "
-        '(tests/test_label_issues.py audits a generated one)',
+        '(tests/test_suspects.py audits a generated one)',
 }
 
 # Blocks that are run although a line of NOT_RUN is in them, by a line of

@@ -125,7 +125,7 @@ def test_only_the_sweeps_use_ray_and_only_when_they_run():
     assert 'ray' not in imported or path.parent.name == 'sweeps', path
   # Planning, tables and records work without Ray: it is imported when runs
   # start (`sweeps.runner.connect`), not with the modules.
-  code = ('import sys; import sweeps.sweep, sweeps.lease, sweeps.label_issues; '
+  code = ('import sys; import sweeps.sweep, sweeps.lease, sweeps.compare_lists; '
           "print('ray' in sys.modules)")
   out = subprocess.run([sys.executable, '-c', code], cwd=REPO, check=True,
                        capture_output=True, text=True).stdout

@@ -17,7 +17,7 @@ import pytest
 from benchmarks import per_example as per_example_route
 from experiments import data
 from experiments import evaluation as evaluation_lib
-from experiments import label_issues
+from experiments import suspects
 from experiments import methods
 from experiments import noise as noise_lib
 from experiments import train
@@ -69,14 +69,14 @@ def test_trains_ogc_on_digits_and_writes_everything(tmp_path, tiny_config):
   config = tiny_config(num_epochs=6, checkpoint_every=2)
   workdir = str(tmp_path / 'run')
   ends = []
-  real_end_of_run = label_issues.end_of_run
+  real_end_of_run = suspects.end_of_run
 
   def end_of_run(run, queue_gmm=None):
     ends.append(run)
     return real_end_of_run(run, queue_gmm)
 
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(label_issues, 'end_of_run', end_of_run)
+    patch.setattr(suspects, 'end_of_run', end_of_run)
     result = train.train_and_evaluate(config, workdir)
   rows = read_metrics(workdir)
   assert [r['epoch'] for r in rows] == [1, 2, 3, 4, 5, 6]

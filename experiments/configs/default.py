@@ -108,7 +108,7 @@ HELP = {
                           'epoch); the progress bar advances once per '
                           'dispatch',
     'progress': 'show a progress bar on stderr',
-    # Outputs about the labels (experiments.label_issues).
+    # Outputs about the labels (experiments.suspects).
     'label_issues': 'at the end, rank every training example by how likely '
                     'its label is wrong and write label_issues.csv (None: '
                     'for OGC methods only)',

@@ -29,7 +29,7 @@ to its queue of recent losses, applied to the same losses, go beside them
 
 With ``config.holdout.folds`` a run also writes its held-out fold's
 predicted probabilities (`write_heldout`), the input of cleanlab's
-``find_label_issues`` once every fold has run (``sweeps.label_issues``).
+``find_label_issues`` once every fold has run (``sweeps.compare_lists``).
 """
 
 from typing import Any, Callable, NamedTuple, Optional

@@ -2,7 +2,7 @@ r"""Which labels are wrong: OGC's list against cleanlab's and the small-loss rul
 
 On the same data, noise and model, for each noise setting and seed::
 
-  python -m sweeps.label_issues --config experiments/configs/digits.py \
+  python -m sweeps.compare_lists --config experiments/configs/digits.py \
     --noise symmetric:0.2,symmetric:0.5,asymmetric:0.4,instance:0.4 \
     --seeds 0,1,2 --root results/records/label_issues_digits \
     --table results/label_issues_digits.md --jobs 2 \
@@ -11,7 +11,7 @@ On the same data, noise and model, for each noise setting and seed::
 compares four lists of suspect labels:
 
 * ``ogc``: the list one OGC-CE training writes (``method=ogc_ce``,
-  `experiments.label_issues`: the log-odds under a mixture of the final
+  `experiments.suspects`: the log-odds under a mixture of the final
   losses of all training examples);
 * ``ogc_queue``: the same run's final losses under OGC's own last mixture,
   the one fitted to its queue (no extra training);
@@ -52,7 +52,7 @@ import numpy as np
 
 from experiments import config_lib
 from experiments import files
-from experiments import label_issues
+from experiments import suspects
 from experiments import workdir as workdir_lib
 import sweeps
 from sweeps import grid
@@ -123,7 +123,7 @@ def cleanlab_measures(workdirs: Sequence) -> dict:
   ranking is ``1 - get_label_quality_scores(labels, pred_probs)``.
 
   Returns:
-    `experiments.label_issues.evaluate`'s measures, with cleanlab's version
+    `experiments.suspects.evaluate`'s measures, with cleanlab's version
     and the seconds it took.
   """
   import cleanlab  # pylint: disable=g-import-not-at-top
@@ -135,7 +135,7 @@ def cleanlab_measures(workdirs: Sequence) -> dict:
   issues = find_label_issues(labels, probs, n_jobs=1)
   quality = get_label_quality_scores(labels, probs)
   seconds = time.time() - start
-  measures = label_issues.evaluate(1.0 - quality, issues,
+  measures = suspects.evaluate(1.0 - quality, issues,
                                    held['labels'] != held['true_labels'])
   return dict(measures, cleanlab_version=cleanlab.__version__,
               cleanlab_seconds=seconds)
@@ -260,7 +260,7 @@ def write_csv(rows: Sequence[Row], path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-  parser = sweeps.parser_of_module('sweeps.label_issues', __doc__)
+  parser = sweeps.parser_of_module('sweeps.compare_lists', __doc__)
   parser.add_argument('--config', required=True, help='config file')
   parser.add_argument('--noise', required=True,
                       help='comma-separated KIND:RATE, e.g. symmetric:0.2')
@@ -281,7 +281,7 @@ def regenerate_command(args) -> str:
   """The command line that regenerates the table (``--jobs`` and
   ``--parts`` left out)."""
   return sweep_lib.command_line(
-      'sweeps.label_issues', ('config', 'noise', 'seeds', 'root', 'table'),
+      'sweeps.compare_lists', ('config', 'noise', 'seeds', 'root', 'table'),
       args)
 
 

@@ -13,7 +13,7 @@ import ogc_jax
 from experiments import audit
 from experiments import cli
 from experiments import input_pipeline
-from experiments import label_issues
+from experiments import suspects
 from experiments import train
 from experiments import validate
 from experiments import workdir as workdir_lib
@@ -34,18 +34,18 @@ def test_auroc_and_average_precision_are_scikit_learns(seed):
   wrong[:2] = [True, False]  # both classes
   # Scores with many ties (posteriors rounded to 1 in float32 tie too).
   score = np.round(rng.random(n) + wrong * rng.uniform(0, 1), seed % 3)
-  assert label_issues.auroc(score, wrong) == pytest.approx(
+  assert suspects.auroc(score, wrong) == pytest.approx(
       metrics.roc_auc_score(wrong, score), abs=1e-12)
-  assert label_issues.average_precision(score, wrong) == pytest.approx(
+  assert suspects.average_precision(score, wrong) == pytest.approx(
       metrics.average_precision_score(wrong, score), abs=1e-12)
 
 
 def test_measures_of_one_class_are_none_and_all_ties_are_chance():
-  assert label_issues.auroc([0.1, 0.9], [False, False]) is None
-  assert label_issues.auroc([0.1, 0.9], [True, True]) is None
-  assert label_issues.average_precision([0.1, 0.9], [False, False]) is None
-  assert label_issues.auroc(np.ones(10), np.arange(10) < 3) == 0.5
-  assert label_issues.average_precision(np.ones(10), np.arange(10) < 3) == (
+  assert suspects.auroc([0.1, 0.9], [False, False]) is None
+  assert suspects.auroc([0.1, 0.9], [True, True]) is None
+  assert suspects.average_precision([0.1, 0.9], [False, False]) is None
+  assert suspects.auroc(np.ones(10), np.arange(10) < 3) == 0.5
+  assert suspects.average_precision(np.ones(10), np.arange(10) < 3) == (
       pytest.approx(0.3))
 
 
@@ -54,14 +54,14 @@ def test_measures_of_one_class_are_none_and_all_ties_are_chance():
 def test_flag_measures_are_scikit_learns(flagged_rate, wrong_rate):
   rng = np.random.default_rng(0)
   flagged, wrong = rng.random(200) < flagged_rate, rng.random(200) < wrong_rate
-  got = label_issues.flag_measures(flagged, wrong)
+  got = suspects.flag_measures(flagged, wrong)
   for name, fn in (('precision', metrics.precision_score),
                    ('recall', metrics.recall_score), ('f1', metrics.f1_score)):
     assert got[name] == pytest.approx(fn(wrong, flagged, zero_division=0)), name
 
 
 def test_evaluate_without_the_true_labels_counts_only():
-  measures = label_issues.evaluate([0.9, 0.2, 0.7], [True, False, True])
+  measures = suspects.evaluate([0.9, 0.2, 0.7], [True, False, True])
   assert measures == {'examples': 3, 'flagged': 2, 'noisy': None,
                       'auroc': None, 'average_precision': None,
                       'precision': None, 'recall': None, 'f1': None}
@@ -70,9 +70,9 @@ def test_evaluate_without_the_true_labels_counts_only():
 def test_ranking_by_score_then_margin_then_index():
   score = np.array([30.0, -2.0, 30.0, 30.0, 9.0], np.float32)
   margin = np.array([-3.0, 4.0, -5.0, -3.0, -9.0], np.float32)
-  order = label_issues.ranking(score, margin)
+  order = suspects.ranking(score, margin)
   assert order.tolist() == [2, 0, 3, 4, 1]
-  assert label_issues.suspicion(order).tolist() == [4, 1, 5, 3, 2]
+  assert suspects.suspicion(order).tolist() == [4, 1, 5, 3, 2]
 
 
 def test_margins_against_a_loop():
@@ -80,7 +80,7 @@ def test_margins_against_a_loop():
   logits = rng.normal(size=(50, 7)).astype(np.float32)
   labels = rng.integers(0, 7, 50)
   expected = [row[y] - max(np.delete(row, y)) for row, y in zip(logits, labels)]
-  np.testing.assert_array_equal(label_issues.label_margins(logits, labels),
+  np.testing.assert_array_equal(suspects.label_margins(logits, labels),
                                 np.float32(expected))
 
 
@@ -91,7 +91,7 @@ def test_the_flag_is_on_for_ogc_unless_set():
     config.method = method
     for value, expected in ((None, default), (True, True), (False, False)):
       config.label_issues = value
-      assert label_issues.enabled(config) is expected, (method, value)
+      assert suspects.enabled(config) is expected, (method, value)
 
 
 # ----------------------------------------------------------------------------
@@ -107,14 +107,14 @@ def tiny_ogc_run(tmp_path_factory):
        'cache_dir': str(tmp_path_factory.mktemp('cache'))})
   workdir = str(tmp_path_factory.mktemp('ogc'))
   ends = []
-  real = label_issues.end_of_run
+  real = suspects.end_of_run
 
   def end_of_run(run, queue_gmm=None):
     ends.append(run)
     return real(run, queue_gmm)
 
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(label_issues, 'end_of_run', end_of_run)
+    patch.setattr(suspects, 'end_of_run', end_of_run)
     result = train.train_and_evaluate(config, workdir)
   return workdir, result, ends[0]
 
@@ -155,7 +155,7 @@ def test_the_list_ranks_every_example_by_the_mixtures_log_odds(tiny_ogc_run):
               h, g['mean_clean'], np.sqrt(g['var_clean'])))
   np.testing.assert_allclose(table['score'], log_odds, rtol=1e-5, atol=1e-3)
   # The margin of the given label's logit.
-  expected_margin = label_issues.label_margins(logits, data.labels)[position]
+  expected_margin = suspects.label_margins(logits, data.labels)[position]
   np.testing.assert_allclose(table['margin'], expected_margin, rtol=1e-6)
   # Ranked by score, ties by margin; flagged above 0 (posterior 0.5).
   key = np.stack([-table['score'], table['margin']], 1)

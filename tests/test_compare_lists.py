@@ -1,4 +1,4 @@
-"""Tests for sweeps/label_issues.py: the comparison's cleanlab part and table."""
+"""Tests for sweeps/compare_lists.py: the comparison's cleanlab part and table."""
 
 import csv
 
@@ -11,7 +11,7 @@ from sklearn import metrics
 from experiments import files
 from experiments import workdir as workdir_lib
 from sweeps import grid
-from sweeps import label_issues as comparison
+from sweeps import compare_lists as comparison
 from tests.conftest import full_result
 
 NOISE = grid.parse_noise('symmetric:0.4')
