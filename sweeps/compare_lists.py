@@ -263,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
   parser = sweeps.parser_of_module('sweeps.compare_lists', __doc__)
   parser.add_argument('--config', required=True, help='config file')
   parser.add_argument('--noise', required=True,
-                      help='comma-separated KIND:RATE, e.g. symmetric:0.2')
+                      help='comma-separated KIND:RATE or labels:PATH, e.g. '
+                      'symmetric:0.2')
   parser.add_argument('--seeds', default='0',
                       help='comma-separated, e.g. 0,1,2 (default 0)')
   parser.add_argument('--root', required=True,

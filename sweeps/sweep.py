@@ -24,7 +24,9 @@ Method entries are ``METHOD[@KEY=VALUE]...[:LABEL]``: the ``@`` overrides
 apply to that method's runs only (on top of ``--set``), and the optional label
 replaces the entry in the table. Values may not contain ``,``, ``@`` or
 ``:``. Noise settings are ``KIND:RATE`` with KIND one of ``none``,
-``symmetric``, ``asymmetric``, ``instance`` (``none`` needs no rate).
+``symmetric``, ``asymmetric``, ``instance`` (``none`` needs no rate), or
+``labels:PATH``, a column of real labels: a ``path,label`` CSV over an image
+folder (``labels_csv``, e.g. CIFAR-10N's), with no synthetic noise.
 
 A sweep can also be named by a specification file, so that one file holds a
 table's whole sweep (``sweeps/specs/*.json``)::
@@ -33,7 +35,7 @@ table's whole sweep (``sweeps/specs/*.json``)::
 
 It is a JSON object with the keys of the flags: ``config``, ``methods`` (a
 list of method entries, in the table's order), ``noise`` (a list of
-``KIND:RATE``), ``seeds`` (a list of integers; default ``[0]``), ``set`` (a
+``KIND:RATE`` or ``labels:PATH``), ``seeds`` (a list of integers; default ``[0]``), ``set`` (a
 list of ``KEY=VALUE``), ``root`` and ``table``, the committed records and
 table under ``results/``, ``title`` (optional) and ``resources`` (optional,
 what each run asks Ray for: ``{"num_cpus": 8, "num_gpus": 0.5}``); relative
@@ -354,7 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--methods', default=None,
                       help='comma-separated METHOD[@KEY=VALUE]...[:LABEL]')
   parser.add_argument('--noise', default=None,
-                      help='comma-separated KIND:RATE, e.g. symmetric:0.4')
+                      help='comma-separated KIND:RATE or labels:PATH, e.g. '
+                      'symmetric:0.4')
   parser.add_argument('--seeds', default=None,
                       help='comma-separated, e.g. 0,1,2 (default 0)')
   parser.add_argument('--root', default=None, help='directory of the runs')
