@@ -18,6 +18,9 @@ Trains the run, or reuses the finished run in the workdir, and writes there:
 * ``label_issues.png``: the ``--top`` suspects' images, to check them by
   eye, each with its rank, path (or index), given and predicted label,
   score and margin, as in the list.
+* ``label_issues_clean.png``, where the true labels are known: the top
+  suspects whose given label is right, the list's false alarms, to see
+  whether they are ambiguous images or errors of the list;
 * ``noise_transition.png``, where the true labels are known: the realised
   noise-transition matrix, the share of each true class (row) given each
   label (column), to see what kind of noise it is; its title sets the
@@ -97,9 +100,20 @@ def audit(config, workdir: str, top: int = 64) -> dict:
             'measures': measures, 'flagged': int(np.sum(table['flagged'])),
             'examples': len(table['index']),
             'shown': min(top, len(table['index'])), 'transition_png': None,
-            'true_noise_rate': None}
+            'true_noise_rate': None, 'clean_png': None, 'clean_in_top': None}
   if data.true_labels_known:
     report['true_noise_rate'] = data.noise.noise_rate
+    position = {int(index): i for i, index in enumerate(data.indices)}
+    right = data.true_labels[[position[int(i)] for i in table['index']]] == (
+        table['given_label'])
+    report['clean_in_top'] = int(np.sum(right[:top]))
+    report['clean_png'] = workdir_lib.label_issues_clean_sheet_path(workdir)
+    figure = contact_sheet({name: column[right] for name, column
+                            in table.items()}, data.images, data.indices,
+                           data.dataset.class_names, top)
+    files.write_atomic(report['clean_png'],
+                       lambda f: figure.savefig(f, format='png', dpi=150))
+    plt.close(figure)
     report['transition_png'] = workdir_lib.noise_transition_path(workdir)
     figure = plot_transition(
         data.noise.transition_matrix, data.dataset.class_names,
@@ -270,6 +284,10 @@ def describe(report: dict) -> list[str]:
         f"{m['auroc']:.3f}, average precision {m['average_precision']:.3f}, "
         f"F1 {m['f1']:.3f} (precision {m['precision']:.3f}, recall "
         f"{m['recall']:.3f})")
+  if report.get('clean_png') is not None:
+    lines.append(
+        f"{report['clean_png']}: the top suspects whose given label is "
+        f"right; {report['clean_in_top']} of the top {report['shown']} are")
   if report.get('transition_png') is not None:
     lines.append(
         f"{report['transition_png']}: true class against given label; "

@@ -52,6 +52,7 @@ SUMMARIES_DIR = 'tensorboard'
 CHECKPOINTS_DIR = 'checkpoints'
 LABEL_ISSUES_FILE = 'label_issues.csv'
 LABEL_ISSUES_SHEET = 'label_issues.png'
+LABEL_ISSUES_CLEAN_SHEET = 'label_issues_clean.png'
 NOISE_TRANSITION_PLOT = 'noise_transition.png'
 HELDOUT_FILE = 'heldout_probs.npz'
 
@@ -182,6 +183,10 @@ def label_issues_path(workdir) -> pathlib.Path:
 
 def label_issues_sheet_path(workdir) -> pathlib.Path:
   return pathlib.Path(workdir) / LABEL_ISSUES_SHEET
+
+
+def label_issues_clean_sheet_path(workdir) -> pathlib.Path:
+  return pathlib.Path(workdir) / LABEL_ISSUES_CLEAN_SHEET
 
 
 def noise_transition_path(workdir) -> pathlib.Path:

@@ -333,6 +333,12 @@ def test_audit_of_a_ce_run_on_an_image_folder_writes_the_list_and_sheet(
   assert f'AUROC {auroc:.3f}' in out
   flagged = table['flagged'].sum()
   assert f'72 training examples, {flagged} flagged' in out
+  # The false alarms: the top suspects whose given label is right.
+  clean_in_top = int(np.sum(~wrong[np.argsort(table['rank'])][:5]))
+  assert (f"{workdir / 'label_issues_clean.png'}: the top suspects whose "
+          f'given label is right; {clean_in_top} of the top 5 are') in out
+  with Image.open(workdir_lib.label_issues_clean_sheet_path(workdir)) as sheet:
+    assert sheet.format == 'PNG'
   # The folders are the truth: the realised transition matrix, 'ant' given
   # 'ant', 'bee' and 'cat' in 12, 6 and 6 of its 24 images.
   np.testing.assert_allclose(
