@@ -307,19 +307,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.title or f'Label issues: {args.config}',
         regenerate_command(args))
     grid.check_grid(sweep.methods, sweep.noises, sweep.seeds)
-    options = sweep_lib.ray_options(sweep, args)
-    runs = sweep.runs()
-    sweep_lib.check_recorded_settings(runs, sweep.config)
-    if not args.aggregate_only:
-      sweep_lib.check_sweep_config(sweep)
-      sweep_lib.validate_runs(sweep)
-
-  failed = []
-  if not args.aggregate_only:
-    with config_lib.one_line_errors():
-      failed = sweep_lib.run_unfinished(sweep, runs, args.jobs, options)
-    if failed is None:
-      return 130
+  runs, options = sweep_lib.checked_runs(sweep, args)
+  failed = sweep_lib.run_missing(sweep, runs, args, options)
+  if failed is None:
+    return 130
   rows = collect(sweep.root, sweep.noises, sweep.seeds)
   sweep.table.parent.mkdir(parents=True, exist_ok=True)
   files.write_atomic(sweep.table, render_table(

@@ -496,6 +496,35 @@ def run_unfinished(sweep: Sweep, runs: Sequence[grid.Run],
   return outcome.failed
 
 
+def checked_runs(sweep: Sweep, args) -> tuple[list[grid.Run], dict]:
+  """The planned runs and their Ray options, once every check passed.
+
+  Before any run starts: where the runs go (`ray_options`), workdirs that
+  another sweep's settings started (`check_recorded_settings`) and, unless
+  ``--aggregate-only``, every run's config as training validates it
+  (`check_sweep_config`, `validate_runs`). A failed check is one line,
+  ``error: ...`` (status 1).
+  """
+  with config_lib.one_line_errors():
+    options = ray_options(sweep, args)
+    runs = sweep.runs()
+    check_recorded_settings(runs, sweep.config)
+    if not args.aggregate_only:
+      check_sweep_config(sweep)
+      validate_runs(sweep)
+  return runs, options
+
+
+def run_missing(sweep: Sweep, runs, args, options
+                ) -> Optional[list[grid.Run]]:
+  """Runs the unfinished runs (none with ``--aggregate-only``); returns the
+  failed ones, or None if Ctrl-C stopped the sweep."""
+  if args.aggregate_only:
+    return []
+  with config_lib.one_line_errors():
+    return run_unfinished(sweep, runs, args.jobs, options)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Runs the sweep; returns the exit status (1 if a run failed).
 
@@ -504,12 +533,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   args = build_parser().parse_args(argv)
   with config_lib.one_line_errors():
     sweep = sweep_from_args(args)
-    options = ray_options(sweep, args)
-    runs = sweep.runs()
-    check_recorded_settings(runs, sweep.config)
-    if not args.aggregate_only:
-      check_sweep_config(sweep)
-      validate_runs(sweep)
+  runs, options = checked_runs(sweep, args)
 
   elsewhere = (sweep.committed_table is not None
                and sweep.table != sweep.committed_table)
@@ -518,13 +542,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f'{runner.repo_relative(sweep.root)}; the committed results '
           f'({runner.repo_relative(sweep.committed_table)} and its records) '
           'are not touched (--results runs there)', flush=True)
-  failed = []
-  if not args.aggregate_only:
-    with config_lib.one_line_errors():
-      failed = run_unfinished(sweep, runs, args.jobs, options)
-    if failed is None:
-      return 130
-
+  failed = run_missing(sweep, runs, args, options)
+  if failed is None:
+    return 130
   with config_lib.one_line_errors():
     results = write_tables(sweep)
   print(f'{len(results)}/{len(runs)} runs finished; wrote {sweep.table} and '
