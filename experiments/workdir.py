@@ -1,6 +1,6 @@
 """The layout of a run's workdir: its file names, readers and writers.
 
-`experiments.train` writes a workdir, `experiments.plot` and the sweeps
+`experiments.train` writes a workdir, `sweeps.plot` and the sweeps
 (`sweeps`) read it; all of them go through this module::
 
   WORKDIR/

@@ -39,7 +39,7 @@ NOT_RUN = {
         '(tests/test_data.py runs it on generated batches)',
     'bash sweeps/timeboxed_sweep.sh': 'trains; tests/test_lease.py runs '
         'the script on digits',
-    'python -m experiments.plot RUN1': 'needs finished runs '
+    'python -m sweeps.plot RUN1': 'needs finished runs '
         '(tests/test_plot.py)',
     'python -m sweeps': 'a sweep: minutes to hours of training',
     'ray start --head --port 6379': 'needs a cluster; tests/test_ray_cluster.py '

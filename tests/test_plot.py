@@ -1,4 +1,4 @@
-"""Tests for experiments/plot.py."""
+"""Tests for sweeps/plot.py."""
 
 import json
 import math
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from experiments import plot
+from sweeps import plot
 
 NUM_EPOCHS = 5
 DPI = 120  # plot._save's resolution

@@ -9,9 +9,9 @@ import time
 import pytest
 
 from experiments import environment
-from experiments import plot
 from experiments import workdir as workdir_lib
 from sweeps import grid
+from sweeps import plot
 from sweeps import run_files
 from sweeps import runner
 from sweeps import sweep

@@ -2,7 +2,7 @@ r"""Plots of training runs: accuracy, OGC threshold and the fitted loss mixture.
 
 ::
 
-  python -m experiments.plot RUN1 RUN2 ... --out DIR [--epochs 10,50,150] \
+  python -m sweeps.plot RUN1 RUN2 ... --out DIR [--epochs 10,50,150] \
     [--labels a,b]
 
 writes, from each run's ``metrics.jsonl`` and ``queues/epoch_NNNN.npy``:
@@ -391,7 +391,7 @@ def _parse_epochs(text: str) -> list[int]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(
-      prog='python -m experiments.plot',
+      prog='python -m sweeps.plot',
       description=__doc__.split('\n\n')[0],
       formatter_class=argparse.RawDescriptionHelpFormatter,
       epilog=__doc__.split('\n\n', 1)[1])
