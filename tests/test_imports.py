@@ -84,6 +84,18 @@ def test_the_harness_and_the_benchmarks_never_import_the_sweeps(package):
     assert 'sweeps' not in imported, path
 
 
+def test_methods_compute_and_the_run_writes():
+  # A method computes (its gradients, its metrics, what of its state to
+  # keep); the run writes its workdir. Nor does the training package plot
+  # many runs: that is the sweeps' (`sweeps.plot`).
+  modules = {_module_name(p): p for p in _modules()}
+  imported = set(_imported_modules(REPO / 'experiments' / 'methods.py',
+                                   modules))
+  assert not imported & {'experiments.workdir', 'experiments.files',
+                         'experiments.suspects'}, imported
+  assert not (REPO / 'experiments' / 'plot.py').exists()
+
+
 def test_no_import_circle():
   modules = {_module_name(p): p for p in _modules()}
   graph = {name: set(_imported_modules(path, modules)) - {name}
