@@ -46,8 +46,9 @@ NOT_RUN = {
         'starts two Ray nodes on this machine and sweeps on them',
     'python -m benchmarks.parity --authors PATH': "needs PyTorch, the authors' "
         "checkout and CIFAR-10 (.ci/run runs the benchmark's --quick smoke run)",
-    '--config.dataset=folder:IMAGES': "needs one's own image folder "
-        '(tests/test_suspects.py audits a generated one)',
+    '--config.labels_csv=../shared/data/cifar10n/aggre.csv': 'trains on '
+        'CIFAR-10 with CIFAR-10N labels (tests/test_suspects.py audits a '
+        'generated folder with a labels CSV)',
 }
 
 # Blocks that are run although a line of NOT_RUN is in them, by a line of
