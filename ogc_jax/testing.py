@@ -239,8 +239,13 @@ def noise_jump_queues(n=4096):
 def sklearn_fit(h, reg_covar=1e-3):
   """A converged float64 scikit-learn fit of the two-component mixture.
 
-  ``GaussianMixture`` with 5 initialisations, tol 1e-10, up to 5000
-  iterations: the answer `ogc_jax.fit_gmm` should reach.
+  ``GaussianMixture`` with 5 k-means initialisations run to tol 1e-6, the
+  most likely then continued (``warm_start``) to tol 1e-10, up to 5000
+  iterations each: the answer `ogc_jax.fit_gmm` should reach. (Where the
+  components overlap EM contracts slowly, at a rate near 0.99; the modes
+  that the 5 starts reach differ in likelihood by far more than 1e-6, so
+  polishing only the best gives the answer of all 5 run to 1e-10, in a
+  third of the time.)
 
   Args:
     h: 1-D array of H values.
@@ -249,9 +254,11 @@ def sklearn_fit(h, reg_covar=1e-3):
   Returns:
     A `GMM` of float64 NumPy scalars, the lower-mean component as clean.
   """
-  gm = GaussianMixture(2, reg_covar=reg_covar, tol=1e-10, max_iter=5000,
-                       n_init=5, random_state=0).fit(np.asarray(h, np.float64)[:, None])
-  return _as_gmm(gm)
+  x = np.asarray(h, np.float64)[:, None]
+  gm = GaussianMixture(2, reg_covar=reg_covar, tol=1e-6, max_iter=5000,
+                       n_init=5, random_state=0).fit(x)
+  gm.set_params(warm_start=True, tol=1e-10, n_init=1)
+  return _as_gmm(gm.fit(x))
 
 
 def sklearn_fit_from_split(h, threshold, reg_covar=1e-3, max_iter=10,
