@@ -38,7 +38,7 @@ each of our fits (`ogc_jax.fit_gmm` + `ogc_jax.solve_threshold` under one
   computes: for the published fit and the authors' pipeline, scikit-learn's
   EM from the same two-means split (`ogc_jax.testing.sklearn_fit_from_split`)
   followed by the float64 threshold (`ogc_jax.testing.threshold`); for the
-  converged fit, scikit-learn with ``n_init=5, tol=1e-10``
+  converged fit, scikit-learn's most likely of 5 starts, to ``tol=1e-10``
   (`ogc_jax.testing.sklearn_fit`) followed by the same threshold; for the
   conservative fit, scikit-learn's EM from its mixture
   (`ogc_jax.testing.sklearn_fit_from_mixture`) and the same threshold. The
@@ -255,8 +255,9 @@ def main(argv=None):
   print("\n## End-to-end tau, relative difference from the float64 answer of "
         "the same fit\n")
   print("(published and authors: scikit-learn EM from the same two-means "
-        "split, max_iter 10, tol 1e-3; converged: scikit-learn n_init=5, "
-        "tol=1e-10; then the float64 reference threshold)\n")
+        "split, max_iter 10, tol 1e-3; converged: scikit-learn's most "
+        "likely of 5 starts, to tol=1e-10; then the float64 reference "
+        "threshold)\n")
   headers = ["noise", "loss"]
   for learning_rate in learning_rates:
     headers += [f"{name}, lr {learning_rate:g}" for name in OURS]
