@@ -181,3 +181,22 @@ def full_result(final_test_accuracy, **fields):
           'transition_matrix': [[0.8, 0.2], [0.2, 0.8]], 'wall_time_s': 1.0,
           'devices': 1, 'config': {}, 'label_issues': None,
           'classes_never_predicted': [], **fields}
+
+
+def train_keeping_run_end(config, workdir):
+  """``train.train_and_evaluate``, and the `experiments.suspects.RunEnd` its
+  end of run scored the list from: ``(result, run_end)``."""
+  from experiments import suspects  # pylint: disable=g-import-not-at-top
+  from experiments import train  # pylint: disable=g-import-not-at-top
+  ends = []
+  real = suspects.end_of_run
+
+  def end_of_run(run, queue_gmm=None):
+    ends.append(run)
+    return real(run, queue_gmm)
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(suspects, 'end_of_run', end_of_run)
+    result = train.train_and_evaluate(config, workdir)
+  (run_end,) = ends
+  return result, run_end

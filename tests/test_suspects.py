@@ -14,12 +14,12 @@ from experiments import audit
 from experiments import cli
 from experiments import input_pipeline
 from experiments import suspects
-from experiments import train
 from experiments import validate
 from experiments import workdir as workdir_lib
 from experiments.configs import digits
 from experiments.errors import ConfigError
 from tests.conftest import TINY
+from tests.conftest import train_keeping_run_end
 
 
 # ----------------------------------------------------------------------------
@@ -106,17 +106,7 @@ def tiny_ogc_run(tmp_path_factory):
       {**TINY, 'num_devices': 1, 'holdout.folds': 4, 'holdout.fold': 1,
        'cache_dir': str(tmp_path_factory.mktemp('cache'))})
   workdir = str(tmp_path_factory.mktemp('ogc'))
-  ends = []
-  real = suspects.end_of_run
-
-  def end_of_run(run, queue_gmm=None):
-    ends.append(run)
-    return real(run, queue_gmm)
-
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(suspects, 'end_of_run', end_of_run)
-    result = train.train_and_evaluate(config, workdir)
-  return workdir, result, ends[0]
+  return (workdir, *train_keeping_run_end(config, workdir))
 
 
 def test_the_list_ranks_every_example_by_the_mixtures_log_odds(tiny_ogc_run):

@@ -17,12 +17,12 @@ import pytest
 from benchmarks import per_example as per_example_route
 from experiments import data
 from experiments import evaluation as evaluation_lib
-from experiments import suspects
 from experiments import methods
 from experiments import noise as noise_lib
 from experiments import train
 from experiments import workdir as workdir_lib
 from experiments.errors import ConfigError
+from tests.conftest import train_keeping_run_end
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,16 +68,7 @@ def final_params(workdir):
 def test_trains_ogc_on_digits_and_writes_everything(tmp_path, tiny_config):
   config = tiny_config(num_epochs=6, checkpoint_every=2)
   workdir = str(tmp_path / 'run')
-  ends = []
-  real_end_of_run = suspects.end_of_run
-
-  def end_of_run(run, queue_gmm=None):
-    ends.append(run)
-    return real_end_of_run(run, queue_gmm)
-
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(suspects, 'end_of_run', end_of_run)
-    result = train.train_and_evaluate(config, workdir)
+  result, end = train_keeping_run_end(config, workdir)
   rows = read_metrics(workdir)
   assert [r['epoch'] for r in rows] == [1, 2, 3, 4, 5, 6]
   assert all(set(r) == set(evaluation_lib.ROW_KEYS) for r in rows)
@@ -118,9 +109,8 @@ def test_trains_ogc_on_digits_and_writes_everything(tmp_path, tiny_config):
                                rtol=1e-6, err_msg=tag)
   with open(os.path.join(workdir, 'config.json')) as f:
     assert json.load(f)['method'] == 'ogc_ce'
-  # At the end the method sees its final state and the trained network:
+  # The end of the run (once) sees the final state and the trained network:
   # its test predictions give the last epoch's accuracy.
-  (end,) = ends
   assert end.is_main and end.workdir == workdir
   assert int(end.state.num_threshold_updates) == last['num_threshold_updates']
   test = data.load_digits()
